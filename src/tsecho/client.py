@@ -1,0 +1,5 @@
+"""tsecho-client (being written)."""
+
+
+def main() -> None:
+    raise SystemExit("tsecho-client: not yet written")

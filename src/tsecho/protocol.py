@@ -1,0 +1,296 @@
+"""
+The timestamp echo server: bytes in, lines, replies, bytes out.
+
+Read top to bottom, L{TimestampEcho} is the whole data path of a stream
+connection: L{TimestampEcho.dataReceived} takes a chunk, L{LineFramer} cuts
+it into lines, L{TimestampEcho.lineReceived} turns each line into a reply,
+and L{TimestampEcho._send_replies} writes all of a chunk's replies at once.
+L{TimestampEchoFactory} holds what connections share: the configuration,
+the clock, the timestamp cache and the set of open connections.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+from twisted.internet import defer
+from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol, IReactorTime
+from twisted.internet.protocol import ServerFactory, connectionDone
+from twisted.logger import Logger
+from twisted.protocols.policies import TimeoutMixin
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from tsecho.framing import CRLF, LineFramer
+from tsecho.timestamps import Timestamper
+
+DEFAULT_PORT = 21567
+
+BUSY = b"ERROR server busy\r\n"
+
+log = Logger()
+
+
+def describe_address(address: IAddress) -> str:
+    """
+    Name a peer for the log: C{127.0.0.1:5555}, C{[::1]:5555}, or a UNIX path.
+    """
+    host = getattr(address, "host", None)
+    port = getattr(address, "port", None)
+    if host is not None and port is not None:
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    name = getattr(address, "name", None)
+    if isinstance(name, bytes):
+        name = name.decode("utf-8", "replace")
+    return name or "unix socket"
+
+
+def _positive(_instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if value <= 0:
+        raise ValueError(f"{attribute.name} must be positive, not {value!r}")
+
+
+def _not_negative(_instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if value < 0:
+        raise ValueError(f"{attribute.name} must not be negative, not {value!r}")
+
+
+@attrs.frozen
+class ServerConfig:
+    """
+    How the server treats each connection; the defaults are the SPEC's.
+
+    @ivar max_line: the longest request line in bytes, terminator excluded.
+    @ivar max_connections: open stream connections before C{ERROR server busy}.
+    @ivar timeout: seconds a connection may stay idle; 0 never closes it.
+    @ivar one_shot: close each connection after its first reply.
+    @ivar quiet: no log lines per connection.
+    @ivar drain_quiet: during shutdown, close a connection once it has been
+        quiet this long (having answered all it received).
+    """
+
+    max_line: int = attrs.field(default=16384, validator=_positive)
+    max_connections: int = attrs.field(default=10000, validator=_positive)
+    timeout: float = attrs.field(default=300.0, validator=_not_negative)
+    one_shot: bool = False
+    quiet: bool = False
+    drain_quiet: float = attrs.field(default=0.5, validator=_positive)
+
+
+@implementer(IHalfCloseableProtocol)
+class TimestampEcho(LineFramer, TimeoutMixin):
+    """
+    Answer each line with C{[TIMESTAMP] LINE EOL}, EOL mirroring the request's.
+    """
+
+    factory: TimestampEchoFactory
+    lines_answered = 0
+    _closing = False
+    _counted = False
+    _peer = ""
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        config = self.factory.config
+        self.MAX_LENGTH = config.max_line
+        self._replies: list[bytes] = []
+        self._prefix = b""
+        self._peer = describe_address(self.transport.getPeer())
+        if not self.factory.admit(self):
+            log.warn("refused {peer}: server busy ({limit} connections)", peer=self._peer, limit=config.max_connections)
+            self._replies.append(BUSY)
+            self._close()
+            return
+        self._counted = True
+        # Push back: the transport pauses us (and we it) while our replies
+        # wait unsent beyond its buffer size, so a client that does not read
+        # cannot make us buffer without bound.
+        self.transport.registerProducer(self, True)
+        self.setTimeout(config.timeout or None)
+        if not config.quiet:
+            log.info("connected from {peer}", peer=self._peer)
+        if self.factory.draining:
+            self.drain()
+
+    # Bytes in.
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._closing:
+            return
+        self.resetTimeout()
+        self._prefix = self.factory.reply_prefix()
+        super().dataReceived(data)
+        self._send_replies()
+
+    # Lines to replies.
+
+    def lineReceived(self, line: bytes) -> None:
+        self._replies += (self._prefix, line, self.line_ending or CRLF)
+        self.lines_answered += 1
+        if self.factory.config.one_shot:
+            self._close()
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        log.warn(
+            "closing {peer}: line too long ({length} bytes so far, limit {limit})",
+            peer=self._peer,
+            length=len(line),
+            limit=self.MAX_LENGTH,
+        )
+        self._replies.append(b"ERROR line too long (limit %d bytes)\r\n" % self.MAX_LENGTH)
+        self._close()
+
+    # Replies out.
+
+    def _send_replies(self) -> None:
+        if self._replies:
+            assert self.transport is not None
+            self.transport.write(b"".join(self._replies))
+            self._replies.clear()
+
+    def _close(self) -> None:
+        """
+        Send what is owed, then close once it is written.
+        """
+        self._send_replies()
+        if self._closing:
+            return
+        self._closing = True
+        assert self.transport is not None
+        if self._counted:
+            # A registered producer would keep the transport open until it
+            # is resumed; the transport now only needs to drain its buffer.
+            self.transport.unregisterProducer()
+        self.transport.loseConnection()
+
+    # The end of a connection.
+
+    def readConnectionLost(self) -> None:
+        """
+        The client shut down its sending side: answer everything, then close.
+        """
+        if not self._closing:
+            self._prefix = self.factory.reply_prefix()
+            self.deliver_unterminated_line()
+            self._close()
+
+    def writeConnectionLost(self) -> None:
+        """
+        We can no longer send: nothing left to do but close.
+        """
+        self._closing = True
+        assert self.transport is not None
+        self.transport.loseConnection()
+
+    def callLater(self, period: float, func: Any) -> Any:
+        """
+        Schedule L{TimeoutMixin}'s timer on the factory's clock.
+        """
+        return self.factory.clock.callLater(period, func)
+
+    def timeoutConnection(self) -> None:
+        """
+        Idle too long (or, while draining, quiet long enough): close politely;
+        if that does not finish within another period, abort.
+        """
+        assert self.transport is not None
+        if self._closing:
+            log.warn("aborting {peer}: its replies were not read in time", peer=self._peer)
+            self.transport.abortConnection()
+            return
+        if self.factory.draining:
+            log.debug("closing {peer} for shutdown", peer=self._peer)
+        elif not self.factory.config.quiet:
+            log.info("closing {peer}: idle for {timeout} seconds", peer=self._peer, timeout=self.timeOut)
+        period = self.timeOut
+        self._close()
+        if not self.factory.draining:  # while draining, the service's deadline applies
+            self.setTimeout(period)
+
+    def drain(self) -> None:
+        """
+        The server is shutting down: close once quiet, having answered all.
+        """
+        if not self._closing:
+            self.setTimeout(self.factory.config.drain_quiet)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.setTimeout(None)
+        self._closing = True
+        if self._counted:
+            self.factory.release(self)
+            if not self.factory.config.quiet:
+                log.info(
+                    "connection from {peer} closed after {lines} lines: {reason}",
+                    peer=self._peer,
+                    lines=self.lines_answered,
+                    reason=reason.getErrorMessage(),
+                )
+
+
+class TimestampEchoFactory(ServerFactory):
+    """
+    Build L{TimestampEcho} connections and keep count of the open ones.
+
+    @ivar connections: the open, admitted connections.
+    @ivar draining: whether the server is shutting down.
+    """
+
+    protocol = TimestampEcho
+    noisy = False  # the service logs its listeners; connections log themselves
+
+    def __init__(self, config: ServerConfig, timestamper: Timestamper, clock: IReactorTime) -> None:
+        self.config = config
+        self.timestamper = timestamper
+        self.clock = clock
+        self.connections: set[TimestampEcho] = set()
+        self.draining = False
+        self._drained: list[defer.Deferred[None]] = []
+
+    def reply_prefix(self) -> bytes:
+        """
+        The C{b"[TIMESTAMP] "} prefix for replies sent now.
+        """
+        return self.timestamper.prefix(self.clock.seconds())
+
+    def admit(self, connection: TimestampEcho) -> bool:
+        """
+        Count C{connection} in, unless that would pass the connection limit.
+        """
+        if len(self.connections) >= self.config.max_connections:
+            return False
+        self.connections.add(connection)
+        return True
+
+    def release(self, connection: TimestampEcho) -> None:
+        """
+        Count C{connection} out; it has closed.
+        """
+        self.connections.discard(connection)
+        if not self.connections:
+            waiting, self._drained = self._drained, []
+            for d in waiting:
+                d.callback(None)
+
+    def drain(self) -> defer.Deferred[None]:
+        """
+        Close every connection once it has answered all it received and gone
+        quiet; the result fires when none is left.
+        """
+        self.draining = True
+        if not self.connections:
+            return defer.succeed(None)
+        d: defer.Deferred[None] = defer.Deferred()
+        self._drained.append(d)
+        for connection in list(self.connections):
+            connection.drain()
+        return d
+
+    def abort_all(self) -> None:
+        """
+        Abort every connection that is still open.
+        """
+        for connection in list(self.connections):
+            assert connection.transport is not None
+            connection.transport.abortConnection()

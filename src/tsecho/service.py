@@ -1,0 +1,110 @@
+"""
+The running server: listeners, a graceful stop, and one-line start-up errors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from twisted.application.service import MultiService
+from twisted.internet import defer
+from twisted.internet.interfaces import IListeningPort, IReactorTime, IStreamServerEndpoint
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from tsecho.protocol import TimestampEchoFactory, describe_address
+
+log = Logger()
+
+
+class StartupError(SystemExit):
+    """
+    A listener could not be opened.  As a L{SystemExit}, it ends C{twistd}
+    with its one-line message and exit status 1, not a traceback.
+    """
+
+
+class TimestampEchoService(MultiService):
+    """
+    Listen on every stream endpoint with one L{TimestampEchoFactory}, run the
+    child services (datagram listeners) beside them, and stop gracefully:
+    stop accepting at once, answer what was received, then close.
+
+    @ivar shutdown_grace: seconds that connections get to finish on stop,
+        after which the ones left are aborted.
+    """
+
+    def __init__(
+        self,
+        factory: TimestampEchoFactory,
+        endpoints: Sequence[tuple[str, IStreamServerEndpoint]],
+        clock: IReactorTime,
+        shutdown_grace: float = 10.0,
+    ) -> None:
+        super().__init__()
+        self.factory = factory
+        self.endpoints = list(endpoints)
+        self.clock = clock
+        self.shutdown_grace = shutdown_grace
+        self.ports: list[IListeningPort] = []
+
+    def privilegedStartService(self) -> None:
+        """
+        Open every listener now, before privileges are shed, and fail start-up
+        with one line naming the listener that could not be opened.
+        """
+        for description, endpoint in self.endpoints:
+            failure = self._listen(description, endpoint)
+            if failure is not None:
+                self._stop_listening()
+                raise StartupError(f"tsecho: cannot listen on {description}: {failure.getErrorMessage()}")
+        try:
+            super().privilegedStartService()
+        except Exception as e:
+            self._stop_listening()
+            raise StartupError(f"tsecho: {e}") from None
+
+    def _listen(self, description: str, endpoint: IStreamServerEndpoint) -> Failure | None:
+        """
+        Start listening; return the failure if it failed at once.  (A later
+        failure, from an endpoint that opens asynchronously, is logged.)
+        """
+        at_once: list[Failure] = []
+        started = False
+
+        def failed(failure: Failure) -> None:
+            if started:
+                log.failure("cannot listen on {description}", failure, description=description)
+            else:
+                at_once.append(failure)
+
+        endpoint.listen(self.factory).addCallbacks(self._listening, failed, (description,))
+        started = True
+        return at_once[0] if at_once else None
+
+    def _listening(self, port: IListeningPort, description: str) -> None:
+        self.ports.append(port)
+        log.info("listening on {description} ({address})", description=description, address=describe_address(port.getHost()))
+
+    def _stop_listening(self) -> defer.Deferred[object]:
+        ports, self.ports = self.ports, []
+        return defer.gatherResults([defer.maybeDeferred(port.stopListening) for port in ports])
+
+    def stopService(self) -> defer.Deferred[object]:
+        """
+        Stop accepting, let open connections finish within L{shutdown_grace},
+        then abort whatever is left.
+        """
+        stopped = defer.gatherResults([self._stop_listening(), super().stopService() or defer.succeed(None)])
+        drained = self.factory.drain()
+        deadline = self.clock.callLater(self.shutdown_grace, self._give_up)
+        drained.addBoth(lambda result: deadline.cancel() if deadline.active() else None)
+        return defer.gatherResults([stopped, drained])
+
+    def _give_up(self) -> None:
+        log.warn(
+            "aborting {count} connections still open {grace} seconds after shutdown began",
+            count=len(self.factory.connections),
+            grace=self.shutdown_grace,
+        )
+        self.factory.abort_all()

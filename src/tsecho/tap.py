@@ -1,0 +1,121 @@
+"""
+C{twistd tsecho}: its options and the service they build.
+
+The plugin in C{twisted/plugins/tsecho_plugin.py} points here lazily, so
+nothing below is imported until someone runs C{twistd tsecho}.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.application.service import IService
+from twisted.internet import endpoints
+from twisted.internet.interfaces import IReactorCore, IStreamServerEndpoint
+from twisted.python import usage
+
+from tsecho.protocol import DEFAULT_PORT, ServerConfig, TimestampEchoFactory
+from tsecho.service import TimestampEchoService
+from tsecho.timestamps import Timestamper, validate_time_format
+
+
+def _number(kind: Callable[[str], float], minimum: float, what: str) -> Callable[[str], Any]:
+    def coerce(value: str) -> float:
+        try:
+            number = kind(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not {what}") from None
+        if not number >= minimum:  # also refuses NaN
+            raise ValueError(f"{value!r} is not {what}")
+        return number
+
+    coerce.coerceDoc = f"Must be {what}."  # type: ignore[attr-defined]
+    return coerce
+
+
+_positive_int = _number(int, 1, "a positive whole number")
+_seconds = _number(float, 0, "a number of seconds, 0 or more")
+
+
+class Options(usage.Options):
+    """
+    The command line of C{twistd tsecho}; see SPEC.md's options table.
+    """
+
+    synopsis = "[--port N | --listen DESCRIPTION ...] [options]"
+    longdesc = (
+        "A timestamp echo server: every line a client sends comes back as "
+        "'[TIMESTAMP] LINE'. With neither --port nor --listen it serves TCP "
+        f"port {DEFAULT_PORT} on all interfaces."
+    )
+
+    optFlags = [
+        ["one-shot", None, "Close each connection after its first reply (like socketserver)."],
+        ["utc", None, "Timestamps in UTC instead of local time."],
+        ["quiet", "q", "No per-connection log lines."],
+    ]
+    optParameters: list[list[Any]] = [
+        ["port", "p", None, f"TCP port on all interfaces; may be combined with --listen [default: {DEFAULT_PORT} when no --listen is given]", usage.portCoerce],
+        ["udp", None, None, "Also answer UDP datagrams on this port", usage.portCoerce],
+        ["unix-datagram", None, None, "Also answer datagrams on a UNIX datagram socket at this path."],
+        ["time-format", None, "ctime", "Timestamp format: 'ctime', 'iso' (RFC 3339) or a strftime pattern", validate_time_format],
+        ["max-line", None, 16384, "Longest request line, in bytes", _positive_int],
+        ["max-connections", None, 10000, "Concurrent stream connections before 'ERROR server busy'", _positive_int],
+        ["timeout", None, 300.0, "Close a connection idle this many seconds; 0 never", _seconds],
+    ]
+
+    def __init__(self, reactor: IReactorCore | None = None) -> None:
+        super().__init__()
+        self["listen"] = []
+        self._reactor = reactor
+
+    def opt_listen(self, description: str) -> None:
+        """
+        Listen on a Twisted server endpoint, e.g. tcp:21567:interface=127.0.0.1,
+        tcp6:21567, unix:/run/tsecho.sock, ssl:21568:privateKey=key.pem:certKey=cert.pem,
+        systemd:domain=INET:index=0, haproxy:tcp:21567. Repeatable.
+        """
+        self["listen"].append(description)
+
+    def postOptions(self) -> None:
+        descriptions = list(self["listen"])
+        if self["port"] is not None:
+            descriptions.insert(0, f"tcp:{self['port']}")
+        elif not descriptions:
+            descriptions.append(f"tcp:{DEFAULT_PORT}")
+        self["endpoints"] = [(d, self._endpoint(d)) for d in descriptions]
+
+    def _endpoint(self, description: str) -> IStreamServerEndpoint:
+        if self._reactor is None:
+            from twisted.internet import reactor
+
+            self._reactor = reactor  # type: ignore[assignment]
+        try:
+            return endpoints.serverFromString(self._reactor, description)
+        except Exception as e:
+            raise usage.UsageError(f"--listen {description!r}: {e or type(e).__name__}") from None
+
+    def config(self) -> ServerConfig:
+        """
+        The per-connection settings these options ask for.
+        """
+        return ServerConfig(
+            max_line=self["max-line"],
+            max_connections=self["max-connections"],
+            timeout=self["timeout"],
+            one_shot=bool(self["one-shot"]),
+            quiet=bool(self["quiet"]),
+        )
+
+
+def makeService(options: Options) -> IService:
+    """
+    Build the whole server from parsed L{Options}.
+    """
+    from twisted.internet import reactor
+
+    clock = options._reactor or reactor
+    timestamper = Timestamper(options["time-format"], bool(options["utc"]))
+    factory = TimestampEchoFactory(options.config(), timestamper, clock)  # type: ignore[arg-type]
+    return TimestampEchoService(factory, options["endpoints"], clock)  # type: ignore[arg-type]
