@@ -82,11 +82,12 @@ class LineFramer(LineReceiver):
             self._pieces = []
             self._pieces_length = 0
         limit = self.MAX_LENGTH
-        for index, line in enumerate(lines):
-            if line[-1:] == CR:
-                line = line[:-1]
+        for index, terminated in enumerate(lines):
+            if terminated[-1:] == CR:
+                line = terminated[:-1]
                 self.line_ending = CRLF
             else:
+                line = terminated
                 self.line_ending = LF
             if len(line) > limit:
                 self._exceeded(line)

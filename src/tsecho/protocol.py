@@ -11,11 +11,18 @@ the clock, the timestamp cache and the set of open connections.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import attrs
 from twisted.internet import defer
-from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol, IReactorTime
+from twisted.internet.interfaces import (
+    IAddress,
+    IConsumer,
+    IHalfCloseableProtocol,
+    IPushProducer,
+    IReactorTime,
+    ITCPTransport,
+)
 from twisted.internet.protocol import ServerFactory, connectionDone
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
@@ -78,7 +85,7 @@ class ServerConfig:
     drain_quiet: float = attrs.field(default=0.5, validator=_positive)
 
 
-@implementer(IHalfCloseableProtocol)
+@implementer(IHalfCloseableProtocol, IPushProducer)
 class TimestampEcho(LineFramer, TimeoutMixin):
     """
     Answer each line with C{[TIMESTAMP] LINE EOL}, EOL mirroring the request's.
@@ -106,7 +113,7 @@ class TimestampEcho(LineFramer, TimeoutMixin):
         # Push back: the transport pauses us (and we it) while our replies
         # wait unsent beyond its buffer size, so a client that does not read
         # cannot make us buffer without bound.
-        self.transport.registerProducer(self, True)
+        cast(IConsumer, self.transport).registerProducer(self, True)
         self.setTimeout(config.timeout or None)
         if not config.quiet:
             log.info("connected from {peer}", peer=self._peer)
@@ -161,7 +168,7 @@ class TimestampEcho(LineFramer, TimeoutMixin):
         if self._counted:
             # A registered producer would keep the transport open until it
             # is resumed; the transport now only needs to drain its buffer.
-            self.transport.unregisterProducer()
+            cast(IConsumer, self.transport).unregisterProducer()
         self.transport.loseConnection()
 
     # The end of a connection.
@@ -197,7 +204,7 @@ class TimestampEcho(LineFramer, TimeoutMixin):
         assert self.transport is not None
         if self._closing:
             log.warn("aborting {peer}: its replies were not read in time", peer=self._peer)
-            self.transport.abortConnection()
+            cast(ITCPTransport, self.transport).abortConnection()
             return
         if self.factory.draining:
             log.debug("closing {peer} for shutdown", peer=self._peer)
@@ -229,7 +236,13 @@ class TimestampEcho(LineFramer, TimeoutMixin):
                 )
 
 
-class TimestampEchoFactory(ServerFactory):
+if TYPE_CHECKING:  # Twisted's factories are generic only from 24.x on
+    _ServerFactory = ServerFactory[TimestampEcho]
+else:
+    _ServerFactory = ServerFactory
+
+
+class TimestampEchoFactory(_ServerFactory):
     """
     Build L{TimestampEcho} connections and keep count of the open ones.
 
@@ -293,4 +306,4 @@ class TimestampEchoFactory(ServerFactory):
         """
         for connection in list(self.connections):
             assert connection.transport is not None
-            connection.transport.abortConnection()
+            cast(ITCPTransport, connection.transport).abortConnection()

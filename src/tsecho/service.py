@@ -5,6 +5,7 @@ The running server: listeners, a graceful stop, and one-line start-up errors.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from twisted.application.service import MultiService
 from twisted.internet import defer
@@ -84,22 +85,24 @@ class TimestampEchoService(MultiService):
 
     def _listening(self, port: IListeningPort, description: str) -> None:
         self.ports.append(port)
-        log.info("listening on {description} ({address})", description=description, address=describe_address(port.getHost()))
+        log.info(
+            "listening on {description} ({address})", description=description, address=describe_address(port.getHost())
+        )
 
-    def _stop_listening(self) -> defer.Deferred[object]:
+    def _stop_listening(self) -> defer.Deferred[Any]:
         ports, self.ports = self.ports, []
         return defer.gatherResults([defer.maybeDeferred(port.stopListening) for port in ports])
 
-    def stopService(self) -> defer.Deferred[object]:
+    def stopService(self) -> defer.Deferred[None]:
         """
         Stop accepting, let open connections finish within L{shutdown_grace},
         then abort whatever is left.
         """
-        stopped = defer.gatherResults([self._stop_listening(), super().stopService() or defer.succeed(None)])
         drained = self.factory.drain()
         deadline = self.clock.callLater(self.shutdown_grace, self._give_up)
-        drained.addBoth(lambda result: deadline.cancel() if deadline.active() else None)
-        return defer.gatherResults([stopped, drained])
+        drained.addBoth(lambda _: deadline.cancel() if deadline.active() else None)
+        stopping: list[defer.Deferred[Any]] = [self._stop_listening(), super().stopService(), drained]
+        return defer.gatherResults(stopping).addCallback(lambda _: None)
 
     def _give_up(self) -> None:
         log.warn(

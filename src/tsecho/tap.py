@@ -8,7 +8,7 @@ nothing below is imported until someone runs C{twistd tsecho}.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from twisted.application.service import IService
 from twisted.internet import endpoints
@@ -56,10 +56,16 @@ class Options(usage.Options):
         ["quiet", "q", "No per-connection log lines."],
     ]
     optParameters: list[list[Any]] = [
-        ["port", "p", None, f"TCP port on all interfaces; may be combined with --listen [default: {DEFAULT_PORT} when no --listen is given]", usage.portCoerce],
+        [
+            "port",
+            "p",
+            None,
+            f"TCP port on all interfaces; may be combined with --listen [default: {DEFAULT_PORT} when no --listen]",
+            usage.portCoerce,
+        ],
         ["udp", None, None, "Also answer UDP datagrams on this port", usage.portCoerce],
-        ["unix-datagram", None, None, "Also answer datagrams on a UNIX datagram socket at this path."],
-        ["time-format", None, "ctime", "Timestamp format: 'ctime', 'iso' (RFC 3339) or a strftime pattern", validate_time_format],
+        ["unix-datagram", None, None, "Also answer datagrams on a UNIX datagram socket at this path"],
+        ["time-format", None, "ctime", "'ctime', 'iso' (RFC 3339) or a strftime pattern", validate_time_format],
         ["max-line", None, 16384, "Longest request line, in bytes", _positive_int],
         ["max-connections", None, 10000, "Concurrent stream connections before 'ERROR server busy'", _positive_int],
         ["timeout", None, 300.0, "Close a connection idle this many seconds; 0 never", _seconds],
@@ -90,9 +96,10 @@ class Options(usage.Options):
         if self._reactor is None:
             from twisted.internet import reactor
 
-            self._reactor = reactor  # type: ignore[assignment]
+            self._reactor = cast(IReactorCore, reactor)
         try:
-            return endpoints.serverFromString(self._reactor, description)
+            endpoint: IStreamServerEndpoint = endpoints.serverFromString(self._reactor, description)
+            return endpoint
         except Exception as e:
             raise usage.UsageError(f"--listen {description!r}: {e or type(e).__name__}") from None
 
