@@ -132,7 +132,10 @@ class LineFramer(LineReceiver):
             self._pieces = []
             self._pieces_length = 0
             self.line_ending = b""
-            self.lineReceived(line)
+            if len(line) > self.MAX_LENGTH:  # a last b"\r" is no terminator now
+                self._exceeded(line)
+            else:
+                self.lineReceived(line)
 
     def clearLineBuffer(self) -> bytes:
         """

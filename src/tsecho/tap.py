@@ -11,11 +11,12 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from twisted.application.service import IService
-from twisted.internet import endpoints
 from twisted.internet.interfaces import IReactorCore, IStreamServerEndpoint
 from twisted.python import usage
 
+from tsecho.datagram import TimestampDatagram, udp_listener, unix_datagram_listener
 from tsecho.protocol import DEFAULT_PORT, ServerConfig, TimestampEchoFactory
+from tsecho.proxy import server_from_string
 from tsecho.service import TimestampEchoService
 from tsecho.timestamps import Timestamper, validate_time_format
 
@@ -98,7 +99,7 @@ class Options(usage.Options):
 
             self._reactor = cast(IReactorCore, reactor)
         try:
-            endpoint: IStreamServerEndpoint = endpoints.serverFromString(self._reactor, description)
+            endpoint: IStreamServerEndpoint = server_from_string(self._reactor, description)
             return endpoint
         except Exception as e:
             raise usage.UsageError(f"--listen {description!r}: {e or type(e).__name__}") from None
@@ -125,4 +126,13 @@ def makeService(options: Options) -> IService:
     clock = options._reactor or reactor
     timestamper = Timestamper(options["time-format"], bool(options["utc"]))
     factory = TimestampEchoFactory(options.config(), timestamper, clock)  # type: ignore[arg-type]
-    return TimestampEchoService(factory, options["endpoints"], clock)  # type: ignore[arg-type]
+    service = TimestampEchoService(factory, options["endpoints"], clock)  # type: ignore[arg-type]
+    quiet = bool(options["quiet"])
+    # Datagram listeners are child services, opened with the stream ones.
+    if options["udp"] is not None:
+        answer = TimestampDatagram(timestamper, clock, quiet=quiet)  # type: ignore[arg-type]
+        udp_listener(clock, options["udp"], answer).setServiceParent(service)  # type: ignore[arg-type]
+    if options["unix-datagram"] is not None:
+        answer = TimestampDatagram(timestamper, clock, quiet=quiet)  # type: ignore[arg-type]
+        unix_datagram_listener(clock, options["unix-datagram"], answer).setServiceParent(service)  # type: ignore[arg-type]
+    return service

@@ -1,0 +1,228 @@
+"""
+The PROXY protocol (v1 and v2) in front of tsecho, without losing half-close.
+
+Twisted's C{haproxy:} endpoint wraps each connection in
+C{HAProxyProtocolWrapper}, a C{ProtocolWrapper} that does not provide
+L{IHalfCloseableProtocol}: at a client's EOF the transport then closes both
+halves and the replies still owed are lost.  It also connects the wrapped
+protocol before the header is read, so C{connectionMade} sees the load
+balancer's address, not the client's.
+
+L{ProxyProtocolWrapper} fixes both: it forwards half-close to the wrapped
+protocol, and connects the wrapped protocol only once the header has named
+the real client.  L{server_from_string} routes C{haproxy:} descriptions
+through it.
+
+It subclasses Twisted's wrapper and reuses its header parsers, which live in
+private modules of C{twisted.protocols.haproxy} (stable since Twisted 16.1);
+the tests in C{tests/test_proxy.py} would notice if they changed.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from twisted.internet import endpoints
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import (
+    IHalfCloseableProtocol,
+    IListeningPort,
+    IProtocol,
+    IProtocolFactory,
+    IReactorTime,
+    IStreamServerEndpoint,
+    ITCPTransport,
+    ITransport,
+)
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.logger import Logger
+from twisted.protocols.haproxy._exceptions import InvalidProxyHeader
+from twisted.protocols.haproxy._v1parser import V1Parser
+from twisted.protocols.haproxy._v2parser import V2Parser
+from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper, HAProxyWrappingFactory
+from twisted.python.failure import Failure
+from zope.interface import directlyProvides, implementer, providedBy
+
+from tsecho.protocol import describe_address
+
+PREFIX = "haproxy:"
+
+HEADER_TIMEOUT = 30.0
+"""
+Seconds a connection may take to send its PROXY header before it is closed.
+(A load balancer sends it at once; until then the connection does not count
+against C{--max-connections}.)
+"""
+
+_V2_MIN = 16
+_V1_MIN = 8
+
+log = Logger()
+
+
+@implementer(IHalfCloseableProtocol)
+class ProxyProtocolWrapper(HAProxyProtocolWrapper):
+    """
+    Read a PROXY v1 or v2 header, then connect the wrapped protocol, whose
+    C{transport.getPeer()} now names the client the header announced.
+
+    Half-close passes through: C{readConnectionLost}/C{writeConnectionLost}
+    reach the wrapped protocol if it provides L{IHalfCloseableProtocol}
+    (otherwise the connection is closed, as a plain transport would).
+    A header that is invalid or does not arrive within
+    L{ProxyWrappingFactory.header_timeout} closes the connection.
+    """
+
+    factory: ProxyWrappingFactory
+
+    def __init__(self, factory: ProxyWrappingFactory, wrappedProtocol: IProtocol) -> None:  # noqa: N803 (Twisted's name)
+        super().__init__(factory, wrappedProtocol)  # type: ignore[arg-type]
+        self._pending = b""
+        self._inner_connected = False
+        self._header_timer: Any = None
+
+    def makeConnection(self, transport: ITransport) -> None:
+        """
+        Connect to C{transport}, but hold the wrapped protocol back until the
+        header is parsed.
+        """
+        directlyProvides(self, providedBy(transport))
+        Protocol.makeConnection(self, transport)
+        self.factory.registerProtocol(self)
+        self._header_timer = self.factory.clock.callLater(self.factory.header_timeout, self._header_timed_out)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._inner_connected:
+            self.wrappedProtocol.dataReceived(data)
+            return
+        if self._parser is None:
+            self._pending += data
+            parser = self._choose_parser(self._pending)
+            if parser is None:
+                return
+            self._parser = parser
+            data, self._pending = self._pending, b""
+        try:
+            info, remaining = self._parser.feed(data)
+        except InvalidProxyHeader:
+            self._refuse("invalid PROXY header")
+            return
+        if info is None:
+            return
+        self._proxyInfo = info
+        self._cancel_header_timer()
+        self._inner_connected = True
+        self.wrappedProtocol.makeConnection(cast(ITransport, self))
+        if remaining:
+            self.wrappedProtocol.dataReceived(remaining)
+
+    def _choose_parser(self, head: bytes) -> V1Parser | V2Parser | None:
+        """
+        Pick the parser that C{head}, the first bytes received, calls for, or
+        return C{None} to wait for more; refuse anything that is no header.
+        """
+        if len(head) >= _V2_MIN and head[:12] == V2Parser.PREFIX and head[12] & 0xF0 == 0x20:
+            return V2Parser()
+        if len(head) >= _V1_MIN and head[:5] == V1Parser.PROXYSTR:
+            return V1Parser()
+        if len(head) < _V2_MIN and (V2Parser.PREFIX.startswith(head[:12]) or V1Parser.PROXYSTR.startswith(head[:5])):
+            return None
+        self._refuse("no PROXY header")
+        return None
+
+    def _refuse(self, why: str) -> None:
+        assert self.transport is not None
+        log.warn("closing {peer}: {why}", peer=describe_address(self.transport.getPeer()), why=why)
+        self._cancel_header_timer()
+        self.transport.loseConnection()
+
+    def _header_timed_out(self) -> None:
+        self._header_timer = None
+        assert self.transport is not None
+        log.warn(
+            "aborting {peer}: no PROXY header within {timeout} seconds",
+            peer=describe_address(self.transport.getPeer()),
+            timeout=self.factory.header_timeout,
+        )
+        cast(ITCPTransport, self.transport).abortConnection()
+
+    def _cancel_header_timer(self) -> None:
+        if self._header_timer is not None and self._header_timer.active():
+            self._header_timer.cancel()
+        self._header_timer = None
+
+    def readConnectionLost(self) -> None:
+        """
+        The client will send no more: let the wrapped protocol answer what it
+        owes, if it can half-close; otherwise close.
+        """
+        inner = IHalfCloseableProtocol(self.wrappedProtocol, None) if self._inner_connected else None
+        if inner is not None:
+            inner.readConnectionLost()
+        else:
+            self.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        """
+        Nothing more can be sent: tell the wrapped protocol, or close.
+        """
+        inner = IHalfCloseableProtocol(self.wrappedProtocol, None) if self._inner_connected else None
+        if inner is not None:
+            inner.writeConnectionLost()
+        else:
+            self.loseConnection()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._cancel_header_timer()
+        if self._inner_connected:
+            super().connectionLost(reason)
+        else:
+            self.factory.unregisterProtocol(self)
+
+
+class ProxyWrappingFactory(HAProxyWrappingFactory):
+    """
+    Wrap each connection of C{wrappedFactory} in a L{ProxyProtocolWrapper}.
+
+    @ivar clock: times the header; the wrapped factory's C{clock} if it has
+        one, else the global reactor.
+    @ivar header_timeout: seconds allowed for the PROXY header.
+    """
+
+    protocol = ProxyProtocolWrapper  # type: ignore[assignment]
+    noisy = False  # the service logs its listeners
+    header_timeout = HEADER_TIMEOUT
+
+    def __init__(self, wrappedFactory: IProtocolFactory) -> None:  # noqa: N803 (Twisted's name)
+        super().__init__(wrappedFactory)
+        clock = getattr(wrappedFactory, "clock", None)
+        if clock is None:
+            from twisted.internet import reactor
+
+            clock = reactor
+        self.clock: IReactorTime = clock
+
+
+@implementer(IStreamServerEndpoint)
+class ProxyServerEndpoint:
+    """
+    A server endpoint that speaks the PROXY protocol on top of another one.
+    """
+
+    def __init__(self, wrapped: IStreamServerEndpoint) -> None:
+        self.wrapped = wrapped
+
+    def listen(self, protocolFactory: IProtocolFactory) -> Deferred[IListeningPort]:  # noqa: N803 (Twisted's name)
+        return self.wrapped.listen(ProxyWrappingFactory(protocolFactory))
+
+
+def server_from_string(reactor: Any, description: str) -> IStreamServerEndpoint:
+    """
+    Like L{endpoints.serverFromString}, but C{haproxy:INNER} descriptions get
+    L{ProxyServerEndpoint}, which keeps half-close and logs the real client.
+    """
+    if description.startswith(PREFIX):
+        inner: IStreamServerEndpoint = endpoints.serverFromString(reactor, description[len(PREFIX) :])
+        return ProxyServerEndpoint(inner)
+    endpoint: IStreamServerEndpoint = endpoints.serverFromString(reactor, description)
+    return endpoint

@@ -1,0 +1,120 @@
+"""
+Run the real C{twistd tsecho} in a subprocess, for end-to-end tests.
+
+The server listens on port 0 and its log says which port it got, so tests
+never race for a free port.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import attrs
+
+_LISTENING = re.compile(r"listening on (?P<description>\S+) \((?P<address>[^)]*)\)")
+
+
+@attrs.define
+class ServerProcess:
+    """
+    A running C{twistd -n tsecho}.
+
+    @ivar process: the subprocess; its stdout carries the log.
+    @ivar addresses: C{"host:port"} (or path) of each listener, in option order.
+    @ivar log_path: where its log goes.
+    """
+
+    process: subprocess.Popen[bytes]
+    addresses: list[str]
+    log_path: Path
+
+    @property
+    def port(self) -> int:
+        """
+        The port of the first TCP listener.
+        """
+        return int(self.addresses[0].rsplit(":", 1)[1])
+
+    def log(self) -> str:
+        """
+        Everything logged so far.
+        """
+        return self.log_path.read_text(errors="replace")
+
+    def rss_kib(self) -> int:
+        """
+        The server's resident memory, in KiB.
+        """
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        return int(re.search(r"VmRSS:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        """
+        Signal the server and wait for it to exit; return its exit status.
+        """
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise
+
+
+def twistd_command(*options: str) -> list[str]:
+    """
+    The command line that runs C{twistd -n tsecho OPTIONS} from this Python's
+    environment.  (C{python -m twisted} is C{twist}, not C{twistd}.)
+    """
+    twistd = Path(sys.executable).with_name("twistd")
+    launcher = [str(twistd)] if twistd.exists() else [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+    return [*launcher, "-n", "--pidfile=", "tsecho", *options]
+
+
+@contextmanager
+def running_server(
+    tmp_path: Path,
+    options: Sequence[str] = ("--listen", "tcp:0:interface=127.0.0.1"),
+    listeners: int = 1,
+    timeout: float = 20.0,
+    **popen: object,
+) -> Iterator[ServerProcess]:
+    """
+    Start C{twistd tsecho OPTIONS}, wait until it listens, stop it afterwards.
+
+    @param listeners: how many "listening on" log lines to wait for.
+    """
+    log_path = tmp_path / f"tsecho-{time.monotonic_ns()}.log"
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(  # noqa: S603
+            twistd_command(*options),
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            **popen,  # type: ignore[call-overload]
+        )
+    server = ServerProcess(process, [], log_path)
+    try:
+        deadline = time.monotonic() + timeout
+        while len(server.addresses) < listeners:
+            if process.poll() is not None:
+                raise RuntimeError(f"twistd exited with {process.returncode}:\n{server.log()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"twistd did not start listening in {timeout} s:\n{server.log()}")
+            time.sleep(0.05)
+            server.addresses = [m["address"] for m in _LISTENING.finditer(server.log())]
+        yield server
+    finally:
+        if process.poll() is None:
+            server.stop(signal.SIGKILL)
