@@ -76,7 +76,10 @@ def twistd_command(*options: str) -> list[str]:
     environment.  (C{python -m twisted} is C{twist}, not C{twistd}.)
     """
     twistd = Path(sys.executable).with_name("twistd")
-    launcher = [str(twistd)] if twistd.exists() else [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+    if twistd.exists():
+        launcher = [str(twistd)]
+    else:
+        launcher = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
     return [*launcher, "-n", "--pidfile=", "tsecho", *options]
 
 
@@ -95,7 +98,7 @@ def running_server(
     """
     log_path = tmp_path / f"tsecho-{time.monotonic_ns()}.log"
     with log_path.open("wb") as log_file:
-        process = subprocess.Popen(  # noqa: S603
+        process = subprocess.Popen(
             twistd_command(*options),
             stdin=subprocess.DEVNULL,
             stdout=log_file,

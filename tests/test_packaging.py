@@ -61,7 +61,7 @@ def test_twistd_lists_tsecho() -> None:
     """
     C{twistd --help} names the tsecho command, without plugin cache warnings.
     """
-    result = subprocess.run(twistd_command()[:-2] + ["--help"], capture_output=True, timeout=60, check=True)
+    result = subprocess.run([*twistd_command()[:-2], "--help"], capture_output=True, timeout=60, check=True)
     assert b"tsecho" in result.stdout
     assert b"Unable to write to plugin cache" not in result.stdout + result.stderr
 

@@ -54,12 +54,12 @@ def describe_address(address: IAddress) -> str:
 
 
 def _positive(_instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
-    if value <= 0:
+    if not value > 0:  # also refuses NaN
         raise ValueError(f"{attribute.name} must be positive, not {value!r}")
 
 
 def _not_negative(_instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
-    if value < 0:
+    if not value >= 0:  # also refuses NaN
         raise ValueError(f"{attribute.name} must not be negative, not {value!r}")
 
 
@@ -206,14 +206,21 @@ class TimestampEcho(LineFramer, TimeoutMixin):
             log.warn("aborting {peer}: its replies were not read in time", peer=self._peer)
             cast(ITCPTransport, self.transport).abortConnection()
             return
+        if self.factory.draining and self.paused:
+            # Paused by back-pressure is not quiet: the client is still reading
+            # replies it is owed (closing now would reset them away).  Wait;
+            # the service's shutdown deadline still applies.
+            self.resetTimeout()
+            return
         if self.factory.draining:
             log.debug("closing {peer} for shutdown", peer=self._peer)
         elif not self.factory.config.quiet:
             log.info("closing {peer}: idle for {timeout} seconds", peer=self._peer, timeout=self.timeOut)
-        period = self.timeOut
-        self._close()
         if not self.factory.draining:  # while draining, the service's deadline applies
-            self.setTimeout(period)
+            # Arm the abort timer before closing: a transport may call
+            # connectionLost (which cancels it) from inside loseConnection.
+            self.setTimeout(self.timeOut)
+        self._close()
 
     def drain(self) -> None:
         """

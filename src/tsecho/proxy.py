@@ -37,6 +37,7 @@ from twisted.internet.interfaces import (
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.protocols.haproxy._exceptions import InvalidProxyHeader
+from twisted.protocols.haproxy._info import ProxyInfo
 from twisted.protocols.haproxy._v1parser import V1Parser
 from twisted.protocols.haproxy._v2parser import V2Parser
 from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper, HAProxyWrappingFactory
@@ -58,6 +59,23 @@ _V2_MIN = 16
 _V1_MIN = 8
 
 log = Logger()
+
+
+class _V1Parser(V1Parser):
+    """
+    Twisted's v1 parser, plus the bare C{PROXY UNKNOWN} header (which it
+    refuses, though the PROXY protocol allows it and HAProxy sends it), and a
+    bad port number refused as an invalid header rather than a C{ValueError}.
+    """
+
+    @classmethod
+    def parse(cls, line: bytes) -> ProxyInfo:
+        if line == b"PROXY UNKNOWN" or line.startswith(b"PROXY UNKNOWN "):
+            return ProxyInfo(line, None, None)
+        try:
+            return super().parse(line)
+        except ValueError:
+            raise InvalidProxyHeader() from None
 
 
 @implementer(IHalfCloseableProtocol)
@@ -116,7 +134,7 @@ class ProxyProtocolWrapper(HAProxyProtocolWrapper):
         if remaining:
             self.wrappedProtocol.dataReceived(remaining)
 
-    def _choose_parser(self, head: bytes) -> V1Parser | V2Parser | None:
+    def _choose_parser(self, head: bytes) -> _V1Parser | V2Parser | None:
         """
         Pick the parser that C{head}, the first bytes received, calls for, or
         return C{None} to wait for more; refuse anything that is no header.
@@ -124,7 +142,7 @@ class ProxyProtocolWrapper(HAProxyProtocolWrapper):
         if len(head) >= _V2_MIN and head[:12] == V2Parser.PREFIX and head[12] & 0xF0 == 0x20:
             return V2Parser()
         if len(head) >= _V1_MIN and head[:5] == V1Parser.PROXYSTR:
-            return V1Parser()
+            return _V1Parser()
         if len(head) < _V2_MIN and (V2Parser.PREFIX.startswith(head[:12]) or V1Parser.PROXYSTR.startswith(head[:5])):
             return None
         self._refuse("no PROXY header")

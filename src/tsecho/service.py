@@ -48,12 +48,14 @@ class TimestampEchoService(MultiService):
         self.clock = clock
         self.shutdown_grace = shutdown_grace
         self.ports: list[IListeningPort] = []
+        self._listened = False
 
     def privilegedStartService(self) -> None:
         """
         Open every listener now, before privileges are shed, and fail start-up
         with one line naming the listener that could not be opened.
         """
+        self._listened = True
         for description, endpoint in self.endpoints:
             failure = self._listen(description, endpoint)
             if failure is not None:
@@ -64,6 +66,15 @@ class TimestampEchoService(MultiService):
         except Exception as e:
             self._stop_listening()
             raise StartupError(f"tsecho: {e}") from None
+
+    def startService(self) -> None:
+        """
+        Start; listen first if L{privilegedStartService} was not called
+        (C{twist}, unlike C{twistd}, calls only this).
+        """
+        if not self._listened:
+            self.privilegedStartService()
+        super().startService()
 
     def _listen(self, description: str, endpoint: IStreamServerEndpoint) -> Failure | None:
         """

@@ -8,10 +8,10 @@ nothing below is imported until someone runs C{twistd tsecho}.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
 from twisted.application.service import IService
-from twisted.internet.interfaces import IReactorCore, IStreamServerEndpoint
+from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.python import usage
 
 from tsecho.datagram import TimestampDatagram, udp_listener, unix_datagram_listener
@@ -64,18 +64,22 @@ class Options(usage.Options):
             f"TCP port on all interfaces; may be combined with --listen [default: {DEFAULT_PORT} when no --listen]",
             usage.portCoerce,
         ],
-        ["udp", None, None, "Also answer UDP datagrams on this port", usage.portCoerce],
-        ["unix-datagram", None, None, "Also answer datagrams on a UNIX datagram socket at this path"],
+        ["udp", None, None, "Also answer UDP datagrams on this port [default: off]", usage.portCoerce],
+        ["unix-datagram", None, None, "Also answer datagrams on a UNIX datagram socket at this path [default: off]"],
         ["time-format", None, "ctime", "'ctime', 'iso' (RFC 3339) or a strftime pattern", validate_time_format],
         ["max-line", None, 16384, "Longest request line, in bytes", _positive_int],
         ["max-connections", None, 10000, "Concurrent stream connections before 'ERROR server busy'", _positive_int],
-        ["timeout", None, 300.0, "Close a connection idle this many seconds; 0 never", _seconds],
+        ["timeout", None, 300, "Close a connection idle this many seconds; 0 never", _seconds],
     ]
 
-    def __init__(self, reactor: IReactorCore | None = None) -> None:
+    def __init__(self, reactor: Any = None) -> None:
+        """
+        @param reactor: the reactor to listen on and take the time from
+            (tests pass a L{MemoryReactorClock}); the global one by default.
+        """
         super().__init__()
         self["listen"] = []
-        self._reactor = reactor
+        self.reactor = reactor
 
     def opt_listen(self, description: str) -> None:
         """
@@ -94,13 +98,12 @@ class Options(usage.Options):
         self["endpoints"] = [(d, self._endpoint(d)) for d in descriptions]
 
     def _endpoint(self, description: str) -> IStreamServerEndpoint:
-        if self._reactor is None:
+        if self.reactor is None:
             from twisted.internet import reactor
 
-            self._reactor = cast(IReactorCore, reactor)
+            self.reactor = reactor
         try:
-            endpoint: IStreamServerEndpoint = server_from_string(self._reactor, description)
-            return endpoint
+            return server_from_string(self.reactor, description)
         except Exception as e:
             raise usage.UsageError(f"--listen {description!r}: {e or type(e).__name__}") from None
 
@@ -121,18 +124,18 @@ def makeService(options: Options) -> IService:
     """
     Build the whole server from parsed L{Options}.
     """
-    from twisted.internet import reactor
-
-    clock = options._reactor or reactor
+    reactor = options.reactor
+    if reactor is None:
+        from twisted.internet import reactor
     timestamper = Timestamper(options["time-format"], bool(options["utc"]))
-    factory = TimestampEchoFactory(options.config(), timestamper, clock)  # type: ignore[arg-type]
-    service = TimestampEchoService(factory, options["endpoints"], clock)  # type: ignore[arg-type]
-    quiet = bool(options["quiet"])
+    factory = TimestampEchoFactory(options.config(), timestamper, reactor)
+    service = TimestampEchoService(factory, options["endpoints"], reactor)
     # Datagram listeners are child services, opened with the stream ones.
+    quiet = bool(options["quiet"])
     if options["udp"] is not None:
-        answer = TimestampDatagram(timestamper, clock, quiet=quiet)  # type: ignore[arg-type]
-        udp_listener(clock, options["udp"], answer).setServiceParent(service)  # type: ignore[arg-type]
+        answer = TimestampDatagram(timestamper, reactor, quiet=quiet)
+        udp_listener(reactor, options["udp"], answer).setServiceParent(service)
     if options["unix-datagram"] is not None:
-        answer = TimestampDatagram(timestamper, clock, quiet=quiet)  # type: ignore[arg-type]
-        unix_datagram_listener(clock, options["unix-datagram"], answer).setServiceParent(service)  # type: ignore[arg-type]
+        answer = TimestampDatagram(timestamper, reactor, quiet=quiet)
+        unix_datagram_listener(reactor, options["unix-datagram"], answer).setServiceParent(service)
     return service

@@ -1,0 +1,528 @@
+"""
+Benchmark tsecho against its peers on loopback, in one interleaved run.
+
+C{python benchmarks/run.py [--quick]} compiles the C load generator
+(C{benchmarks/loadgen.c}) and a C echo server with the system C{cc}, then, for
+each of several rounds, starts every server in turn in a subprocess pinned
+to CPU 0 and drives it from CPU 1 through every scenario.  It prints a table
+of medians (min..max over the rounds), the ratios of tsecho to the baselines
+measured in the same run, and the issue's targets; a full run also writes
+C{docs/benchmark.md}, C{docs/benchmark.png} and C{docs/benchmark.json}
+(a quick run writes them under C{benchmarks/build/}).
+
+Absolute rates move a lot from run to run on a shared machine; the ratios
+within one run are what the benchmark is for.
+"""
+
+# ruff: noqa: RUF001, PLW1509 -- the multiplication sign is meant; run.py starts no threads
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+BUILD = HERE / "build"
+SERVERS = HERE / "servers"
+SERVER_CPU = 0
+LOADGEN_CPU = 1
+
+# Scenario name -> (loadgen arguments, the figure the table shows).
+SCENARIOS: dict[str, list[str]] = {
+    "pipelined": ["--scenario", "pipelined", "--conns", "50", "--inflight", "16"],
+    "latency": ["--scenario", "latency"],
+    "cpr": ["--scenario", "cpr", "--conns", "8"],
+    "many": ["--scenario", "pipelined", "--conns", "1000", "--inflight", "1"],
+}
+IDLE_STAGES = (1000, 10000)
+SWEEP = (1, 10, 100, 1000, 5000)
+
+
+@dataclass
+class Server:
+    """
+    A server under test: how to start it and which scenarios it takes part in.
+    """
+
+    name: str
+    argv: Callable[[int], list[str]]
+    scenarios: tuple[str, ...] = ("idle", "pipelined", "latency", "cpr", "many")
+    reply_format: str = "line"
+    env: dict[str, str] = field(default_factory=dict)
+    sweep: bool = False
+    logfile: bool = False
+
+
+def progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def compile_c(source: Path, output: Path) -> None:
+    BUILD.mkdir(exist_ok=True)
+    if output.exists() and output.stat().st_mtime > source.stat().st_mtime:
+        return
+    cc = os.environ.get("CC", "cc")
+    subprocess.run([cc, "-O2", "-Wall", "-o", str(output), str(source)], check=True)
+
+
+def twistd_argv(python: Path, *options: str) -> Callable[[int], list[str]]:
+    twistd = python.parent / "twistd"
+
+    def argv(port: int) -> list[str]:
+        return [str(twistd), "-n", "--pidfile=", "tsecho", "--listen", f"tcp:{port}:interface=127.0.0.1", *options]
+
+    return argv
+
+
+def script_argv(python: Path, script: str) -> Callable[[int], list[str]]:
+    return lambda port: [str(python), str(SERVERS / script), str(port)]
+
+
+def find_pypy(explicit: str | None) -> Path | None:
+    """
+    A PyPy with Twisted to run tsecho on: C{--pypy}, or a venv under
+    C{benchmarks/build/pypy-venv}, made (with pip) if C{pypy3} is on the PATH.
+    """
+    if explicit:
+        return Path(explicit)
+    venv = BUILD / "pypy-venv"
+    python = venv / "bin" / "python"
+    if not python.exists():
+        pypy = shutil.which("pypy3")
+        if pypy is None:
+            return None
+        progress(f"making a PyPy venv in {venv} (pip install twisted attrs)")
+        try:
+            subprocess.run([pypy, "-m", "venv", str(venv)], check=True)
+            subprocess.run([str(python), "-m", "pip", "install", "-q", "twisted", "attrs"], check=True)
+        except subprocess.CalledProcessError as e:
+            progress(f"no PyPy: {e}")
+            return None
+    return python
+
+
+def servers(pypy: Path | None) -> list[Server]:
+    python = Path(sys.executable)
+    # Run tsecho from this checkout, so the PyPy venv needs only Twisted and attrs.
+    source = {"PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
+    found = [
+        Server("C epoll echo", lambda port: [str(BUILD / "c_echo"), str(port)], sweep=True),
+        Server("asyncio Protocol (batching)", script_argv(python, "asyncio_protocol.py"), sweep=True),
+        Server("asyncio streams", script_argv(python, "asyncio_streams.py")),
+        Server("naive LineReceiver", script_argv(python, "naive_linereceiver.py"), sweep=True),
+        Server("socketserver original", script_argv(python, "socketserver_original.py"), ("cpr",), "repr"),
+        Server("tsecho --quiet", twistd_argv(python, "--quiet"), env=source, sweep=True),
+        Server("tsecho (logging)", twistd_argv(python), env=source, logfile=True),
+    ]
+    if pypy is not None:
+        found += [
+            Server("tsecho --quiet, PyPy", twistd_argv(pypy, "--quiet"), env=source, sweep=True),
+            Server("naive LineReceiver, PyPy", script_argv(pypy, "naive_linereceiver.py")),
+        ]
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def pin(cpu: int) -> Callable[[], None]:
+    return lambda: os.sched_setaffinity(0, {cpu})
+
+
+@contextmanager
+def running(server: Server, workdir: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """
+    Start C{server} on a free loopback port pinned to L{SERVER_CPU}; stop it after.
+    """
+    port = free_port()
+    argv = server.argv(port)
+    if server.logfile:
+        argv[1:1] = ["--logfile", str(workdir / "tsecho.log")]
+    process = subprocess.Popen(
+        argv,
+        cwd=workdir,
+        env={**os.environ, **server.env},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        preexec_fn=pin(SERVER_CPU),
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if process.poll() is not None:
+                err = process.stderr.read().decode(errors="replace") if process.stderr else ""
+                raise RuntimeError(f"{server.name} exited with {process.returncode}: {err[-2000:]}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{server.name} did not listen on {port}") from None
+                time.sleep(0.05)
+        yield process, port
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if process.stderr:
+            process.stderr.close()
+        (workdir / "tsecho.log").unlink(missing_ok=True)
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def loadgen(port: int, args: list[str], timing: tuple[float, float], reply_format: str) -> dict[str, Any]:
+    duration, warmup = timing
+    argv = [str(BUILD / "loadgen"), "--port", str(port), *args]
+    argv += ["--duration", str(duration), "--warmup", str(warmup), "--format", reply_format]
+    done = subprocess.run(
+        argv, capture_output=True, check=True, preexec_fn=pin(LOADGEN_CPU), timeout=duration + warmup + 120
+    )
+    result: dict[str, Any] = json.loads(done.stdout.decode().strip().splitlines()[-1])
+    return result
+
+
+def idle_memory(process: subprocess.Popen[bytes], port: int) -> dict[str, Any]:
+    """
+    RSS growth per connection over 1,000 and 10,000 idle connections (one
+    line exchanged on each), from the server's VmRSS.
+    """
+    loadgen(port, ["--scenario", "pipelined", "--conns", "10", "--inflight", "4"], (0.3, 0.0), "line")
+    time.sleep(0.3)
+    base = rss_kib(process.pid)
+    stages = ",".join(map(str, IDLE_STAGES))
+    gen = subprocess.Popen(
+        [str(BUILD / "loadgen"), "--port", str(port), "--scenario", "idle", "--stages", stages],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        preexec_fn=pin(LOADGEN_CPU),
+    )
+    assert gen.stdin is not None
+    assert gen.stdout is not None
+    result: dict[str, Any] = {"errors": 0}
+    try:
+        for count in IDLE_STAGES:
+            stage = json.loads(gen.stdout.readline())
+            time.sleep(0.5)  # let the server finish its work on the last batch
+            result[f"kib_{count}"] = (rss_kib(process.pid) - base) / count
+            result["errors"] = stage["errors"] + (stage["conns"] - stage["alive"])
+            if stage["first_error"]:
+                result["first_error"] = stage["first_error"]
+            gen.stdin.write(b"next\n")
+            gen.stdin.flush()
+    finally:
+        gen.stdin.close()
+        gen.wait(30)
+    time.sleep(1)  # the server closes 10,000 connections
+    return result
+
+
+def run_rounds(all_servers: list[Server], rounds: int, timing: tuple[float, float]) -> dict[str, dict[str, list[Any]]]:
+    """
+    Every server through its scenarios, interleaved: round 1 of each, then round 2, ...
+    """
+    results: dict[str, dict[str, list[Any]]] = {s.name: {} for s in all_servers}
+    with tempfile.TemporaryDirectory(prefix="tsecho-bench-") as tmp:
+        for r in range(1, rounds + 1):
+            order = all_servers if r % 2 else list(reversed(all_servers))
+            for server in order:
+                with running(server, Path(tmp)) as (process, port):
+                    for scenario in server.scenarios:
+                        started = time.monotonic()
+                        if scenario == "idle":
+                            result = idle_memory(process, port)
+                        else:
+                            result = loadgen(port, SCENARIOS[scenario], timing, server.reply_format)
+                        results[server.name].setdefault(scenario, []).append(result)
+                        progress(
+                            f"[round {r}/{rounds}] {server.name:28} {scenario:9} {describe(scenario, result)}"
+                            f"  ({time.monotonic() - started:.1f} s)"
+                        )
+    return results
+
+
+def describe(scenario: str, result: dict[str, Any]) -> str:
+    errors = f", {result['errors']} errors ({result.get('first_error', '')})" if result["errors"] else ""
+    if scenario == "idle":
+        return f"{result['kib_1000']:.2f} KiB/conn at 1k, {result['kib_10000']:.2f} at 10k{errors}"
+    if scenario == "latency":
+        return f"p50 {result['p50_us']:.0f} us, p99 {result['p99_us']:.0f} us{errors}"
+    if scenario == "cpr":
+        return f"{result['conn_rate']:,.0f} conns/s{errors}"
+    return f"{result['rate']:,.0f} replies/s{errors}"
+
+
+def run_sweep(all_servers: list[Server], timing: tuple[float, float], points: tuple[int, ...]) -> dict[str, Any]:
+    """
+    Throughput and server RSS against the number of connections (1 in flight each).
+    """
+    sweep: dict[str, Any] = {}
+    duration, warmup = timing
+    with tempfile.TemporaryDirectory(prefix="tsecho-sweep-") as tmp:
+        for server in all_servers:
+            if not server.sweep:
+                continue
+            rows = []
+            with running(server, Path(tmp)) as (process, port):
+                for n in points:
+                    argv = [str(BUILD / "loadgen"), "--port", str(port), "--scenario", "pipelined"]
+                    argv += ["--conns", str(n), "--inflight", "1", "--duration", str(duration)]
+                    argv += ["--warmup", str(warmup)]
+                    gen = subprocess.Popen(argv, stdout=subprocess.PIPE, preexec_fn=pin(LOADGEN_CPU))
+                    # Sample RSS while the load runs.
+                    peak = 0
+                    while gen.poll() is None:
+                        peak = max(peak, rss_kib(process.pid))
+                        time.sleep(0.1)
+                    assert gen.stdout is not None
+                    result = json.loads(gen.stdout.read().decode().strip().splitlines()[-1])
+                    result["rss_mib"] = peak / 1024
+                    rows.append(result)
+                    progress(
+                        f"[sweep] {server.name:28} {n:5} conns: {result['rate']:,.0f} replies/s, "
+                        f"RSS {peak / 1024:.1f} MiB, {result['errors']} errors"
+                    )
+            sweep[server.name] = rows
+    return sweep
+
+
+# Reporting.
+
+
+def figure(results: dict[str, list[Any]], scenario: str) -> list[float]:
+    key = {"pipelined": "rate", "many": "rate", "cpr": "conn_rate", "latency": "p50_us"}[scenario]
+    return [r[key] for r in results.get(scenario, [])]
+
+
+def cell(values: list[float], fmt: str = "{:,.0f}") -> str:
+    if not values:
+        return "—"
+    text = fmt.format(statistics.median(values))
+    if len(values) > 1:
+        text += f" ({fmt.format(min(values))}..{fmt.format(max(values))})"
+    return text
+
+
+def median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def summary_table(results: dict[str, dict[str, list[Any]]]) -> str:
+    head = (
+        "| server | pipelined 50×16, replies/s | latency p50 / p99, µs | connect-per-request, conns/s "
+        "| 1000 conns × 1, replies/s | KiB per idle conn (1k / 10k) | errors |"
+    )
+    lines = [head, "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for name, res in results.items():
+        p99 = [r["p99_us"] for r in res.get("latency", [])]
+        latency = f"{cell(figure(res, 'latency'))} / {cell(p99)}" if p99 else "—"
+        idle = res.get("idle", [])
+        memory = (
+            f"{cell([r['kib_1000'] for r in idle], '{:.2f}')} / {cell([r['kib_10000'] for r in idle], '{:.2f}')}"
+            if idle
+            else "—"
+        )
+        errors = sum(r["errors"] for rs in res.values() for r in rs)
+        lines.append(
+            f"| {name} | {cell(figure(res, 'pipelined'))} | {latency} | {cell(figure(res, 'cpr'))} "
+            f"| {cell(figure(res, 'many'))} | {memory} | {errors} |"
+        )
+    return "\n".join(lines)
+
+
+def ratio(results: dict[str, dict[str, list[Any]]], a: str, b: str, scenario: str) -> float | None:
+    x = median(figure(results.get(a, {}), scenario))
+    y = median(figure(results.get(b, {}), scenario))
+    return x / y if x and y else None
+
+
+def ratio_table(results: dict[str, dict[str, list[Any]]]) -> str:
+    subjects = [n for n in results if n.startswith("tsecho")]
+    baselines = [n for n in results if not n.startswith("tsecho")]
+    lines = [
+        "| tsecho ÷ baseline | pipelined | latency p50 (lower is better) | connect-per-request | 1000 conns |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for s in subjects:
+        for b in baselines:
+            cells = []
+            for scenario in ("pipelined", "latency", "cpr", "many"):
+                value = ratio(results, s, b, scenario)
+                cells.append(f"{value:.2f}×" if value else "—")
+            lines.append(f"| {s} ÷ {b} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
+def target_table(results: dict[str, dict[str, list[Any]]]) -> str:
+    t = "tsecho --quiet"
+    proto, naive, orig = "asyncio Protocol (batching)", "naive LineReceiver", "socketserver original"
+    idle = [r["kib_10000"] for r in results.get(t, {}).get("idle", [])]
+    checks: list[tuple[str, float | None, Callable[[float], bool]]] = [
+        ("pipelined ≥ 1.0× asyncio Protocol", ratio(results, t, proto, "pipelined"), lambda v: v >= 1.0),
+        ("pipelined ≥ 3× naive LineReceiver", ratio(results, t, naive, "pipelined"), lambda v: v >= 3.0),
+        ("connect-per-request ≥ 1.3× naive LineReceiver", ratio(results, t, naive, "cpr"), lambda v: v >= 1.3),
+        ("connect-per-request vs the original socketserver", ratio(results, t, orig, "cpr"), lambda v: v >= 1.0),
+        ("1000 conns ≥ 1.0× asyncio Protocol", ratio(results, t, proto, "many"), lambda v: v >= 1.0),
+        ("latency p50 ≤ 1.2× asyncio Protocol", ratio(results, t, proto, "latency"), lambda v: v <= 1.2),
+        ("memory ≤ 2 KiB per idle connection (10k, timeout on)", median(idle), lambda v: v <= 2.0),
+        (
+            "load generator not the bottleneck: C echo ≥ 2× tsecho pipelined",
+            ratio(results, "C epoll echo", t, "pipelined"),
+            lambda v: v >= 2.0,
+        ),
+    ]
+    lines = ["| target | measured | met |", "| --- | ---: | :---: |"]
+    for text, value, ok in checks:
+        unit = " KiB" if "KiB" in text else "×"
+        shown = f"{value:.2f}{unit}" if value is not None else "—"
+        lines.append(f"| {text} | {shown} | {'—' if value is None else 'yes' if ok(value) else 'no'} |")
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    import twisted
+
+    load = os.getloadavg()
+    return (
+        f"{cpu}, {os.cpu_count()} CPUs, Linux {platform.release()}; "
+        f"CPython {platform.python_version()}, Twisted {twisted.__version__}; "
+        f"load average at the end {load[0]:.2f}"
+    )
+
+
+def plot(sweep: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for name, rows in sweep.items():
+        conns = [r["conns"] for r in rows]
+        left.plot(conns, [r["rate"] for r in rows], marker="o", label=name)
+        right.plot(conns, [r["rss_mib"] for r in rows], marker="o", label=name)
+    for ax, title, unit in ((left, "throughput", "replies/s"), (right, "server memory (RSS)", "MiB")):
+        ax.set_xscale("log")
+        ax.set_xlabel("connections (1 line in flight each)")
+        ax.set_ylabel(unit)
+        ax.set_title(title)
+        ax.grid(True, alpha=0.3)
+    left.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def report(results: dict[str, dict[str, list[Any]]], sweep: dict[str, Any], rounds: int, out: Path) -> str:
+    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    text = f"""# Benchmark
+
+Made by `python benchmarks/run.py` (`tox -e bench`) on {when}: {machine()}.
+Each server on CPU 0, the C load generator on CPU 1, loopback; {rounds} interleaved round(s);
+medians with (min..max). Every reply is checked; errors are counted.
+
+## Results
+
+{summary_table(results)}
+
+## Ratios (same run)
+
+{ratio_table(results)}
+
+## Targets (issue 6)
+
+{target_table(results)}
+
+## Scaling
+
+![throughput and memory against connections](benchmark.png)
+"""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "benchmark.md").write_text(text)
+    (out / "benchmark.json").write_text(json.dumps({"results": results, "sweep": sweep}, indent=1) + "\n")
+    if sweep:
+        plot(sweep, out / "benchmark.png")
+    return text
+
+
+def raise_fd_limit(wanted: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (max(wanted, soft), max(wanted, hard)))
+        except (ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="one short round (about 3 minutes)")
+    parser.add_argument("--rounds", type=int, help="rounds (default 3, 1 with --quick)")
+    parser.add_argument("--only", action="append", help="run only servers whose name contains this (repeatable)")
+    parser.add_argument("--pypy", help="a PyPy interpreter with Twisted and attrs (default: make a venv)")
+    parser.add_argument("--no-pypy", action="store_true", help="leave PyPy out")
+    parser.add_argument("--no-sweep", action="store_true", help="skip the scaling sweep")
+    parser.add_argument("--output", type=Path, help="where to write benchmark.md/.png/.json")
+    options = parser.parse_args(argv)
+    # Stop cleanly on SIGTERM too: the servers are stopped in finally blocks.
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(1))
+
+    if len(os.sched_getaffinity(0)) < 2:
+        progress("warning: fewer than 2 CPUs; server and load generator will share one")
+    raise_fd_limit(max(IDLE_STAGES) * 2 + 1024)
+    compile_c(HERE / "loadgen.c", BUILD / "loadgen")
+    compile_c(SERVERS / "c_echo.c", BUILD / "c_echo")
+    pypy = None if options.no_pypy else find_pypy(options.pypy)
+    all_servers = servers(pypy)
+    if options.only:
+        all_servers = [s for s in all_servers if any(o in s.name for o in options.only)]
+    rounds = options.rounds or (1 if options.quick else 3)
+    timing = (1.0, 0.5) if options.quick else (3.0, 1.0)
+    points = (1, 100, 1000) if options.quick else SWEEP
+    output = options.output or (BUILD if options.quick else ROOT / "docs")
+
+    started = time.monotonic()
+    results = run_rounds(all_servers, rounds, timing)
+    sweep = {} if options.no_sweep else run_sweep(all_servers, (1.0, 0.5) if options.quick else (2.0, 1.0), points)
+    text = report(results, sweep, rounds, output)
+    print(text)
+    progress(f"done in {time.monotonic() - started:.0f} s; wrote {output}/benchmark.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

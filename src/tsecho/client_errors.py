@@ -1,0 +1,106 @@
+"""
+The ways a C{tsecho-client} exchange can fail, each worth one line to a user.
+
+Every error here is a L{ClientError}: C{str(error)} is the whole line that
+C{tsecho-client} prints (after its own name), so the wording lives in one
+place and tests can compare it exactly.
+"""
+
+from __future__ import annotations
+
+from twisted.internet import error
+from twisted.python.failure import Failure
+
+
+def explain(reason: Failure) -> str:
+    """
+    Say in a few words why a connection attempt or a connection failed.
+
+    @param reason: the failure Twisted reported.
+    @return: C{connection refused}, C{unknown host}, ... or, for anything
+        else, the failure's own message, on one line.
+    """
+    if reason.check(error.ConnectionRefusedError):
+        return "connection refused"
+    if reason.check(error.DNSLookupError, error.UnknownHostError):
+        return "unknown host"
+    if reason.check(error.NoRouteError):
+        return "no route to host"
+    if reason.check(error.TimeoutError):
+        return "timed out"
+    return one_line(reason.getErrorMessage())
+
+
+def one_line(text: str) -> str:
+    """
+    Squeeze C{text} onto one line.
+    """
+    return " ".join(text.split())
+
+
+class ClientError(Exception):
+    """
+    A failure that the client reports as one line: C{str(error)}.
+    """
+
+
+class CannotConnectError(ClientError):
+    """
+    No connection to the server could be made.
+    """
+
+    def __init__(self, target: str, why: str) -> None:
+        super().__init__(f"cannot connect to {target}: {why}")
+
+
+class NoReplyError(ClientError):
+    """
+    The server did not answer within the timeout.
+    """
+
+    def __init__(self, target: str, seconds: float, tries: int = 1) -> None:
+        message = f"no reply from {target} within {seconds:g} seconds"
+        if tries > 1:
+            message += f" (tried {tries} times)"
+        super().__init__(message)
+
+
+class ClosedEarlyError(ClientError):
+    """
+    The connection ended before the server answered a message.
+    """
+
+    def __init__(self, target: str, reason: Failure) -> None:
+        if reason.check(error.ConnectionDone):
+            message = f"{target} closed the connection before answering"
+        else:
+            message = f"connection to {target} lost before answering: {explain(reason)}"
+        super().__init__(message)
+
+
+class ServerError(ClientError):
+    """
+    The server answered with an C{ERROR ...} line.
+    """
+
+    def __init__(self, line: bytes) -> None:
+        self.line = line
+        super().__init__(f"the server answered with an error: {one_line(line.decode('utf-8', 'replace'))}")
+
+
+class ReplyTooLongError(ClientError):
+    """
+    The server sent a reply line longer than the client accepts.
+    """
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"a reply was longer than {limit} bytes")
+
+
+class ClosedError(ClientError):
+    """
+    The exchange was closed (by its user) before this message was answered.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("closed before the reply arrived")

@@ -1,0 +1,910 @@
+"""
+Tests for L{tsecho.protocol}: the server's replies, limits, timeouts,
+back-pressure, logging and draining, on in-memory transports.
+"""
+
+from __future__ import annotations
+
+import calendar
+import os
+import time
+from collections.abc import Iterator, Sequence
+
+from twisted.internet.address import IPv6Address, UNIXAddress
+from twisted.internet.error import ConnectionLost
+from twisted.logger import LogEvent, LogLevel, capturedLogs
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from tsecho.protocol import BUSY, ServerConfig, TimestampEcho, describe_address
+from tsecho.testing import (
+    EXAMPLE_PEER,
+    EXAMPLE_STAMP,
+    EXAMPLE_TIME,
+    ClosingStringTransport,
+    EchoConnection,
+    connect,
+    connected_echo,
+    make_factory,
+)
+
+STAMP = EXAMPLE_STAMP
+
+
+def too_long(limit: int) -> bytes:
+    """
+    The SPEC's error reply for a line longer than C{limit} bytes.
+    """
+    return b"ERROR line too long (limit %d bytes)\r\n" % (limit,)
+
+
+def slices(data: bytes, size: int) -> Iterator[bytes]:
+    """
+    Cut C{data} into consecutive pieces of C{size} bytes.
+    """
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
+def use_time_zone(case: SynchronousTestCase, zone: str) -> None:
+    """
+    Make C{zone} the local time zone for the rest of C{case}.
+    """
+    old = os.environ.get("TZ")
+
+    def restore() -> None:
+        if old is None:
+            del os.environ["TZ"]
+        else:
+            os.environ["TZ"] = old
+        time.tzset()
+
+    os.environ["TZ"] = zone
+    time.tzset()
+    case.addCleanup(restore)
+
+
+def protocol_events(events: Sequence[LogEvent]) -> list[LogEvent]:
+    """
+    The events that L{tsecho.protocol} logged.
+    """
+    return [e for e in events if e.get("log_namespace") == "tsecho.protocol"]
+
+
+class ReplyFormatTests(SynchronousTestCase):
+    """
+    Each line is answered C{[TIMESTAMP] LINE EOL}.
+    """
+
+    def test_ctime_default(self) -> None:
+        """
+        By default the timestamp is C{time.ctime()}'s form, as in SPEC.md's example.
+        """
+        echo = connected_echo()
+        self.assertEqual(echo.send(b"hello\r\n"), b"[Thu Nov 26 14:09:48 2026] hello\r\n")
+
+    def test_ctime_pads_day(self) -> None:
+        """
+        A day of month below 10 is space-padded, as C{ctime} does.
+        """
+        echo = connected_echo(now=calendar.timegm((2026, 11, 6, 4, 5, 6)))
+        self.assertEqual(echo.send(b"x\n"), b"[Fri Nov  6 04:05:06 2026] x\n")
+
+    def test_ctime_local_time(self) -> None:
+        """
+        Without C{utc}, the timestamp is in the local time zone.
+        """
+        use_time_zone(self, "EST5")
+        echo = connected_echo(utc=False)
+        self.assertEqual(echo.send(b"x\n"), b"[Thu Nov 26 09:09:48 2026] x\n")
+
+    def test_iso(self) -> None:
+        """
+        C{iso} gives RFC 3339 with a numeric offset.
+        """
+        echo = connected_echo(time_format="iso")
+        self.assertEqual(echo.send(b"x\r\n"), b"[2026-11-26T14:09:48+00:00] x\r\n")
+
+    def test_iso_local_time(self) -> None:
+        """
+        C{iso} in local time carries the local offset.
+        """
+        use_time_zone(self, "EST5")
+        echo = connected_echo(time_format="iso", utc=False)
+        self.assertEqual(echo.send(b"x\r\n"), b"[2026-11-26T09:09:48-05:00] x\r\n")
+
+    def test_strftime(self) -> None:
+        """
+        Any strftime pattern may format the timestamp.
+        """
+        echo = connected_echo(time_format="%Y-%m-%d %H:%M:%S %%")
+        self.assertEqual(echo.send(b"x\n"), b"[2026-11-26 14:09:48 %] x\n")
+
+    def test_time_of_reply(self) -> None:
+        """
+        The timestamp is the moment of the reply, taken from the factory's clock.
+        """
+        echo = connected_echo()
+        echo.clock.advance(61)
+        self.assertEqual(echo.send(b"later\n"), b"[Thu Nov 26 14:10:49 2026] later\n")
+
+    def test_eol_mirrors_request(self) -> None:
+        """
+        Each reply ends with its own request's terminator.
+        """
+        echo = connected_echo()
+        self.assertEqual(
+            echo.send(b"a\r\nb\nc\r\n"),
+            STAMP + b"a\r\n" + STAMP + b"b\n" + STAMP + b"c\r\n",
+        )
+
+    def test_bytes_echoed_exactly(self) -> None:
+        """
+        Invalid UTF-8, NUL, controls and lone C{\\r} come back unchanged.
+        """
+        line = bytes(b for b in range(256) if b != 0x0A)
+        echo = connected_echo()
+        self.assertEqual(echo.send(line + b"\n"), STAMP + line + b"\n")
+        self.assertEqual(echo.send(b"\xff\xfe\x00\rz\r\n"), STAMP + b"\xff\xfe\x00\rz\r\n")
+
+    def test_empty_line(self) -> None:
+        """
+        An empty line is answered with the prefix and its terminator.
+        """
+        echo = connected_echo()
+        self.assertEqual(echo.send(b"\r\n\n"), STAMP + b"\r\n" + STAMP + b"\n")
+
+    def test_every_slice_size(self) -> None:
+        """
+        However the requests are chunked, the replies are the same bytes.
+        """
+        data = b"one\r\ntwo\nthr\ree\r\r\n\n\xff\x00\r\n"
+        expected = STAMP + b"one\r\n" + STAMP + b"two\n" + STAMP + b"thr\ree\r\r\n" + STAMP + b"\n"
+        expected += STAMP + b"\xff\x00\r\n"
+        for size in range(1, len(data) + 1):
+            echo = connected_echo()
+            self.assertEqual(echo.send(*slices(data, size)), expected, f"slice size {size}")
+
+    def test_persistent(self) -> None:
+        """
+        By default a connection carries any number of lines, one at a time.
+        """
+        echo = connected_echo()
+        for n in range(100):
+            self.assertEqual(echo.send(b"%d\n" % n), STAMP + b"%d\n" % n)
+        self.assertFalse(echo.transport.disconnecting)
+        self.assertEqual(echo.protocol.lines_answered, 100)
+
+    def test_one_write_per_chunk(self) -> None:
+        """
+        The replies to all the lines of one chunk go out in one write.
+        """
+        echo = connected_echo()
+        writes: list[bytes] = []
+        write = echo.transport.write
+
+        def record(data: bytes) -> None:
+            writes.append(data)
+            write(data)
+
+        self.patch(echo.transport, "write", record)
+        echo.send(b"a\nb\r\nc\nd")
+        self.assertEqual(writes, [STAMP + b"a\n" + STAMP + b"b\r\n" + STAMP + b"c\n"])
+        echo.send(b"\n")
+        self.assertEqual(writes[1:], [STAMP + b"d\n"])
+        echo.send(b"no terminator yet")
+        self.assertEqual(len(writes), 2)
+
+
+class OneShotTests(SynchronousTestCase):
+    """
+    In one-shot mode a connection answers its first line, then closes.
+    """
+
+    def test_first_line_then_close(self) -> None:
+        """
+        The first line is answered and the connection closes; the other lines
+        of the chunk, and later bytes, are ignored.
+        """
+        echo = connected_echo(one_shot=True)
+        self.assertEqual(echo.send(b"first\r\nsecond\r\n"), STAMP + b"first\r\n")
+        self.assertTrue(echo.transport.disconnecting)
+        self.assertEqual(echo.send(b"third\n"), b"")
+        self.assertEqual(echo.half_close(), b"")
+        self.assertEqual(echo.protocol.lines_answered, 1)
+
+    def test_first_line_in_pieces(self) -> None:
+        """
+        A first line that arrives in pieces of any size is answered once, whole.
+        """
+        data = b"book client\r\nmore\n"
+        for size in range(1, len(data) + 1):
+            echo = connected_echo(one_shot=True)
+            replies = b""
+            for piece in slices(data, size):
+                replies += echo.send(piece)
+            self.assertEqual(replies, STAMP + b"book client\r\n", f"slice size {size}")
+            self.assertTrue(echo.transport.disconnecting)
+
+    def test_releases_producer(self) -> None:
+        """
+        Closing unregisters the protocol as the transport's producer, so the
+        transport may close once its buffer drains.
+        """
+        echo = connected_echo(one_shot=True)
+        echo.send(b"x\n")
+        self.assertIsNone(echo.transport.producer)
+
+
+class HalfCloseTests(SynchronousTestCase):
+    """
+    When the client shuts down its sending side, everything received is answered.
+    """
+
+    def test_provides_interface(self) -> None:
+        """
+        The protocol is half-closeable, so the transport tells it of the
+        client's EOF instead of closing.
+        """
+        from twisted.internet.interfaces import IHalfCloseableProtocol
+
+        self.assertTrue(IHalfCloseableProtocol.providedBy(connected_echo().protocol))
+
+    def test_answers_pending_then_closes(self) -> None:
+        """
+        Lines held back (by a pause) are answered, then the connection closes.
+        """
+        echo = connected_echo()
+        echo.protocol.pauseProducing()
+        self.assertEqual(echo.send(b"a\r\nb\n"), b"")
+        self.assertEqual(echo.half_close(), STAMP + b"a\r\n" + STAMP + b"b\n")
+        self.assertTrue(echo.transport.disconnecting)
+
+    def test_final_unterminated_line(self) -> None:
+        """
+        A final line without terminator is answered with C{\\r\\n}.
+        """
+        echo = connected_echo()
+        self.assertEqual(echo.send(b"a\nfinal"), STAMP + b"a\n")
+        self.assertEqual(echo.half_close(), STAMP + b"final\r\n")
+        self.assertTrue(echo.transport.disconnecting)
+
+    def test_final_cr_stays(self) -> None:
+        """
+        A final C{\\r} is a byte of the final line, not a terminator.
+        """
+        echo = connected_echo()
+        echo.send(b"end\r")
+        self.assertEqual(echo.half_close(), STAMP + b"end\r\r\n")
+
+    def test_final_lone_cr(self) -> None:
+        """
+        A final line that is just C{\\r} is not empty: it is answered.
+        """
+        echo = connected_echo()
+        echo.send(b"\r")
+        self.assertEqual(echo.half_close(), STAMP + b"\r\r\n")
+
+    def test_empty_final_not_answered(self) -> None:
+        """
+        With nothing after the last terminator, nothing more is sent; the
+        connection closes.
+        """
+        echo = connected_echo()
+        echo.send(b"a\n")
+        self.assertEqual(echo.half_close(), b"")
+        self.assertTrue(echo.transport.disconnecting)
+
+    def test_nothing_received(self) -> None:
+        """
+        A client that sends nothing and shuts down gets nothing and a close.
+        """
+        echo = connected_echo()
+        self.assertEqual(echo.half_close(), b"")
+        self.assertTrue(echo.transport.disconnecting)
+
+    def test_every_slice_size(self) -> None:
+        """
+        Whatever the chunking, every line and the final one are answered.
+        """
+        data = b"x\r\ny\nlast\r"
+        for size in range(1, len(data) + 1):
+            echo = connected_echo()
+            replies = echo.send(*slices(data, size)) + echo.half_close()
+            self.assertEqual(replies, STAMP + b"x\r\n" + STAMP + b"y\n" + STAMP + b"last\r\r\n", f"size {size}")
+
+    def test_final_line_too_long(self) -> None:
+        """
+        A final unterminated line over the limit is refused, not answered;
+        N bytes and a final C{\\r} are one byte too many.
+        """
+        echo = connected_echo(max_line=4)
+        echo.send(b"abcd\r")
+        self.assertEqual(echo.half_close(), too_long(4))
+        self.assertTrue(echo.transport.disconnecting)
+
+    def test_final_line_at_limit(self) -> None:
+        """
+        A final unterminated line of exactly the limit is answered.
+        """
+        echo = connected_echo(max_line=4)
+        echo.send(b"abcd")
+        self.assertEqual(echo.half_close(), STAMP + b"abcd\r\n")
+
+    def test_after_close(self) -> None:
+        """
+        After the server closed (one-shot), the client's EOF changes nothing.
+        """
+        echo = connected_echo(one_shot=True)
+        echo.send(b"a\nb")
+        self.assertEqual(echo.half_close(), b"")
+
+    def test_one_shot_final_line(self) -> None:
+        """
+        In one-shot mode, an unterminated first line is answered at EOF.
+        """
+        echo = connected_echo(one_shot=True)
+        echo.send(b"only")
+        self.assertEqual(echo.half_close(), STAMP + b"only\r\n")
+        self.assertTrue(echo.transport.disconnecting)
+
+
+class MaxLineTests(SynchronousTestCase):
+    """
+    A line longer than C{max_line} gets C{ERROR line too long}, then a close.
+    """
+
+    N = 16
+
+    def test_default_limit(self) -> None:
+        """
+        The default limit is 16384 bytes.
+        """
+        echo = connected_echo()
+        line = b"d" * 16384
+        self.assertEqual(echo.send(line + b"\n"), STAMP + line + b"\n")
+        self.assertEqual(echo.send(b"e" * 16385 + b"\r\n"), too_long(16384))
+
+    def test_exactly_limit_answered(self) -> None:
+        """
+        A line of exactly the limit is answered, with either terminator.
+        """
+        line = b"n" * self.N
+        for ending in (b"\n", b"\r\n"):
+            echo = connected_echo(max_line=self.N)
+            self.assertEqual(echo.send(line + ending), STAMP + line + ending)
+            self.assertFalse(echo.transport.disconnecting)
+
+    def test_one_over_refused(self) -> None:
+        """
+        A line one byte over the limit is refused, with either terminator and
+        any chunking, after the replies to earlier lines; then the connection
+        closes and later bytes are ignored.
+        """
+        for ending in (b"\n", b"\r\n"):
+            data = b"ok\r\n" + b"o" * (self.N + 1) + ending + b"after\n"
+            for size in range(1, len(data) + 1):
+                echo = connected_echo(max_line=self.N)
+                replies = b""
+                for piece in slices(data, size):
+                    replies += echo.send(piece)
+                self.assertEqual(replies, STAMP + b"ok\r\n" + too_long(self.N), f"{ending!r} size {size}")
+                self.assertTrue(echo.transport.disconnecting)
+
+    def test_unterminated_refused_past_limit(self) -> None:
+        """
+        An unterminated run is refused as soon as it passes the limit.
+        """
+        echo = connected_echo(max_line=self.N)
+        self.assertEqual(echo.send(b"u" * self.N), b"")
+        self.assertEqual(echo.send(b"u"), too_long(self.N))
+        self.assertTrue(echo.transport.disconnecting)
+
+    def test_limit_and_cr_waits(self) -> None:
+        """
+        The limit's worth of bytes and a C{\\r} wait for a possible C{\\n}.
+        """
+        echo = connected_echo(max_line=self.N)
+        self.assertEqual(echo.send(b"w" * self.N + b"\r"), b"")
+        self.assertFalse(echo.transport.disconnecting)
+        self.assertEqual(echo.send(b"\n"), STAMP + b"w" * self.N + b"\r\n")
+
+    def test_one_write(self) -> None:
+        """
+        Earlier replies and the error go out in order, before the close.
+        """
+        echo = connected_echo(max_line=3)
+        self.assertEqual(echo.send(b"abc\nabc\r\nabcd\n"), STAMP + b"abc\n" + STAMP + b"abc\r\n" + too_long(3))
+
+    def test_logged_at_warn(self) -> None:
+        """
+        The refusal is logged as a warning naming the peer and the limit.
+        """
+        with capturedLogs() as events:
+            echo = connected_echo(max_line=3, quiet=True)
+            echo.send(b"abcd")
+        [event] = protocol_events(events)
+        self.assertEqual(event["log_level"], LogLevel.warn)
+        self.assertEqual(event["peer"], "127.0.0.1:54321")
+        self.assertEqual(event["limit"], 3)
+        self.assertEqual(event["length"], 4)
+
+
+class MaxConnectionsTests(SynchronousTestCase):
+    """
+    Connections past C{max_connections} get C{ERROR server busy}, then a close.
+    """
+
+    def test_busy(self) -> None:
+        """
+        Connection N+1 gets exactly C{ERROR server busy\\r\\n} and is closed;
+        it is not counted, and does not answer lines.
+        """
+        factory = make_factory(ServerConfig(max_connections=2))
+        first, second = connect(factory), connect(factory)
+        third = connect(factory)
+        self.assertEqual(third.take(), b"ERROR server busy\r\n")
+        self.assertEqual(BUSY, b"ERROR server busy\r\n")
+        self.assertTrue(third.transport.disconnecting)
+        self.assertEqual(third.send(b"hello\n"), b"")
+        self.assertEqual(factory.connections, {first.protocol, second.protocol})
+        third.lose()
+        self.assertEqual(len(factory.connections), 2)
+        self.assertEqual(first.send(b"a\n"), STAMP + b"a\n")
+        self.assertFalse(first.transport.disconnecting)
+
+    def test_busy_logged(self) -> None:
+        """
+        A refused connection is logged as a warning, even when quiet.
+        """
+        factory = make_factory(ServerConfig(max_connections=1, quiet=True))
+        connect(factory)
+        with capturedLogs() as events:
+            connect(factory).lose()
+        [event] = protocol_events(events)
+        self.assertEqual(event["log_level"], LogLevel.warn)
+        self.assertEqual(event["limit"], 1)
+
+    def test_slot_freed(self) -> None:
+        """
+        When an admitted connection ends, a new one is admitted in its place.
+        """
+        factory = make_factory(ServerConfig(max_connections=1))
+        first = connect(factory)
+        self.assertEqual(connect(factory).take(), BUSY)
+        first.lose()
+        self.assertEqual(factory.connections, set())
+        again = connect(factory)
+        self.assertEqual(again.send(b"in\n"), STAMP + b"in\n")
+
+    def assert_released(self, close_path: str, close: object) -> None:
+        """
+        Open a connection, run C{close} on it, and check the count goes back to 0.
+        """
+        factory = make_factory(
+            ServerConfig(max_connections=1, timeout=5, max_line=4, one_shot=close_path == "one-shot")
+        )
+        echo = connect(factory, close_at_once=True)
+        self.assertEqual(len(factory.connections), 1, close_path)
+        close(echo)  # type: ignore[operator]
+        self.assertEqual(factory.connections, set(), close_path)
+        self.assertEqual(echo.factory.clock.getDelayedCalls(), [], close_path)
+        self.assertNotEqual(connect(factory, close_at_once=True).take(), BUSY, close_path)
+
+    def test_released_on_every_close_path(self) -> None:
+        """
+        The count goes down on every way a connection can end: the client
+        closing, a line too long, an idle timeout, a half-close, one-shot,
+        an abort, a lost connection, a lost write side.
+        """
+        self.assert_released("client close", lambda e: e.lose())
+        self.assert_released("line too long", lambda e: e.send(b"toolong"))
+        self.assert_released("timeout", lambda e: e.clock.advance(5))
+        self.assert_released("half-close", lambda e: e.half_close())
+        self.assert_released("one-shot", lambda e: e.send(b"x\n"))
+        self.assert_released("abort", lambda e: e.transport.abortConnection())
+        self.assert_released("lost", lambda e: e.lose(Failure(ConnectionLost("gone"))))
+        self.assert_released("write side lost", lambda e: e.protocol.writeConnectionLost())
+
+    def test_busy_not_released(self) -> None:
+        """
+        A refused connection closing does not count down admitted ones.
+        """
+        factory = make_factory(ServerConfig(max_connections=1))
+        kept = connect(factory, close_at_once=True)
+        for _ in range(3):
+            busy = connect(factory, close_at_once=True)
+            self.assertEqual(busy.take(), BUSY)
+        self.assertEqual(factory.connections, {kept.protocol})
+
+
+class TimeoutTests(SynchronousTestCase):
+    """
+    Idle connections close after C{timeout} seconds of the factory's clock.
+    """
+
+    def test_default(self) -> None:
+        """
+        The default timeout is 300 seconds.
+        """
+        echo = connected_echo()
+        echo.clock.advance(299.9)
+        self.assertFalse(echo.transport.disconnecting)
+        echo.clock.advance(0.1)
+        self.assertTrue(echo.transport.disconnecting)
+
+    def test_idle_closes(self) -> None:
+        """
+        A connection idle for the timeout is closed, having sent nothing more.
+        """
+        echo = connected_echo(timeout=10)
+        echo.clock.advance(9.999)
+        self.assertFalse(echo.transport.disconnecting)
+        echo.clock.advance(0.001)
+        self.assertTrue(echo.transport.disconnecting)
+        self.assertFalse(echo.transport.disconnected)
+        self.assertEqual(echo.take(), b"")
+
+    def test_activity_resets(self) -> None:
+        """
+        Each chunk received restarts the idle timer, even a partial line.
+        """
+        echo = connected_echo(timeout=10)
+        for _ in range(5):
+            echo.clock.advance(9)
+            echo.send(b"x")
+        echo.clock.advance(9)
+        self.assertFalse(echo.transport.disconnecting)
+        self.assertEqual(echo.send(b"\n"), b"[Thu Nov 26 14:10:42 2026] xxxxx\n")
+        echo.clock.advance(10)
+        self.assertTrue(echo.transport.disconnecting)
+
+    def test_zero_disables(self) -> None:
+        """
+        A timeout of 0 never closes a connection; no timer is even scheduled.
+        """
+        echo = connected_echo(timeout=0)
+        self.assertEqual(echo.clock.getDelayedCalls(), [])
+        echo.clock.advance(10**9)
+        self.assertFalse(echo.transport.disconnecting)
+        self.assertEqual(echo.send(b"still here\n"), b"[Sun Aug  4 15:56:28 2058] still here\n")
+
+    def test_second_timeout_aborts(self) -> None:
+        """
+        A connection that has not finished closing one timeout later (its
+        client does not read) is aborted, with a warning.
+        """
+        echo = connected_echo(timeout=10)
+        echo.clock.advance(10)
+        self.assertTrue(echo.transport.disconnecting)
+        self.assertFalse(echo.transport.disconnected)
+        with capturedLogs() as events:
+            echo.clock.advance(10)
+        self.assertTrue(echo.transport.disconnected)
+        [event] = protocol_events(events)
+        self.assertEqual(event["log_level"], LogLevel.warn)
+        echo.lose()
+        self.assertEqual(echo.clock.getDelayedCalls(), [])
+
+    def test_closing_after_error_aborts(self) -> None:
+        """
+        A connection closing after an error reply is aborted if it has not
+        gone one timeout later.
+        """
+        echo = connected_echo(timeout=10, max_line=1)
+        echo.send(b"xx")
+        self.assertTrue(echo.transport.disconnecting)
+        echo.clock.advance(10)
+        self.assertTrue(echo.transport.disconnected)
+
+    def test_timer_cancelled_on_close(self) -> None:
+        """
+        When the connection ends, its timer is cancelled.
+        """
+        echo = connected_echo(timeout=10)
+        echo.lose()
+        self.assertEqual(echo.clock.getDelayedCalls(), [])
+
+    def test_idle_close_logged(self) -> None:
+        """
+        An idle close is logged (with the timeout), unless quiet.
+        """
+        for quiet, count in ((False, 1), (True, 0)):
+            echo = connected_echo(timeout=7, quiet=quiet)
+            with capturedLogs() as events:
+                echo.clock.advance(7)
+            idle = [e for e in protocol_events(events) if e.get("timeout") == 7]
+            self.assertEqual(len(idle), count, f"quiet={quiet}")
+
+
+class BackPressureTests(SynchronousTestCase):
+    """
+    The protocol is a streaming producer for its transport: when the
+    transport's buffer is full, the protocol stops reading.
+    """
+
+    def test_registered(self) -> None:
+        """
+        On connect, the protocol registers itself as a streaming producer.
+        """
+        echo = connected_echo()
+        self.assertIs(echo.transport.producer, echo.protocol)
+        self.assertTrue(echo.transport.streaming)
+
+    def test_pause_stops_reading(self) -> None:
+        """
+        When the transport pauses the protocol, the protocol pauses the
+        transport's reading and answers nothing more; on resume it resumes
+        reading and answers what it had received, in order.
+        """
+        echo = connected_echo()
+        echo.send(b"a\n")
+        echo.protocol.pauseProducing()
+        self.assertEqual(echo.transport.producerState, "paused")
+        self.assertEqual(echo.send(b"b\r\n", b"c", b"\n"), b"")
+        echo.protocol.resumeProducing()
+        self.assertEqual(echo.transport.producerState, "producing")
+        self.assertEqual(echo.take(), STAMP + b"b\r\n" + STAMP + b"c\n")
+        self.assertEqual(echo.send(b"d\n"), STAMP + b"d\n")
+
+    def test_pause_mid_chunk(self) -> None:
+        """
+        A pause that comes while a chunk is being answered holds its later lines.
+        """
+        echo = connected_echo()
+        original = echo.protocol.lineReceived
+
+        def pause_after_first(line: bytes) -> None:
+            original(line)
+            if line == b"1":
+                echo.protocol.pauseProducing()
+
+        self.patch(echo.protocol, "lineReceived", pause_after_first)
+        self.assertEqual(echo.send(b"1\n2\n3\n"), STAMP + b"1\n")
+        echo.protocol.resumeProducing()
+        self.assertEqual(echo.take(), STAMP + b"2\n" + STAMP + b"3\n")
+
+    def test_stop_producing(self) -> None:
+        """
+        C{stopProducing} stops the transport's reading.
+        """
+        echo = connected_echo()
+        echo.protocol.stopProducing()
+        self.assertEqual(echo.transport.producerState, "stopped")
+
+
+class LoggingTests(SynchronousTestCase):
+    """
+    One log event when a connection opens, with its peer; one when it closes,
+    with the lines it served; none with C{quiet}.
+    """
+
+    def test_connect_and_close(self) -> None:
+        """
+        The connect event names the peer; the close event counts lines.
+        """
+        with capturedLogs() as events:
+            echo = connected_echo()
+            echo.send(b"a\nb\nc\n")
+            echo.lose()
+        opened, closed = protocol_events(events)
+        self.assertEqual(opened["peer"], "127.0.0.1:54321")
+        self.assertEqual(opened["log_level"], LogLevel.info)
+        self.assertEqual(closed["peer"], "127.0.0.1:54321")
+        self.assertEqual(closed["lines"], 3)
+        self.assertEqual(closed["log_level"], LogLevel.info)
+
+    def test_quiet(self) -> None:
+        """
+        With C{quiet}, neither event is logged.
+        """
+        with capturedLogs() as events:
+            echo = connected_echo(quiet=True)
+            echo.send(b"a\n")
+            echo.lose()
+        self.assertEqual(protocol_events(events), [])
+
+    def test_ipv6_peer(self) -> None:
+        """
+        An IPv6 peer is named in brackets.
+        """
+        with capturedLogs() as events:
+            connected_echo(peer=IPv6Address("TCP", "::1", 5555))
+        self.assertEqual(protocol_events(events)[0]["peer"], "[::1]:5555")
+
+    def test_describe_address(self) -> None:
+        """
+        L{describe_address} names TCP peers by host and port, UNIX peers by path.
+        """
+        self.assertEqual(describe_address(EXAMPLE_PEER), "127.0.0.1:54321")
+        self.assertEqual(describe_address(IPv6Address("TCP", "::1", 1)), "[::1]:1")
+        self.assertEqual(describe_address(UNIXAddress(b"/run/ts.sock")), "/run/ts.sock")
+        self.assertEqual(describe_address(UNIXAddress("/run/ts.sock")), "/run/ts.sock")
+        self.assertEqual(describe_address(UNIXAddress(None)), "unix socket")
+
+
+class DrainTests(SynchronousTestCase):
+    """
+    L{TimestampEchoFactory.drain} closes connections once they have gone quiet.
+    """
+
+    def test_nothing_open(self) -> None:
+        """
+        With no connection open, the drain is done at once.
+        """
+        factory = make_factory()
+        self.assertIsNone(self.successResultOf(factory.drain()))
+        self.assertTrue(factory.draining)
+
+    def test_idle_close_after_quiet(self) -> None:
+        """
+        Idle connections close C{drain_quiet} seconds after the drain begins;
+        the result fires when the last is gone.
+        """
+        factory = make_factory(ServerConfig(drain_quiet=0.5))
+        one, two = connect(factory, close_at_once=True), connect(factory, close_at_once=True)
+        d = factory.drain()
+        factory.clock.advance(0.4)  # type: ignore[attr-defined]
+        self.assertNoResult(d)
+        self.assertFalse(one.transport.disconnecting)
+        factory.clock.advance(0.1)  # type: ignore[attr-defined]
+        self.assertTrue(one.transport.disconnecting)
+        self.assertTrue(two.transport.disconnecting)
+        self.assertIsNone(self.successResultOf(d))
+        self.assertEqual(factory.clock.getDelayedCalls(), [])
+
+    def test_busy_connection_served(self) -> None:
+        """
+        A connection that keeps sending is answered until it goes quiet.
+        """
+        factory = make_factory(ServerConfig(drain_quiet=0.5))
+        echo = connect(factory, close_at_once=True)
+        d = factory.drain()
+        for n in range(10):
+            factory.clock.advance(0.4)  # type: ignore[attr-defined]
+            self.assertEqual(echo.send(b"%d\n" % n)[-2:], b"%d\n" % n)
+        self.assertNoResult(d)
+        self.assertFalse(echo.transport.disconnecting)
+        self.assertEqual(echo.send(b"partial"), b"")
+        factory.clock.advance(0.5)  # type: ignore[attr-defined]
+        self.assertTrue(echo.transport.disconnecting)
+        self.successResultOf(d)
+
+    def test_waits_for_every_connection(self) -> None:
+        """
+        The result fires only when every connection has closed.
+        """
+        factory = make_factory()
+        fast = connect(factory)
+        slow = connect(factory)
+        d = factory.drain()
+        fast.lose()
+        self.assertNoResult(d)
+        slow.lose()
+        self.successResultOf(d)
+
+    def test_already_closing(self) -> None:
+        """
+        A connection already closing is left to finish.
+        """
+        factory = make_factory(ServerConfig(one_shot=True, timeout=0))
+        echo = connect(factory)
+        echo.send(b"x\n")
+        d = factory.drain()
+        self.assertEqual(factory.clock.getDelayedCalls(), [])
+        echo.lose()
+        self.successResultOf(d)
+
+    def test_new_connection_while_draining(self) -> None:
+        """
+        A connection accepted while draining is drained too.
+        """
+        factory = make_factory(ServerConfig(drain_quiet=1))
+        first = connect(factory)
+        factory.drain()
+        late = connect(factory, close_at_once=True)
+        factory.clock.advance(1)  # type: ignore[attr-defined]
+        self.assertTrue(late.transport.disconnecting)
+        self.assertTrue(first.transport.disconnecting)
+
+    def test_no_idle_log_while_draining(self) -> None:
+        """
+        A drain close is not reported as an idle timeout, and does not re-arm
+        the timer: the service's deadline applies instead.
+        """
+        factory = make_factory(ServerConfig(drain_quiet=1))
+        echo = connect(factory)
+        factory.drain()
+        with capturedLogs() as events:
+            factory.clock.advance(1)  # type: ignore[attr-defined]
+        self.assertTrue(echo.transport.disconnecting)
+        self.assertEqual([e["log_level"] for e in protocol_events(events)], [LogLevel.debug])
+        self.assertEqual(factory.clock.getDelayedCalls(), [])
+
+    def test_abort_all(self) -> None:
+        """
+        L{TimestampEchoFactory.abort_all} aborts every open connection.
+        """
+        factory = make_factory()
+        one, two = connect(factory), connect(factory)
+        factory.abort_all()
+        self.assertTrue(one.transport.disconnected)
+        self.assertTrue(two.transport.disconnected)
+
+
+class WriteConnectionLostTests(SynchronousTestCase):
+    """
+    C{writeConnectionLost}: the server can no longer send.
+    """
+
+    def test_closes(self) -> None:
+        """
+        The connection closes and ignores what arrives after.
+        """
+        echo = connected_echo()
+        echo.protocol.writeConnectionLost()
+        self.assertTrue(echo.transport.disconnecting)
+        self.assertEqual(echo.send(b"late\n"), b"")
+        self.assertEqual(echo.half_close(), b"")
+
+
+class ServerConfigTests(SynchronousTestCase):
+    """
+    L{ServerConfig} holds the SPEC's defaults and refuses impossible values.
+    """
+
+    def test_defaults(self) -> None:
+        """
+        The defaults are the SPEC's.
+        """
+        config = ServerConfig()
+        self.assertEqual(
+            (config.max_line, config.max_connections, config.timeout, config.one_shot, config.quiet),
+            (16384, 10000, 300, False, False),
+        )
+
+    def test_refused(self) -> None:
+        """
+        Limits must be positive; the timeout must not be negative.
+        """
+        for field, value in (("max_line", 0), ("max_connections", -1), ("drain_quiet", 0), ("timeout", -1)):
+            e = self.assertRaises(ValueError, ServerConfig, **{field: value})
+            self.assertIn(field, str(e))
+
+
+class TestingHelperTests(SynchronousTestCase):
+    """
+    L{tsecho.testing} builds what these tests rely on.
+    """
+
+    def test_connected_echo(self) -> None:
+        """
+        L{connected_echo} gives a connected L{TimestampEcho} at L{EXAMPLE_TIME}.
+        """
+        echo = connected_echo()
+        self.assertIsInstance(echo, EchoConnection)
+        self.assertIsInstance(echo.protocol, TimestampEcho)
+        self.assertEqual(echo.clock.seconds(), EXAMPLE_TIME)
+        self.assertIs(echo.protocol.transport, echo.transport)
+        self.assertEqual(echo.transport.getPeer(), EXAMPLE_PEER)
+
+    def test_shared_clock(self) -> None:
+        """
+        L{make_factory} uses a given clock as it is.
+        """
+        from twisted.internet.task import Clock
+
+        clock = Clock()
+        echo = connect(make_factory(clock=clock))
+        self.assertIs(echo.clock, clock)
+        self.assertEqual(echo.send(b"x\n"), b"[Thu Jan  1 00:00:00 1970] x\n")
+
+    def test_close_at_once(self) -> None:
+        """
+        With C{close_at_once}, closing the transport ends the connection.
+        """
+        echo = connected_echo(close_at_once=True)
+        self.assertIsInstance(echo.transport, ClosingStringTransport)
+        echo.transport.loseConnection()
+        self.assertTrue(echo.transport.disconnecting)
+        self.assertEqual(echo.factory.connections, set())

@@ -1,0 +1,320 @@
+"""
+Tests for L{tsecho.tap}: the options of C{twistd tsecho} and the service they build.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.testing import MemoryReactorClock
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase
+
+from tsecho.protocol import ServerConfig, TimestampEchoFactory
+from tsecho.service import TimestampEchoService
+from tsecho.tap import Options, makeService
+from tsecho.testing import make_factory
+
+# Every option of SPEC.md's table.
+SPEC_OPTIONS = (
+    "--port",
+    "--listen",
+    "--udp",
+    "--unix-datagram",
+    "--one-shot",
+    "--time-format",
+    "--utc",
+    "--max-line",
+    "--max-connections",
+    "--timeout",
+    "--quiet",
+)
+
+
+def parse(*args: str) -> tuple[Options, MemoryReactorClock]:
+    """
+    Parse C{args} as C{twistd tsecho}'s command line, with a memory reactor.
+    """
+    reactor = MemoryReactorClock()
+    options = Options(reactor=reactor)
+    options.parseOptions(list(args))
+    return options, reactor
+
+
+def listened(options: Options, reactor: MemoryReactorClock) -> list[tuple[str, int, str]]:
+    """
+    Listen on each parsed endpoint; return (description, port, interface) per TCP listener.
+    """
+    factory = make_factory()
+    for _, endpoint in options["endpoints"]:
+        endpoint.listen(factory)
+    descriptions = [d for d, _ in options["endpoints"]]
+    return [
+        (description, port, interface) for description, (port, _, _, interface) in zip(descriptions, reactor.tcpServers)
+    ]
+
+
+class DefaultsTests(SynchronousTestCase):
+    """
+    With no arguments, every option has the SPEC's default.
+    """
+
+    def test_defaults(self) -> None:
+        """
+        The parsed defaults are the SPEC's.
+        """
+        options, _ = parse()
+        self.assertIsNone(options["port"])
+        self.assertEqual(options["listen"], [])
+        self.assertIsNone(options["udp"])
+        self.assertIsNone(options["unix-datagram"])
+        self.assertFalse(options["one-shot"])
+        self.assertEqual(options["time-format"], "ctime")
+        self.assertFalse(options["utc"])
+        self.assertEqual(options["max-line"], 16384)
+        self.assertEqual(options["max-connections"], 10000)
+        self.assertEqual(options["timeout"], 300)
+        self.assertFalse(options["quiet"])
+
+    def test_default_config(self) -> None:
+        """
+        The defaults give the default L{ServerConfig}.
+        """
+        options, _ = parse()
+        self.assertEqual(options.config(), ServerConfig())
+
+    def test_default_listener(self) -> None:
+        """
+        With neither C{--port} nor C{--listen}, the server listens on TCP port
+        21567 on all interfaces.
+        """
+        options, reactor = parse()
+        self.assertEqual(listened(options, reactor), [("tcp:21567", 21567, "")])
+
+
+class OptionTests(SynchronousTestCase):
+    """
+    Each option, given on the command line, reaches the configuration.
+    """
+
+    def test_every_option(self) -> None:
+        """
+        Every option of the table is parsed into its setting.
+        """
+        options, _ = parse(
+            "--port=1234",
+            "--udp=1235",
+            "--unix-datagram=/tmp/ts.dgram",
+            "--one-shot",
+            "--time-format=iso",
+            "--utc",
+            "--max-line=80",
+            "--max-connections=3",
+            "--timeout=2.5",
+            "--quiet",
+        )
+        self.assertEqual(options["port"], 1234)
+        self.assertEqual(options["udp"], 1235)
+        self.assertEqual(options["unix-datagram"], "/tmp/ts.dgram")
+        self.assertEqual(options["time-format"], "iso")
+        self.assertTrue(options["utc"])
+        self.assertEqual(
+            options.config(),
+            ServerConfig(max_line=80, max_connections=3, timeout=2.5, one_shot=True, quiet=True),
+        )
+
+    def test_short_options(self) -> None:
+        """
+        C{-p} is C{--port} and C{-q} is C{--quiet}.
+        """
+        options, _ = parse("-p", "99", "-q")
+        self.assertEqual(options["port"], 99)
+        self.assertTrue(options["quiet"])
+
+    def test_strftime_and_zero_timeout(self) -> None:
+        """
+        A strftime pattern is a time format; a timeout of 0 is allowed.
+        """
+        options, _ = parse("--time-format", "%H:%M:%S", "--timeout", "0")
+        self.assertEqual(options["time-format"], "%H:%M:%S")
+        self.assertEqual(options.config().timeout, 0)
+
+    def test_port_only(self) -> None:
+        """
+        C{--port N} alone listens on TCP port N on all interfaces.
+        """
+        options, reactor = parse("--port", "8000")
+        self.assertEqual(listened(options, reactor), [("tcp:8000", 8000, "")])
+
+    def test_port_zero(self) -> None:
+        """
+        C{--port 0} asks for any free port.
+        """
+        options, reactor = parse("--port", "0")
+        self.assertEqual(listened(options, reactor), [("tcp:0", 0, "")])
+
+    def test_listen_repeatable(self) -> None:
+        """
+        C{--listen} may be given many times; each one is a listener, in order,
+        and none of them is the default port.
+        """
+        options, reactor = parse("--listen", "tcp:7001:interface=127.0.0.1", "--listen", "tcp6:7002:interface=\\:\\:1")
+        self.assertEqual(
+            listened(options, reactor),
+            [("tcp:7001:interface=127.0.0.1", 7001, "127.0.0.1"), ("tcp6:7002:interface=\\:\\:1", 7002, "::1")],
+        )
+
+    def test_listen_unix(self) -> None:
+        """
+        C{--listen} takes any endpoint string, such as a UNIX socket.
+        """
+        options, reactor = parse("--listen", "unix:/tmp/tsecho-test.sock")
+        factory = make_factory()
+        [(description, endpoint)] = options["endpoints"]
+        endpoint.listen(factory)
+        self.assertEqual(description, "unix:/tmp/tsecho-test.sock")
+        self.assertEqual(reactor.unixServers[0][0], "/tmp/tsecho-test.sock")
+
+    def test_port_and_listen(self) -> None:
+        """
+        C{--port} combined with C{--listen} gives both listeners, the port first.
+        """
+        options, reactor = parse("--listen", "tcp:7001:interface=127.0.0.1", "--port", "7000")
+        self.assertEqual(
+            listened(options, reactor),
+            [("tcp:7000", 7000, ""), ("tcp:7001:interface=127.0.0.1", 7001, "127.0.0.1")],
+        )
+
+
+class GlobalReactorTests(SynchronousTestCase):
+    """
+    Without a reactor given, the options use the global one, as C{twistd} does.
+    """
+
+    def test_global_reactor(self) -> None:
+        """
+        C{Options()} parses endpoint strings with the global reactor.
+        """
+        from twisted.internet import reactor
+        from twisted.internet.interfaces import IStreamServerEndpoint
+
+        options = Options()
+        options.parseOptions(["--port", "0"])
+        [(description, endpoint)] = options["endpoints"]
+        self.assertEqual(description, "tcp:0")
+        self.assertTrue(IStreamServerEndpoint.providedBy(endpoint))
+        self.assertIs(options.reactor, reactor)
+
+
+class BadValueTests(SynchronousTestCase):
+    """
+    A bad value is a usage error (which C{twistd} reports in one line).
+    """
+
+    BAD = (
+        ("--port", "abc"),
+        ("--port", "70000"),
+        ("--port", "-1"),
+        ("--udp", "abc"),
+        ("--max-line", "-1"),
+        ("--max-line", "0"),
+        ("--max-line", "1.5"),
+        ("--max-line", "many"),
+        ("--max-connections", "0"),
+        ("--timeout", "-1"),
+        ("--timeout", "nan"),
+        ("--timeout", "soon"),
+        ("--time-format", "xx"),
+        ("--time-format", "%Y\0"),
+        ("--listen", "foo:1"),
+        ("--listen", "tcp:notaport"),
+        ("--listen", ""),
+    )
+
+    def test_bad_values(self) -> None:
+        """
+        Each bad value raises L{usage.UsageError} with a message naming it.
+        """
+        for option, value in self.BAD:
+            options = Options(reactor=MemoryReactorClock())
+            e = self.assertRaises(usage.UsageError, options.parseOptions, [option, value])
+            self.assertTrue(str(e), (option, value))
+            if option == "--listen":
+                self.assertIn(repr(value), str(e))
+
+    def test_unknown_option(self) -> None:
+        """
+        An unknown option is a usage error.
+        """
+        self.assertRaises(usage.UsageError, Options(reactor=MemoryReactorClock()).parseOptions, ["--bogus"])
+
+    def test_missing_value(self) -> None:
+        """
+        An option that needs a value and has none is a usage error.
+        """
+        self.assertRaises(usage.UsageError, Options(reactor=MemoryReactorClock()).parseOptions, ["--port"])
+
+
+class HelpTests(SynchronousTestCase):
+    """
+    C{twistd tsecho --help} documents every option and its default.
+    """
+
+    def test_every_option_listed(self) -> None:
+        """
+        The help names every option of the SPEC's table.
+        """
+        text = str(Options())
+        for name in SPEC_OPTIONS:
+            self.assertIn(name, text)
+
+    def test_defaults_listed(self) -> None:
+        """
+        The help gives the defaults of the options that have one.
+        """
+        text = " ".join(str(Options()).split())
+        for default in ("[default: 21567", "[default: ctime]", "[default: 16384]", "[default: 10000]", "[default: 300"):
+            self.assertIn(default, text)
+
+
+class MakeServiceTests(SynchronousTestCase):
+    """
+    L{makeService} builds the server the options describe.
+    """
+
+    def test_service(self) -> None:
+        """
+        The service is a L{TimestampEchoService} whose factory has the
+        parsed configuration and uses the options' reactor as its clock.
+        """
+        options, reactor = parse("--port", "0", "--max-line", "5", "--time-format", "iso", "--utc")
+        service = makeService(options)
+        assert isinstance(service, TimestampEchoService)
+        self.assertIsInstance(service.factory, TimestampEchoFactory)
+        self.assertEqual(service.factory.config, ServerConfig(max_line=5))
+        self.assertIs(service.factory.clock, reactor)
+        self.assertIs(service.clock, reactor)
+        self.assertEqual([d for d, _ in service.endpoints], ["tcp:0"])
+        self.assertEqual(service.factory.timestamper.time_format, "iso")
+        self.assertTrue(service.factory.timestamper.utc)
+
+    def test_datagram_children(self) -> None:
+        """
+        C{--udp} and C{--unix-datagram} add one child service each, named
+        by their listener; without them there is none.
+        """
+        options, _ = parse("--port", "0")
+        self.assertEqual(list(makeService(options)), [])  # type: ignore[call-overload]
+        options, _ = parse("--port", "0", "--udp", "0", "--unix-datagram", "/tmp/tsecho-test.dgram")
+        children = list(makeService(options))  # type: ignore[call-overload]
+        self.assertEqual([child.description for child in children], ["udp:0", "unix-datagram:/tmp/tsecho-test.dgram"])
+
+    def test_service_listens(self) -> None:
+        """
+        Starting the service listens on its endpoints with its factory.
+        """
+        options, reactor = parse("--port", "0")
+        service = makeService(options)
+        assert isinstance(service, TimestampEchoService)
+        service.privilegedStartService()
+        service.startService()
+        self.assertEqual(reactor.tcpServers[0][:2], (0, service.factory))
+        self.successResultOf(service.stopService())
