@@ -12,9 +12,11 @@ from collections.abc import Iterator, Sequence
 
 from twisted.internet.address import IPv6Address, UNIXAddress
 from twisted.internet.error import ConnectionLost
+from twisted.internet.interfaces import INegotiated
 from twisted.logger import LogEvent, LogLevel, capturedLogs
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import alsoProvides
 
 from tsecho.protocol import BUSY, ServerConfig, TimestampEcho, describe_address
 from tsecho.testing import (
@@ -23,6 +25,7 @@ from tsecho.testing import (
     EXAMPLE_TIME,
     ClosingStringTransport,
     EchoConnection,
+    TCPStringTransport,
     connect,
     connected_echo,
     make_factory,
@@ -787,11 +790,12 @@ class DrainTests(SynchronousTestCase):
         """
         A connection already closing is left to finish.
         """
-        factory = make_factory(ServerConfig(one_shot=True, timeout=0))
+        factory = make_factory(ServerConfig(one_shot=True, timeout=0, close_timeout=7))
         echo = connect(factory)
         echo.send(b"x\n")
         d = factory.drain()
-        self.assertEqual(factory.clock.getDelayedCalls(), [])
+        # Only the timer of the close already under way, none for the drain.
+        self.assertEqual([c.getTime() for c in factory.clock.getDelayedCalls()], [EXAMPLE_TIME + 7])
         echo.lose()
         self.successResultOf(d)
 
@@ -809,17 +813,17 @@ class DrainTests(SynchronousTestCase):
 
     def test_no_idle_log_while_draining(self) -> None:
         """
-        A drain close is not reported as an idle timeout, and does not re-arm
-        the timer: the service's deadline applies instead.
+        A drain close is not reported as an idle timeout; only the close's own
+        timer is left.
         """
-        factory = make_factory(ServerConfig(drain_quiet=1))
+        factory = make_factory(ServerConfig(drain_quiet=1, close_timeout=7))
         echo = connect(factory)
         factory.drain()
         with capturedLogs() as events:
             factory.clock.advance(1)  # type: ignore[attr-defined]
         self.assertTrue(echo.transport.disconnecting)
         self.assertEqual([e["log_level"] for e in protocol_events(events)], [LogLevel.debug])
-        self.assertEqual(factory.clock.getDelayedCalls(), [])
+        self.assertEqual([c.getTime() for c in factory.clock.getDelayedCalls()], [EXAMPLE_TIME + 1 + 7])
 
     def test_abort_all(self) -> None:
         """
@@ -846,6 +850,109 @@ class WriteConnectionLostTests(SynchronousTestCase):
         self.assertTrue(echo.transport.disconnecting)
         self.assertEqual(echo.send(b"late\n"), b"")
         self.assertEqual(echo.half_close(), b"")
+
+
+class LingeringCloseTests(SynchronousTestCase):
+    """
+    On a transport that can half-close (TCP, UNIX), the server closes by
+    shutting down its sending side and dropping what the client still sends
+    until the client closes: closing with unread input would make the kernel
+    reset the connection and destroy replies the client has not read.
+    """
+
+    def test_one_shot_lingers(self) -> None:
+        """
+        After the one-shot reply the server half-closes, drops later lines
+        unanswered, and closes fully at the client's end of input.
+        """
+        echo = connected_echo(one_shot=True, tcp=True)
+        transport = echo.transport
+        assert isinstance(transport, TCPStringTransport)
+        self.assertEqual(echo.send(b"first\nsecond\n"), STAMP + b"first\n")
+        self.assertTrue(transport.write_closed)
+        self.assertFalse(transport.disconnecting)
+        self.assertEqual(echo.send(b"third\n"), b"")
+        self.assertEqual(echo.half_close(), b"")
+        self.assertTrue(transport.disconnecting)
+
+    def test_line_too_long_lingers(self) -> None:
+        """
+        The ERROR line is followed by a half-close, not a reset: the rest of
+        the over-long line is read and dropped.
+        """
+        echo = connected_echo(max_line=4, tcp=True)
+        error = b"ERROR line too long (limit 4 bytes)\r\n"
+        self.assertEqual(echo.send(b"ok\n", b"12345", b"6789\n"), STAMP + b"ok\n" + error)
+        self.assertFalse(echo.transport.disconnecting)
+        echo.half_close()
+        self.assertTrue(echo.transport.disconnecting)
+
+    def test_linger_is_bounded(self) -> None:
+        """
+        Once everything owed is sent, a client that does not close is given
+        C{linger} seconds, then the connection is closed anyway.
+        """
+        echo = connected_echo(one_shot=True, linger=2, tcp=True)
+        echo.send(b"x\n")
+        echo.clock.advance(1.9)
+        self.assertFalse(echo.transport.disconnecting)
+        echo.clock.advance(0.1)
+        self.assertTrue(echo.transport.disconnecting)
+        self.assertFalse(echo.transport.disconnected)
+
+    def test_unsent_replies_are_bounded(self) -> None:
+        """
+        If the replies cannot be sent (the client reads nothing), the close
+        is cut short after C{close_timeout} seconds, with a warning.
+        """
+        echo = connected_echo(one_shot=True, close_timeout=5, tcp=True)
+        transport = echo.transport
+        assert isinstance(transport, TCPStringTransport)
+        transport.flush_at_once = False
+        echo.send(b"x\n")
+        with capturedLogs() as events:
+            echo.clock.advance(5)
+        self.assertTrue(transport.disconnected)
+        self.assertEqual([e["log_level"] for e in protocol_events(events)], [LogLevel.warn])
+
+    def test_paused_reader_resumed_to_drain(self) -> None:
+        """
+        A connection paused by back-pressure when it starts closing resumes
+        reading, so that what the client sends is dropped, not left unread.
+        """
+        echo = connected_echo(max_line=4, tcp=True)
+        echo.protocol.pauseProducing()
+        self.assertEqual(echo.transport.producerState, "paused")
+        echo.protocol.resumeProducing()
+        echo.protocol.pauseProducing()
+        echo.protocol.timeoutConnection()
+        self.assertEqual(echo.transport.producerState, "producing")
+        self.assertIsNone(echo.transport.producer)
+
+    def test_no_linger_after_client_end(self) -> None:
+        """
+        After the client's end of input there is nothing to drop: the server
+        answers and closes fully.
+        """
+        echo = connected_echo(tcp=True)
+        self.assertEqual(echo.send(b"last"), b"")
+        self.assertEqual(echo.half_close(), STAMP + b"last\r\n")
+        transport = echo.transport
+        assert isinstance(transport, TCPStringTransport)
+        self.assertFalse(transport.write_closed)
+        self.assertTrue(transport.disconnecting)
+
+    def test_no_linger_on_tls(self) -> None:
+        """
+        TLS closes with its own close_notify: the server closes it fully.
+        """
+        echo = connected_echo(one_shot=True, tcp=True)
+        transport = echo.transport
+        assert isinstance(transport, TCPStringTransport)
+        alsoProvides(transport, INegotiated)
+        echo.send(b"x\n")
+        self.assertFalse(transport.write_closed)
+        self.assertTrue(transport.disconnecting)
 
 
 class ServerConfigTests(SynchronousTestCase):

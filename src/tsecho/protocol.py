@@ -19,6 +19,7 @@ from twisted.internet.interfaces import (
     IAddress,
     IConsumer,
     IHalfCloseableProtocol,
+    INegotiated,
     IPushProducer,
     IReactorTime,
     ITCPTransport,
@@ -75,6 +76,10 @@ class ServerConfig:
     @ivar quiet: no log lines per connection.
     @ivar drain_quiet: during shutdown, close a connection once it has been
         quiet this long (having answered all it received).
+    @ivar close_timeout: seconds a closing connection gets to send what it
+        owes, before it is cut short.
+    @ivar linger: seconds a closing connection that has sent all it owes
+        waits for the client to close before closing anyway.
     """
 
     max_line: int = attrs.field(default=16384, validator=_positive)
@@ -83,6 +88,8 @@ class ServerConfig:
     one_shot: bool = False
     quiet: bool = False
     drain_quiet: float = attrs.field(default=0.5, validator=_positive)
+    close_timeout: float = attrs.field(default=10.0, validator=_positive)
+    linger: float = attrs.field(default=2.0, validator=_positive)
 
 
 @implementer(IHalfCloseableProtocol, IPushProducer)
@@ -95,6 +102,8 @@ class TimestampEcho(LineFramer, TimeoutMixin):
     lines_answered = 0
     _closing = False
     _counted = False
+    _sent_all = False
+    _input_ended = False
     _peer = ""
 
     def connectionMade(self) -> None:
@@ -132,11 +141,13 @@ class TimestampEcho(LineFramer, TimeoutMixin):
 
     # Lines to replies.
 
-    def lineReceived(self, line: bytes) -> None:
+    def lineReceived(self, line: bytes) -> bool:
         self._replies += (self._prefix, line, self.line_ending or CRLF)
         self.lines_answered += 1
         if self.factory.config.one_shot:
             self._close()
+            return True  # no more lines
+        return False
 
     def lineLengthExceeded(self, line: bytes) -> None:
         log.warn(
@@ -159,36 +170,62 @@ class TimestampEcho(LineFramer, TimeoutMixin):
     def _close(self) -> None:
         """
         Send what is owed, then close once it is written.
+
+        On plain TCP and UNIX sockets the close lingers: we shut down our
+        sending side, then read and drop what the client still sends until it
+        closes too (or L{ServerConfig.close_timeout} passes).  Closing with
+        unread input would make the kernel reset the connection, destroying
+        replies that the client has not read yet.
         """
         self._send_replies()
         if self._closing:
             return
         self._closing = True
-        assert self.transport is not None
+        transport = self.transport
+        assert transport is not None
         if self._counted:
             # A registered producer would keep the transport open until it
             # is resumed; the transport now only needs to drain its buffer.
-            cast(IConsumer, self.transport).unregisterProducer()
-        self.transport.loseConnection()
+            cast(IConsumer, transport).unregisterProducer()
+            if self.paused:  # read on, to drop what the client still sends
+                self.paused = False
+                cast(IPushProducer, transport).resumeProducing()
+        # Arm the timer before closing: a transport may call connectionLost
+        # (which cancels it) from inside loseConnection.
+        self.setTimeout(self.factory.config.close_timeout)
+        if self._input_ended or INegotiated.providedBy(transport) or not ITCPTransport.providedBy(transport):
+            transport.loseConnection()  # nothing to linger for, or TLS with its own close_notify
+        else:
+            transport.loseWriteConnection()
 
     # The end of a connection.
 
     def readConnectionLost(self) -> None:
         """
         The client shut down its sending side: answer everything, then close.
+        (If we were closing already, the client has now seen our end: done.)
         """
-        if not self._closing:
-            self._prefix = self.factory.reply_prefix()
-            self.deliver_unterminated_line()
-            self._close()
+        self._input_ended = True
+        if self._closing:
+            assert self.transport is not None
+            self.transport.loseConnection()
+            return
+        self._prefix = self.factory.reply_prefix()
+        self.deliver_unterminated_line()
+        self._close()
 
     def writeConnectionLost(self) -> None:
         """
-        We can no longer send: nothing left to do but close.
+        Our sending side is shut down: everything owed was sent.  If we did
+        not ask for that ourselves, close.
         """
-        self._closing = True
+        self._sent_all = True
         assert self.transport is not None
-        self.transport.loseConnection()
+        if self._closing:  # lingering: give the client a moment to close
+            self.setTimeout(self.factory.config.linger)
+        else:
+            self._closing = True
+            self.transport.loseConnection()
 
     def callLater(self, period: float, func: Any) -> Any:
         """
@@ -198,13 +235,16 @@ class TimestampEcho(LineFramer, TimeoutMixin):
 
     def timeoutConnection(self) -> None:
         """
-        Idle too long (or, while draining, quiet long enough): close politely;
-        if that does not finish within another period, abort.
+        Idle too long (or, while draining, quiet long enough): close politely.
+        A close that has not finished in time is cut short.
         """
         assert self.transport is not None
         if self._closing:
-            log.warn("aborting {peer}: its replies were not read in time", peer=self._peer)
-            cast(ITCPTransport, self.transport).abortConnection()
+            if self._sent_all:  # all replies sent; the client just never closed
+                self.transport.loseConnection()
+            else:
+                log.warn("aborting {peer}: its replies were not read in time", peer=self._peer)
+                cast(ITCPTransport, self.transport).abortConnection()
             return
         if self.factory.draining and self.paused:
             # Paused by back-pressure is not quiet: the client is still reading
@@ -216,10 +256,6 @@ class TimestampEcho(LineFramer, TimeoutMixin):
             log.debug("closing {peer} for shutdown", peer=self._peer)
         elif not self.factory.config.quiet:
             log.info("closing {peer}: idle for {timeout} seconds", peer=self._peer, timeout=self.timeOut)
-        if not self.factory.draining:  # while draining, the service's deadline applies
-            # Arm the abort timer before closing: a transport may call
-            # connectionLost (which cancels it) from inside loseConnection.
-            self.setTimeout(self.timeOut)
         self._close()
 
     def drain(self) -> None:

@@ -22,11 +22,12 @@ from typing import Any
 
 import attrs
 from twisted.internet.address import IPv4Address
-from twisted.internet.interfaces import IAddress
+from twisted.internet.interfaces import IAddress, ITCPTransport
 from twisted.internet.protocol import connectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport, StringTransportWithDisconnection
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from tsecho.protocol import ServerConfig, TimestampEcho, TimestampEchoFactory
 from tsecho.timestamps import CTIME, Timestamper
@@ -36,6 +37,7 @@ __all__ = [
     "EXAMPLE_STAMP",
     "EXAMPLE_TIME",
     "ClosingStringTransport",
+    "TCPStringTransport",
     "EchoConnection",
     "connect",
     "connected_echo",
@@ -73,6 +75,37 @@ class ClosingStringTransport(StringTransportWithDisconnection):
         """
         self.disconnecting = True
         super().loseConnection()
+
+
+@implementer(ITCPTransport)
+class TCPStringTransport(StringTransport):  # type: ignore[misc]
+    """
+    A L{StringTransport} that can shut down its sending side, as TCP can:
+    L{loseWriteConnection} records it and, once the (in-memory, always empty)
+    write buffer is "flushed", tells the protocol C{writeConnectionLost}.
+
+    @ivar write_closed: whether L{loseWriteConnection} was called.
+    @ivar flush_at_once: if C{False}, C{writeConnectionLost} waits for
+        L{finish_writing}, as for a client that has not read its replies yet.
+    """
+
+    write_closed = False
+    flush_at_once = True
+    protocol: Any = None
+
+    def loseWriteConnection(self) -> None:
+        """
+        Shut down the sending side.
+        """
+        self.write_closed = True
+        if self.flush_at_once:
+            self.finish_writing()
+
+    def finish_writing(self) -> None:
+        """
+        The buffered replies have been sent: tell the protocol.
+        """
+        self.protocol.writeConnectionLost()
 
 
 def make_factory(
@@ -162,6 +195,7 @@ def connect(
     *,
     peer: IAddress = EXAMPLE_PEER,
     close_at_once: bool = False,
+    tcp: bool = False,
 ) -> EchoConnection:
     """
     Open one connection from C{factory} on a new in-memory transport.
@@ -174,6 +208,8 @@ def connect(
         L{StringTransport} that only records C{disconnecting}, as for a client
         that has not read its replies yet; call L{EchoConnection.lose} to end
         the connection.
+    @param tcp: if C{True}, the transport is a L{TCPStringTransport}, which
+        can half-close (so the server's close lingers, as on a real socket).
     @return: the connection, with C{connectionMade} already called.
     """
     protocol = factory.buildProtocol(peer)
@@ -181,6 +217,9 @@ def connect(
     transport: Any
     if close_at_once:
         transport = ClosingStringTransport(peerAddress=peer)
+        transport.protocol = protocol
+    elif tcp:
+        transport = TCPStringTransport(peerAddress=peer)
         transport.protocol = protocol
     else:
         transport = StringTransport(peerAddress=peer)
@@ -195,15 +234,17 @@ def connected_echo(
     now: float = EXAMPLE_TIME,
     peer: IAddress = EXAMPLE_PEER,
     close_at_once: bool = False,
+    tcp: bool = False,
     **config: Any,
 ) -> EchoConnection:
     """
     Build a factory and open one connection from it, in one call.
 
     @param config: L{ServerConfig} fields (C{max_line}, C{max_connections},
-        C{timeout}, C{one_shot}, C{quiet}, C{drain_quiet}); the SPEC's
+        C{timeout}, C{one_shot}, C{quiet}, C{drain_quiet}, C{close_timeout},
+        C{linger}); the SPEC's
         defaults for the others.
     @return: see L{connect}; L{make_factory} describes the other parameters.
     """
     factory = make_factory(ServerConfig(**config), time_format=time_format, utc=utc, now=now)
-    return connect(factory, peer=peer, close_at_once=close_at_once)
+    return connect(factory, peer=peer, close_at_once=close_at_once, tcp=tcp)
