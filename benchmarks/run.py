@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,10 +109,14 @@ def find_pypy(explicit: str | None) -> Path | None:
         pypy = shutil.which("pypy3")
         if pypy is None:
             return None
-        progress(f"making a PyPy venv in {venv} (pip install twisted attrs)")
+        # cryptography stopped shipping PyPy 3.9 wheels after 43.x and cannot
+        # be built here without Rust crates: take wheels only, which settles on
+        # Twisted 25.5 with TLS (tsecho's tap imports its TLS support).
+        install = ["-m", "pip", "install", "-q", "--only-binary", "cryptography", "twisted[tls]", "attrs"]
+        progress(f"making a PyPy venv in {venv} (pip install twisted[tls] attrs)")
         try:
             subprocess.run([pypy, "-m", "venv", str(venv)], check=True)
-            subprocess.run([str(python), "-m", "pip", "install", "-q", "twisted", "attrs"], check=True)
+            subprocess.run([str(python), *install], check=True)
         except subprocess.CalledProcessError as e:
             progress(f"no PyPy: {e}")
             return None
@@ -249,26 +253,70 @@ def idle_memory(process: subprocess.Popen[bytes], port: int) -> dict[str, Any]:
 
 def run_rounds(all_servers: list[Server], rounds: int, timing: tuple[float, float]) -> dict[str, dict[str, list[Any]]]:
     """
-    Every server through its scenarios, interleaved: round 1 of each, then round 2, ...
+    Every server through every scenario, interleaved as finely as possible:
+    each round starts every server (idle ones cost nothing), then runs each
+    scenario on every server in turn, so the figures compared in a ratio are
+    measured within seconds of each other.  The order flips every round.
     """
     results: dict[str, dict[str, list[Any]]] = {s.name: {} for s in all_servers}
+    broken: set[str] = set()
     with tempfile.TemporaryDirectory(prefix="tsecho-bench-") as tmp:
         for r in range(1, rounds + 1):
-            order = all_servers if r % 2 else list(reversed(all_servers))
-            for server in order:
-                with running(server, Path(tmp)) as (process, port):
-                    for scenario in server.scenarios:
-                        started = time.monotonic()
-                        if scenario == "idle":
-                            result = idle_memory(process, port)
-                        else:
-                            result = loadgen(port, SCENARIOS[scenario], timing, server.reply_format)
-                        results[server.name].setdefault(scenario, []).append(result)
-                        progress(
-                            f"[round {r}/{rounds}] {server.name:28} {scenario:9} {describe(scenario, result)}"
-                            f"  ({time.monotonic() - started:.1f} s)"
-                        )
-    return results
+            label = f"[round {r}/{rounds}]"
+            order = [s for s in (all_servers if r % 2 else reversed(all_servers)) if s.name not in broken]
+            with ExitStack() as stack:
+                live: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
+                for index, server in enumerate(order):
+                    workdir = Path(tmp) / str(index)
+                    workdir.mkdir(exist_ok=True)
+                    try:
+                        live[server.name] = stack.enter_context(running(server, workdir))
+                    except RuntimeError as e:
+                        progress(f"{label} {server.name}: FAILED to start, left out: {e}")
+                        broken.add(server.name)
+                for scenario in ("idle", "pipelined", "latency", "cpr", "many"):
+                    for server in order:
+                        if scenario in server.scenarios and server.name in live:
+                            run_one(
+                                server,
+                                scenario,
+                                live=live[server.name],
+                                round_number=r,
+                                label=label,
+                                timing=timing,
+                                results=results,
+                            )
+    return {name: res for name, res in results.items() if name not in broken}
+
+
+def run_one(
+    server: Server,
+    scenario: str,
+    *,
+    live: tuple[subprocess.Popen[bytes], int],
+    round_number: int,
+    label: str,
+    timing: tuple[float, float],
+    results: dict[str, dict[str, list[Any]]],
+) -> None:
+    """
+    One scenario on one running server; its result is added to C{results}.
+    """
+    process, port = live
+    started = time.monotonic()
+    try:
+        if scenario == "idle":
+            result = idle_memory(process, port)
+        else:
+            result = loadgen(port, SCENARIOS[scenario], timing, server.reply_format)
+    except (subprocess.SubprocessError, OSError, ValueError) as e:
+        progress(f"{label} {server.name} {scenario}: FAILED: {e}")
+        return
+    result["round"] = round_number
+    results[server.name].setdefault(scenario, []).append(result)
+    progress(
+        f"{label} {server.name:28} {scenario:9} {describe(scenario, result)}  ({time.monotonic() - started:.1f} s)"
+    )
 
 
 def describe(scenario: str, result: dict[str, Any]) -> str:
@@ -319,9 +367,11 @@ def run_sweep(all_servers: list[Server], timing: tuple[float, float], points: tu
 # Reporting.
 
 
+FIGURE_KEYS = {"pipelined": "rate", "many": "rate", "cpr": "conn_rate", "latency": "p50_us"}
+
+
 def figure(results: dict[str, list[Any]], scenario: str) -> list[float]:
-    key = {"pipelined": "rate", "many": "rate", "cpr": "conn_rate", "latency": "p50_us"}[scenario]
-    return [r[key] for r in results.get(scenario, [])]
+    return [r[FIGURE_KEYS[scenario]] for r in results.get(scenario, [])]
 
 
 def cell(values: list[float], fmt: str = "{:,.0f}") -> str:
@@ -361,9 +411,13 @@ def summary_table(results: dict[str, dict[str, list[Any]]]) -> str:
 
 
 def ratio(results: dict[str, dict[str, list[Any]]], a: str, b: str, scenario: str) -> float | None:
-    x = median(figure(results.get(a, {}), scenario))
-    y = median(figure(results.get(b, {}), scenario))
-    return x / y if x and y else None
+    """
+    The median over rounds of C{a}'s figure divided by C{b}'s from the same round.
+    """
+    key = FIGURE_KEYS[scenario]
+    theirs = {r["round"]: r[key] for r in results.get(b, {}).get(scenario, [])}
+    pairs = [r[key] / theirs[r["round"]] for r in results.get(a, {}).get(scenario, []) if theirs.get(r["round"])]
+    return median(pairs)
 
 
 def ratio_table(results: dict[str, dict[str, list[Any]]]) -> str:
@@ -452,14 +506,15 @@ def report(results: dict[str, dict[str, list[Any]]], sweep: dict[str, Any], roun
     text = f"""# Benchmark
 
 Made by `python benchmarks/run.py` (`tox -e bench`) on {when}: {machine()}.
-Each server on CPU 0, the C load generator on CPU 1, loopback; {rounds} interleaved round(s);
+Each server on CPU 0, the C load generator on CPU 1, loopback; {rounds} round(s), each running
+every scenario on every server in turn (servers side by side, idle ones cost nothing);
 medians with (min..max). Every reply is checked; errors are counted.
 
 ## Results
 
 {summary_table(results)}
 
-## Ratios (same run)
+## Ratios (median of per-round ratios)
 
 {ratio_table(results)}
 

@@ -25,8 +25,10 @@ import pytest
 import pytest_twisted
 import trustme
 from twisted.internet import defer, endpoints, error
+from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from realsockets import TIMEOUT, raw_exchange, read_all, serving, tcp_port
 from serverprocess import running_server, twistd_command
@@ -34,12 +36,6 @@ from tsecho.service import StartupError
 
 STAMP = rb"\[(Mon|Tue|Wed|Thu|Fri|Sat|Sun) [A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \d{4}\] "
 PAYLOAD = b"one\ntwo\r\n\xff\x00three\r"
-
-# Twisted's ssl: endpoint hands pyOpenSSL (>= 24.3) X509 and PKey objects, which it
-# deprecates; harmless, but this suite turns warnings into errors.
-pyopenssl_x509_deprecated = pytest.mark.filterwarnings(
-    "ignore:Passing pyOpenSSL .* objects is deprecated:DeprecationWarning"
-)
 
 
 def assert_replies(replies: bytes) -> None:
@@ -224,7 +220,6 @@ def ssl_description(certificates: dict[str, Path]) -> str:
     return f"ssl:0:interface=127.0.0.1:privateKey={certificates['key']}:certKey={certificates['cert']}"
 
 
-@pyopenssl_x509_deprecated
 @pytest_twisted.ensureDeferred
 async def test_ssl(certificates: dict[str, Path]) -> None:
     """
@@ -241,18 +236,19 @@ async def test_ssl(certificates: dict[str, Path]) -> None:
             await tls_exchange(certificates, port, "wrong.example", request, expect=1)
 
 
-def close_notify_exchange(certificates: dict[str, Path], port: int, payload: bytes) -> bytes:
+def close_notify_exchange(certificates: dict[str, Path], port: int, payload: bytes, version: int) -> bytes:
     """
-    Over TLS (the test CA trusted), send C{payload}, then C{close_notify} at
-    once, and read every reply until the server's own C{close_notify}.
-    (pyOpenSSL, because Python's C{ssl} cannot read after its own
-    C{close_notify}, and Twisted's TLS client drops what arrives then.)
+    Over TLS C{version} at most (the test CA trusted), send C{payload}, then
+    C{close_notify} at once, and read every reply until the server's own
+    C{close_notify}.  (pyOpenSSL, because Python's C{ssl} cannot read after
+    its own C{close_notify}, and Twisted's TLS client drops what arrives then.)
     """
     from OpenSSL import SSL
 
     context = SSL.Context(SSL.TLS_CLIENT_METHOD)
     context.load_verify_locations(str(certificates["ca"]))
-    context.set_verify(SSL.VERIFY_PEER, lambda *_: True)
+    context.set_verify(SSL.VERIFY_PEER)
+    context.set_max_proto_version(version)
     with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as raw:
         connection = SSL.Connection(context, raw)
         connection.set_tlsext_host_name(b"localhost")
@@ -281,34 +277,41 @@ def close_notify_exchange(certificates: dict[str, Path], port: int, payload: byt
                 return received
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="under investigation: passes when run first, but gets no reply at all (b'') when other "
-    "real-socket tests ran earlier in the same process",
-)
-@pyopenssl_x509_deprecated
+TLS_VERSIONS = pytest.mark.parametrize("version", ["1.2", "1.3"])
+
+
+def tls_version(name: str) -> int:
+    """
+    pyOpenSSL's constant for TLS version C{name}.
+    """
+    from OpenSSL import SSL
+
+    return {"1.2": SSL.TLS1_2_VERSION, "1.3": SSL.TLS1_3_VERSION}[name]
+
+
+@TLS_VERSIONS
 @pytest_twisted.ensureDeferred
-async def test_ssl_close_notify_answers_complete_lines(certificates: dict[str, Path]) -> None:
+async def test_ssl_close_notify_answers_complete_lines(certificates: dict[str, Path], version: str) -> None:
     """
     A TLS client that sends its lines and closes its side at once (TLS
-    C{close_notify}) still gets the reply to every complete line.
+    C{close_notify}) still gets the reply to every complete line, however
+    its bytes are split into reads (several exchanges).
     """
     from twisted.internet import threads
 
     request = b"".join(b"line %d\n" % n for n in range(20))
-    async with serving(["--listen", ssl_description(certificates)]) as service:
-        replies = await threads.deferToThread(close_notify_exchange, certificates, tcp_port(service), request)
-    assert re.fullmatch(b"".join(STAMP + b"line %d\n" % n for n in range(20)), replies), replies
+    expected = b"".join(STAMP + b"line %d\n" % n for n in range(20))
+    async with serving(["--listen", ssl_description(certificates), "--quiet"]) as service:
+        for _ in range(5):
+            replies = await threads.deferToThread(
+                close_notify_exchange, certificates, tcp_port(service), request, tls_version(version)
+            )
+            assert re.fullmatch(expected, replies), replies
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SPEC: a final unterminated line is answered behind TLS too; Twisted's TLS wrapper "
-    "hides the client's close_notify from the protocol (no readConnectionLost), so it is lost",
-)
-@pyopenssl_x509_deprecated
+@TLS_VERSIONS
 @pytest_twisted.ensureDeferred
-async def test_ssl_close_notify_answers_unterminated_line(certificates: dict[str, Path]) -> None:
+async def test_ssl_close_notify_answers_unterminated_line(certificates: dict[str, Path], version: str) -> None:
     """
     The SPEC's half-close rule over TLS: after the client's C{close_notify},
     an unterminated last line is answered with C{\\r\\n}.
@@ -316,8 +319,83 @@ async def test_ssl_close_notify_answers_unterminated_line(certificates: dict[str
     from twisted.internet import threads
 
     async with serving(["--listen", ssl_description(certificates)]) as service:
-        replies = await threads.deferToThread(close_notify_exchange, certificates, tcp_port(service), PAYLOAD)
-    assert_replies(replies)
+        for _ in range(5):
+            replies = await threads.deferToThread(
+                close_notify_exchange, certificates, tcp_port(service), PAYLOAD, tls_version(version)
+            )
+            assert_replies(replies)
+
+
+@implementer(IHandshakeListener)
+class SlowReader(Protocol):
+    """
+    A TLS client that stops reading once the handshake is done (and
+    L{handshake} fires), and when resumed collects C{expect} bytes.
+    """
+
+    def __init__(self, expect: int) -> None:
+        self.expect = expect
+        self.received = b""
+        self.handshake: defer.Deferred[None] = defer.Deferred()
+        self.complete: defer.Deferred[bytes] = defer.Deferred()
+        self.closed: defer.Deferred[None] = defer.Deferred()
+
+    def handshakeCompleted(self) -> None:
+        assert self.transport is not None
+        self.transport.pauseProducing()  # type: ignore[attr-defined]
+        self.handshake.callback(None)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+        if len(self.received) >= self.expect and not self.complete.called:
+            self.complete.callback(self.received)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if not self.complete.called:
+            self.complete.errback(reason)
+        self.closed.callback(None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_ssl_back_pressure(certificates: dict[str, Path]) -> None:
+    """
+    Behind TLS too, a client that sends but does not read makes the server
+    stop reading (its connection is paused), and once the client reads it
+    gets every reply, exactly.
+    """
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    lines = [b"%05d %s\n" % (n, b"x" * 994) for n in range(4000)]
+    expected = b"".join(STAMP + line for line in lines)
+    async with serving(["--listen", ssl_description(certificates), "--quiet"]) as service:
+        port = tcp_port(service)
+        ca_dir = str(certificates["ca"].parent).replace(":", "\\:")
+        endpoint = endpoints.clientFromString(
+            reactor, f"tls:localhost:{port}:trustRoots={ca_dir}:endpoint=tcp\\:127.0.0.1\\:{port}"
+        )
+        client = SlowReader(expect=len(lines) * (27 + 1000))
+        await endpoint.connect(Factory.forProtocol(lambda: client))
+        assert client.transport is not None
+        try:
+            client.handshake.addTimeout(TIMEOUT, reactor)
+            await client.handshake
+            client.transport.write(b"".join(lines))
+            deadline = time.monotonic() + TIMEOUT
+            while not any(c.paused for c in service.factory.connections):
+                assert time.monotonic() < deadline, "the server never paused: no back-pressure through TLS"
+                await deferLater(reactor, 0.01)
+            client.transport.resumeProducing()  # type: ignore[attr-defined]
+            client.complete.addTimeout(TIMEOUT, reactor)
+            replies = await client.complete
+        except BaseException:
+            client.transport.abortConnection()  # type: ignore[attr-defined]
+            await client.closed
+            raise
+        client.transport.loseConnection()
+        client.closed.addTimeout(TIMEOUT, reactor)
+        await client.closed
+    assert re.fullmatch(expected, replies, re.DOTALL), replies[-200:]
 
 
 def test_systemd_socket_activation(tmp_path: Path) -> None:

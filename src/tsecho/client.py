@@ -382,26 +382,25 @@ async def _converse(
 
     interactive = terminal.interactive and not options.messages
     conversation = Conversation(asker, terminal.stdout, prompt if interactive else None)
-    trigger = reactor.addSystemEventTrigger("before", "shutdown", conversation.interrupt)
+    # Stopped early (Ctrl-C, SIGTERM): say so, and do not exit 0.  (Once the
+    # conversation is over, interrupting it does nothing.)
+    reactor.addSystemEventTrigger("before", "shutdown", conversation.interrupt)
+    if options.messages:
+        for message in options.messages:
+            conversation.message(message)
+        conversation.end_of_input()
+    else:
+        conversation.input = InputLines(conversation)
+        conversation.start()
+        terminal.read_input(conversation.input)
+    error = await conversation.done
+    closing = asker.close()
+    if isinstance(error, InterruptError):
+        return error, INTERRUPTED  # the reactor is stopping: no time to wait
     try:
-        if options.messages:
-            for message in options.messages:
-                conversation.message(message)
-            conversation.end_of_input()
-        else:
-            conversation.input = InputLines(conversation)
-            conversation.start()
-            terminal.read_input(conversation.input)
-        error = await conversation.done
-        closing = asker.close()
-        if isinstance(error, InterruptError):
-            return error, INTERRUPTED  # the reactor is stopping: no time to wait
-        try:
-            await closing.addTimeout(CLOSE_GRACE, reactor)
-        except defer.TimeoutError:
-            log.debug("connections still closing after {grace} seconds; leaving anyway", grace=CLOSE_GRACE)
-    finally:
-        reactor.removeSystemEventTrigger(trigger)
+        await closing.addTimeout(CLOSE_GRACE, reactor)
+    except defer.TimeoutError:
+        log.debug("connections still closing after {grace} seconds; leaving anyway", grace=CLOSE_GRACE)
     return error, OK if error is None else FAILED
 
 

@@ -149,6 +149,8 @@ class DatagramClient(DatagramProtocol):
 
     def _timed_out(self) -> None:
         self._timer = None
+        if self._failure is not None:
+            return
         if self._tried < self._tries:
             log.debug("no reply from {target} yet; sending again", target=self.target)
             self._send()
@@ -173,6 +175,16 @@ class DatagramClient(DatagramProtocol):
         """
         if self._in_flight is not None:
             self._stop(Failure(CannotConnectError(self.target, "connection refused")))
+
+    def stopProtocol(self) -> None:
+        """
+        The socket closed.  Unless we closed it, the system closed it under
+        us: Twisted's epoll reactor closes a connected UDP socket when an
+        ICMP "port unreachable" arrives, instead of calling
+        L{connectionRefused}.
+        """
+        self._port = None
+        self._stop(Failure(CannotConnectError(self.target, "connection refused")))
 
     # The end.
 

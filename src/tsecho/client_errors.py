@@ -28,6 +28,11 @@ def explain(reason: Failure) -> str:
         return "no route to host"
     if reason.check(error.TimeoutError):
         return "timed out"
+    value = reason.value
+    if isinstance(value, error.ConnectError) and value.args and value.args[0]:
+        # Twisted words these as "An error occurred while connecting: 2: No
+        # such file or directory."; the part after the error number says it.
+        return one_line(str(value.args[0])).rstrip(".")
     return one_line(reason.getErrorMessage())
 
 
@@ -36,6 +41,13 @@ def one_line(text: str) -> str:
     Squeeze C{text} onto one line.
     """
     return " ".join(text.split())
+
+
+def seconds(amount: float) -> str:
+    """
+    Say C{amount} seconds: C{1 second}, C{0.5 seconds}, C{10 seconds}.
+    """
+    return "1 second" if amount == 1 else f"{amount:g} seconds"
 
 
 class ClientError(Exception):
@@ -58,8 +70,8 @@ class NoReplyError(ClientError):
     The server did not answer within the timeout.
     """
 
-    def __init__(self, target: str, seconds: float, tries: int = 1) -> None:
-        message = f"no reply from {target} within {seconds:g} seconds"
+    def __init__(self, target: str, timeout: float, tries: int = 1) -> None:
+        message = f"no reply from {target} within {seconds(timeout)}"
         if tries > 1:
             message += f" (tried {tries} times)"
         super().__init__(message)

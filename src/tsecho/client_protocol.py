@@ -33,6 +33,7 @@ from tsecho.client_errors import (
     NoReplyError,
     ReplyTooLongError,
     explain,
+    seconds,
 )
 from tsecho.framing import CRLF, LF, LineFramer
 
@@ -115,9 +116,9 @@ class EchoClient(LineFramer):
 
     def lineLengthExceeded(self, line: bytes) -> None:
         log.warn("reply longer than {limit} bytes; closing", limit=self.MAX_LENGTH)
+        self._fail_waiting(Failure(ReplyTooLongError(self.MAX_LENGTH)))
         assert self.transport is not None
         self.transport.loseConnection()
-        self._fail_waiting(Failure(ReplyTooLongError(self.MAX_LENGTH)))
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.open = False
@@ -287,12 +288,12 @@ class EchoSession:
         if connection is not self._connection:
             return
         self._connection = None
-        unanswered = list(self._sent)
-        self._sent.clear()
-        if unanswered and not connection.answered:
+        if self._sent and not connection.answered:
             assert connection.lost_reason is not None
             self._stop(Failure(ClosedEarlyError(self.target, connection.lost_reason)))
             return
+        unanswered = list(self._sent)
+        self._sent.clear()
         if unanswered:
             # It answered, then closed: a server that answers one line per
             # connection.  Send the rest again, one per connection.
@@ -319,7 +320,7 @@ class EchoSession:
         self._timer = None
         assert self._timeout is not None
         if self._connection is None:
-            error: Exception = CannotConnectError(self.target, f"no connection within {self._timeout:g} seconds")
+            error: Exception = CannotConnectError(self.target, f"no connection within {seconds(self._timeout)}")
         else:
             error = NoReplyError(self.target, self._timeout)
         self._stop(Failure(error))

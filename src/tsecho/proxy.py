@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from twisted.internet import endpoints
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
     IHalfCloseableProtocol,
@@ -44,6 +43,7 @@ from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper, HAProxyWr
 from twisted.python.failure import Failure
 from zope.interface import directlyProvides, implementer, providedBy
 
+from tsecho import tls
 from tsecho.protocol import describe_address
 
 PREFIX = "haproxy:"
@@ -237,10 +237,9 @@ class ProxyServerEndpoint:
 def server_from_string(reactor: Any, description: str) -> IStreamServerEndpoint:
     """
     Like L{endpoints.serverFromString}, but C{haproxy:INNER} descriptions get
-    L{ProxyServerEndpoint}, which keeps half-close and logs the real client.
+    L{ProxyServerEndpoint}, which keeps half-close and logs the real client,
+    and C{ssl:} ones (also as C{INNER}) keep half-close (L{tsecho.tls}).
     """
     if description.startswith(PREFIX):
-        inner: IStreamServerEndpoint = endpoints.serverFromString(reactor, description[len(PREFIX) :])
-        return ProxyServerEndpoint(inner)
-    endpoint: IStreamServerEndpoint = endpoints.serverFromString(reactor, description)
-    return endpoint
+        return ProxyServerEndpoint(tls.server_from_string(reactor, description[len(PREFIX) :]))
+    return tls.server_from_string(reactor, description)

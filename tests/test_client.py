@@ -1,0 +1,735 @@
+"""
+The client's parts in memory: L{EchoClient} against the real server protocol
+and against a copy of the original server, L{EchoSession}'s reconnect policy
+and timeouts, L{DatagramClient}, and L{InputLines}.
+
+Time is a L{task.Clock} and connections are L{twisted.test.iosim} pumps, so
+every test is deterministic and needs no network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import defer, error, task
+from twisted.internet.protocol import Protocol
+from twisted.internet.testing import StringTransport, StringTransportWithDisconnection
+from twisted.protocols.basic import LineReceiver
+from twisted.python.failure import Failure
+from twisted.test import iosim
+from twisted.trial.unittest import SynchronousTestCase
+
+from tsecho.client_datagram import DatagramClient
+from tsecho.client_errors import (
+    ClientError,
+    ClosedError,
+    ReplyTooLongError,
+)
+from tsecho.client_input import InputLines, InputTooLongError, InputUnreadableError
+from tsecho.client_protocol import ConnectionEndedError, EchoClient, EchoSession
+from tsecho.protocol import ServerConfig, TimestampEchoFactory
+from tsecho.timestamps import Timestamper
+
+TARGET = "localhost:21567"
+#: The reply prefix at the clock's time 0, in UTC, in the original's format.
+EPOCH = b"[Thu Jan  1 00:00:00 1970] "
+
+
+def server_factory(clock: task.Clock, **config: Any) -> TimestampEchoFactory:
+    """
+    The real server's factory, on C{clock}, in UTC.
+    """
+    return TimestampEchoFactory(ServerConfig(**config), Timestamper(utc=True), clock)
+
+
+class OriginalServer(LineReceiver):
+    """
+    What C{tsTservSS.py} does under Python 3: answer the first line with
+    C{[ctime] b'LINE\\r\\n'} (the repr of the bytes, no line ending), then close.
+    """
+
+    delimiter = b"\n"
+
+    def lineReceived(self, line: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(b"[Thu Jan  1 00:00:00 1970] " + repr(line + b"\n").encode())
+        self.transport.loseConnection()
+
+
+class SilentServer(Protocol):
+    """
+    Accepts, reads, never answers.
+    """
+
+
+class Network:
+    """
+    A C{connect} function for L{EchoSession} that joins each new
+    L{EchoClient} to a fresh server protocol in memory.
+
+    @ivar pumps: one per connection made.
+    """
+
+    def __init__(self, clock: task.Clock, make_server: Callable[[], Protocol | None]) -> None:
+        self.clock = clock
+        self.make_server = make_server
+        self.pumps: list[iosim.IOPump] = []
+        self.servers: list[Protocol | None] = []
+
+    def connect(self) -> defer.Deferred[EchoClient]:
+        client, server, pump = iosim.connectedServerAndClient(self.make_server, EchoClient, clock=self.clock)
+        self.pumps.append(pump)
+        self.servers.append(server)
+        return defer.succeed(client)
+
+    def flush(self) -> None:
+        """
+        Move bytes (and disconnections) until nothing moves, over every
+        connection, including those opened while flushing.
+        """
+        moved = True
+        while moved:
+            moved = False
+            for pump in list(self.pumps):
+                moved = pump.flush(advanceClock=False) or moved
+
+
+def session_with(network: Network, timeout: float | None = 5.0) -> EchoSession:
+    return EchoSession(network.connect, network.clock, TARGET, timeout)
+
+
+def error_line(test: SynchronousTestCase, d: defer.Deferred[Any]) -> str:
+    """
+    The one line a failed C{ask} would give the user.
+    """
+    failure = test.failureResultOf(d, ClientError)
+    return str(failure.value)
+
+
+class EchoClientTests(SynchronousTestCase):
+    """
+    L{EchoClient}: one connection, one L{Deferred} per reply, in order.
+    """
+
+    def connect(self, **config: Any) -> tuple[EchoClient, iosim.IOPump]:
+        clock = task.Clock()
+        factory = server_factory(clock, **config)
+        client, _server, pump = iosim.connectedServerAndClient(
+            lambda: factory.buildProtocol(None), EchoClient, clock=clock
+        )
+        return client, pump
+
+    def test_pipelined_against_real_server(self) -> None:
+        """
+        Messages sent back to back on one connection to the real server are
+        answered in order, each byte for byte, whatever bytes they hold.
+        """
+        client, pump = self.connect()
+        messages = [b"hello", b"", b"\xff\x00\x01 not utf-8", b"tab\there\rcr"]
+        replies = [client.send(m) for m in messages]
+        pump.flush()
+        self.assertEqual([self.successResultOf(r) for r in replies], [EPOCH + m for m in messages])
+        self.assertEqual((client.sent, client.answered), (4, 4))
+
+    def test_sends_crlf_lines(self) -> None:
+        """
+        Each message goes out as one line ending in C{\\r\\n}, as the original
+        client sent it.
+        """
+        client = EchoClient()
+        transport = StringTransport()
+        client.makeConnection(transport)
+        client.send(b"a")
+        client.send(b"b c")
+        self.assertEqual(transport.value(), b"a\r\nb c\r\n")
+
+    def test_line_break_refused(self) -> None:
+        """
+        A message with a line break would be two lines and two replies, so
+        it is refused before anything is sent.
+        """
+        client = EchoClient()
+        transport = StringTransport()
+        client.makeConnection(transport)
+        self.assertRaises(ValueError, client.send, b"a\nb")
+        self.assertEqual(transport.value(), b"")
+
+    def test_replies_in_every_slice(self) -> None:
+        """
+        However the replies are cut into chunks, and whichever line ending
+        each uses, each L{Deferred} fires with its own reply line.
+        """
+        data = b"[x] one\r\n[x] two\n[x] \r\n[x] four\r\r\n"
+        expected = [b"[x] one", b"[x] two", b"[x] ", b"[x] four\r"]
+        for size in range(1, len(data) + 1):
+            client = EchoClient()
+            client.makeConnection(StringTransport())
+            replies = [client.send(b"m") for _ in expected]
+            for start in range(0, len(data), size):
+                client.dataReceived(data[start : start + size])
+            self.assertEqual([self.successResultOf(r) for r in replies], expected, f"slice size {size}")
+
+    def test_unterminated_reply_at_clean_close(self) -> None:
+        """
+        A reply that the server ends by closing the connection (no line
+        ending) is complete: that is how the original server answers.
+        """
+        client, _server, pump = iosim.connectedServerAndClient(OriginalServer, EchoClient)
+        reply = client.send(b"hello")
+        pump.flush()
+        self.assertEqual(self.successResultOf(reply), b"[Thu Jan  1 00:00:00 1970] b'hello\\r\\n'")
+        self.assertFalse(client.open)
+        self.successResultOf(client.lost)
+
+    def test_unterminated_reply_at_broken_connection(self) -> None:
+        """
+        Bytes without a line ending before a connection I{breaks} are not a
+        reply: the message fails with the reason.
+        """
+        client = EchoClient()
+        client.makeConnection(StringTransport())
+        reply = client.send(b"hello")
+        client.dataReceived(b"[x] hel")
+        client.connectionLost(Failure(error.ConnectionLost()))
+        failure = self.failureResultOf(reply, ConnectionEndedError)
+        self.assertTrue(failure.value.reason.check(error.ConnectionLost))
+
+    def test_one_shot_server_answers_first(self) -> None:
+        """
+        Against C{--one-shot}, the first message is answered and the second
+        fails with L{ConnectionEndedError}: the server closed.
+        """
+        client, pump = self.connect(one_shot=True, close_timeout=1)
+        first, second = client.send(b"a"), client.send(b"b")
+        pump.flush()
+        self.assertNoResult(second)  # the server lingers for the client to close...
+        pump.clock.advance(1)  # ...then gives up and closes
+        pump.flush()
+        self.assertEqual(self.successResultOf(first), EPOCH + b"a")
+        self.failureResultOf(second, ConnectionEndedError)
+
+    def test_server_error_line_is_a_reply(self) -> None:
+        """
+        The server's C{ERROR} line answers the message that caused it.
+        """
+        client, pump = self.connect(max_line=4)
+        ok, long = client.send(b"1234"), client.send(b"12345")
+        pump.flush()
+        self.assertEqual(self.successResultOf(ok), EPOCH + b"1234")
+        self.assertEqual(self.successResultOf(long), b"ERROR line too long (limit 4 bytes)")
+
+    def test_reply_too_long(self) -> None:
+        """
+        A reply longer than the client accepts fails the message with
+        L{ReplyTooLongError} and closes the connection.
+        """
+        client = EchoClient()
+        client.MAX_LENGTH = 8
+        transport = StringTransport()
+        client.makeConnection(transport)
+        reply = client.send(b"m")
+        client.dataReceived(b"[x] 123456789")
+        self.assertEqual(str(self.failureResultOf(reply, ReplyTooLongError).value), "a reply was longer than 8 bytes")
+        self.assertTrue(transport.disconnecting)
+
+    def test_unasked_line_ignored(self) -> None:
+        """
+        A line that answers nothing is ignored; the next reply still goes to
+        the next message.
+        """
+        client = EchoClient()
+        client.makeConnection(StringTransport())
+        client.dataReceived(b"ERROR server busy\r\n")
+        reply = client.send(b"m")
+        client.dataReceived(b"[x] m\r\n")
+        self.assertEqual(self.successResultOf(reply), b"[x] m")
+
+    def test_send_after_close(self) -> None:
+        """
+        Sending on a closed connection fails at once.
+        """
+        client = EchoClient()
+        client.makeConnection(StringTransport())
+        client.connectionLost(Failure(error.ConnectionDone()))
+        self.failureResultOf(client.send(b"m"), ConnectionEndedError)
+
+
+class EchoSessionTests(SynchronousTestCase):
+    """
+    L{EchoSession}: pipelining, reconnecting, failing with one clear error.
+    """
+
+    def setUp(self) -> None:
+        self.clock = task.Clock()
+
+    def real_server(self, **config: Any) -> Network:
+        factory = server_factory(self.clock, **config)
+        return Network(self.clock, lambda: factory.buildProtocol(None))
+
+    def test_persistent_server_one_connection(self) -> None:
+        """
+        Against the (persistent) real server every message is answered, in
+        order, over one connection; the first message goes alone, the rest
+        are pipelined once the connection has answered.
+        """
+        network = self.real_server()
+        session = session_with(network)
+        replies = [session.ask(m) for m in (b"a", b"b", b"c")]
+        self.assertEqual(network.pumps[0].clientIO.stream, [b"a\r\n"])
+        network.pumps[0].pump(advanceClock=False)  # "a" reaches the server
+        network.pumps[0].pump(advanceClock=False)  # its reply comes back
+        self.assertEqual(network.pumps[0].clientIO.stream, [b"b\r\n", b"c\r\n"])
+        network.flush()
+        self.assertEqual([self.successResultOf(r) for r in replies], [EPOCH + b"a", EPOCH + b"b", EPOCH + b"c"])
+        self.assertEqual(len(network.pumps), 1)
+
+    def test_one_shot_server_reconnects(self) -> None:
+        """
+        Against C{--one-shot}, the messages the closed connection left
+        unanswered are sent again, one connection per message.
+        """
+        network = self.real_server(one_shot=True, close_timeout=1)
+        session = session_with(network, timeout=None)
+        replies = [session.ask(m) for m in (b"a", b"b", b"c")]
+        for _ in range(5):
+            network.flush()
+            self.clock.advance(1)  # the server's linger, if the client did not close first
+        answers = [self.successResultOf(r) for r in replies]
+        self.assertEqual([a[len(EPOCH) :] for a in answers], [b"a", b"b", b"c"])
+        self.assertTrue(all(a.startswith(b"[Thu Jan  1 00:00:0") for a in answers), answers)
+        self.assertEqual(len(network.pumps), 3)
+        self.assertEqual([getattr(s, "lines_answered", None) for s in network.servers], [1, 1, 1])
+
+    def test_original_server_reconnects(self) -> None:
+        """
+        Against the original server (a repr reply without line ending, then
+        close) every message is answered on a connection of its own.
+        """
+        network = Network(self.clock, OriginalServer)
+        session = session_with(network)
+        replies = [session.ask(m) for m in (b"hello", b"world")]
+        network.flush()
+        self.assertEqual(
+            [self.successResultOf(r) for r in replies],
+            [b"[Thu Jan  1 00:00:00 1970] b'hello\\r\\n'", b"[Thu Jan  1 00:00:00 1970] b'world\\r\\n'"],
+        )
+        self.assertEqual(len(network.pumps), 2)
+
+    def test_later_messages_reuse_open_connection(self) -> None:
+        """
+        A message asked after earlier ones were answered goes on the same
+        persistent connection.
+        """
+        network = self.real_server()
+        session = session_with(network)
+        first = session.ask(b"a")
+        network.flush()
+        second = session.ask(b"b")
+        network.flush()
+        self.assertEqual((self.successResultOf(first), self.successResultOf(second)), (EPOCH + b"a", EPOCH + b"b"))
+        self.assertEqual(len(network.pumps), 1)
+
+    def test_reconnects_after_idle_close(self) -> None:
+        """
+        If the server closed an idle connection, the next message opens a new one.
+        """
+        network = self.real_server(timeout=30, close_timeout=1)
+        session = session_with(network, timeout=None)
+        self.successResultOf(self.flushed(network, session.ask(b"a")))
+        self.clock.advance(30)  # the server closes the idle connection...
+        self.clock.advance(1)  # ...lingering for a second, as iosim has no half-close
+        network.flush()
+        self.assertEqual(
+            self.successResultOf(self.flushed(network, session.ask(b"b"))), b"[Thu Jan  1 00:00:31 1970] b"
+        )
+        self.assertEqual(len(network.pumps), 2)
+
+    def flushed(self, network: Network, d: defer.Deferred[bytes]) -> defer.Deferred[bytes]:
+        network.flush()
+        return d
+
+    def test_closed_before_answering(self) -> None:
+        """
+        A connection that closes without answering anything fails every
+        message with one line: the server closed before answering.
+        """
+        network = Network(self.clock, ClosingServer)
+        session = session_with(network)
+        replies = [session.ask(m) for m in (b"a", b"b")]
+        network.flush()
+        self.assertEqual(error_line(self, replies[0]), f"{TARGET} closed the connection before answering")
+        self.assertEqual(error_line(self, replies[1]), f"{TARGET} closed the connection before answering")
+        self.assertEqual(len(network.pumps), 1)
+        self.assertEqual(error_line(self, session.ask(b"c")), f"{TARGET} closed the connection before answering")
+
+    def test_broken_before_answering(self) -> None:
+        """
+        A connection broken (not closed cleanly) before any answer says so.
+        """
+        connection: list[EchoClient] = []
+
+        def connect() -> defer.Deferred[EchoClient]:
+            client = EchoClient()
+            client.makeConnection(StringTransport())
+            connection.append(client)
+            return defer.succeed(client)
+
+        session = EchoSession(connect, self.clock, TARGET, 5)
+        reply = session.ask(b"a")
+        connection[0].connectionLost(Failure(error.ConnectionLost("Connection reset by peer")))
+        self.assertEqual(
+            error_line(self, reply),
+            f"connection to {TARGET} lost before answering: Connection to the other side was lost in a non-clean "
+            "fashion: Connection reset by peer.",
+        )
+
+    def test_connection_refused(self) -> None:
+        """
+        A refused connection fails the message: C{connection refused}.
+        """
+        session = EchoSession(lambda: defer.fail(error.ConnectionRefusedError()), self.clock, TARGET, 5)
+        self.assertEqual(error_line(self, session.ask(b"a")), f"cannot connect to {TARGET}: connection refused")
+
+    def test_unknown_host(self) -> None:
+        """
+        A host name that does not resolve fails the message: C{unknown host}.
+        """
+        session = EchoSession(lambda: defer.fail(error.DNSLookupError("nosuch")), self.clock, "nosuch:1", 5)
+        self.assertEqual(error_line(self, session.ask(b"a")), "cannot connect to nosuch:1: unknown host")
+
+    def test_reply_timeout(self) -> None:
+        """
+        No reply within the timeout fails the message with one line, and the
+        connection is dropped; just before the timeout nothing has happened.
+        """
+        network = Network(self.clock, SilentServer)
+        session = session_with(network, timeout=5)
+        reply = session.ask(b"a")
+        network.flush()
+        self.clock.advance(4.9)
+        self.assertNoResult(reply)
+        self.clock.advance(0.1)
+        self.assertEqual(error_line(self, reply), f"no reply from {TARGET} within 5 seconds")
+        self.assertTrue(network.pumps[0].clientIO.disconnecting)
+
+    def test_timeout_counts_per_reply(self) -> None:
+        """
+        The timeout runs from the previous reply: replies 4 seconds apart
+        each arrive within a 5 second timeout.
+        """
+        network = Network(self.clock, ManualServer)
+        session = session_with(network, timeout=5)
+        first, second = session.ask(b"a"), session.ask(b"b")
+        network.flush()
+        server = network.servers[0]
+        assert isinstance(server, ManualServer)
+        self.clock.advance(4)
+        server.answer()
+        network.flush()
+        self.clock.advance(4)
+        server.answer()
+        network.flush()
+        self.assertEqual((self.successResultOf(first), self.successResultOf(second)), (b"[m] a", b"[m] b"))
+
+    def test_connect_timeout(self) -> None:
+        """
+        A connection attempt that takes longer than the timeout is cancelled
+        and reported as such.
+        """
+        cancelled: list[defer.Deferred[EchoClient]] = []
+
+        def connect() -> defer.Deferred[EchoClient]:
+            return defer.Deferred(cancelled.append)
+
+        session = EchoSession(connect, self.clock, TARGET, 2.5)
+        reply = session.ask(b"a")
+        self.clock.advance(2.5)
+        self.assertEqual(error_line(self, reply), f"cannot connect to {TARGET}: no connection within 2.5 seconds")
+        self.assertEqual(len(cancelled), 1)
+
+    def test_close(self) -> None:
+        """
+        C{close} fails what is unanswered with L{ClosedError}, closes the
+        connection, and fires once it has closed.
+        """
+        network = Network(self.clock, SilentServer)
+        session = session_with(network)
+        reply = session.ask(b"a")
+        network.flush()
+        closed = session.close()
+        self.failureResultOf(reply, ClosedError)
+        self.assertNoResult(closed)
+        network.flush()
+        self.successResultOf(closed)
+
+    def test_close_idle(self) -> None:
+        """
+        Closing a session that never connected is immediate.
+        """
+        session = session_with(Network(self.clock, SilentServer))
+        self.successResultOf(session.close())
+
+    def test_reply_too_long_stops(self) -> None:
+        """
+        A reply over the client's limit fails the session with one line.
+        """
+        connection: list[EchoClient] = []
+
+        def connect() -> defer.Deferred[EchoClient]:
+            client = EchoClient()
+            client.MAX_LENGTH = 6
+            transport = StringTransportWithDisconnection()
+            transport.protocol = client
+            client.makeConnection(transport)
+            connection.append(client)
+            return defer.succeed(client)
+
+        session = EchoSession(connect, self.clock, TARGET, 5)
+        first, second = session.ask(b"a"), session.ask(b"b")
+        connection[0].dataReceived(b"[x] a\r\n[x] bbbbbb")
+        self.assertEqual(self.successResultOf(first), b"[x] a")
+        self.assertEqual(error_line(self, second), "a reply was longer than 6 bytes")
+
+
+class ClosingServer(Protocol):
+    """
+    Closes every connection as soon as it gets data, answering nothing.
+    """
+
+    def dataReceived(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.loseConnection()
+
+
+class ManualServer(LineReceiver):
+    """
+    Answers the oldest line it got (with C{[m] LINE}) when told to.
+    """
+
+    delimiter = b"\n"
+
+    def connectionMade(self) -> None:
+        self.lines: list[bytes] = []
+
+    def lineReceived(self, line: bytes) -> None:
+        self.lines.append(line.rstrip(b"\r"))
+
+    def answer(self) -> None:
+        self.sendLine(b"[m] " + self.lines.pop(0))
+
+
+class FakeDatagramTransport:
+    """
+    A connected datagram socket that records what is sent.
+    """
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.stopped = False
+        self.refuse_with: Exception | None = None
+
+    def write(self, datagram: bytes, addr: object = None) -> None:
+        if self.refuse_with is not None:
+            raise self.refuse_with
+        self.written.append(datagram)
+
+    def stopListening(self) -> None:
+        self.stopped = True
+
+
+class DatagramClientTests(SynchronousTestCase):
+    """
+    L{DatagramClient}: one datagram per message, a timeout, one retry.
+    """
+
+    def setUp(self) -> None:
+        self.clock = task.Clock()
+        self.transport = FakeDatagramTransport()
+        self.client = DatagramClient(self.open, self.clock, "localhost:21567 (UDP)", 2.0)
+
+    def open(self, client: DatagramClient) -> defer.Deferred[Any]:
+        client.makeConnection(self.transport)  # type: ignore[arg-type]
+        return defer.succeed(self.transport)
+
+    def test_one_at_a_time(self) -> None:
+        """
+        Each message is one datagram, sent once the previous one is answered;
+        replies fire in order.
+        """
+        first, second = self.client.ask(b"hello"), self.client.ask(b"")
+        self.assertEqual(self.transport.written, [b"hello"])
+        self.client.datagramReceived(EPOCH + b"hello", ("127.0.0.1", 21567))
+        self.assertEqual(self.transport.written, [b"hello", b""])
+        self.client.datagramReceived(EPOCH, ("127.0.0.1", 21567))
+        self.assertEqual((self.successResultOf(first), self.successResultOf(second)), (EPOCH + b"hello", EPOCH))
+
+    def test_retry_once(self) -> None:
+        """
+        Without a reply in time the datagram is sent once more, and a reply
+        to that try is accepted.
+        """
+        reply = self.client.ask(b"hello")
+        self.clock.advance(2)
+        self.assertEqual(self.transport.written, [b"hello", b"hello"])
+        self.client.datagramReceived(EPOCH + b"hello", ("127.0.0.1", 21567))
+        self.assertEqual(self.successResultOf(reply), EPOCH + b"hello")
+
+    def test_gives_up_after_second_try(self) -> None:
+        """
+        No reply to either try: one line saying so, and later messages fail too.
+        """
+        reply = self.client.ask(b"hello")
+        self.clock.advance(2)
+        self.clock.advance(1.9)
+        self.assertNoResult(reply)
+        self.clock.advance(0.1)
+        expected = "no reply from localhost:21567 (UDP) within 2 seconds (tried 2 times)"
+        self.assertEqual(error_line(self, reply), expected)
+        self.assertEqual(error_line(self, self.client.ask(b"again")), expected)
+        self.assertEqual(len(self.transport.written), 2)
+
+    def test_stray_datagram_ignored(self) -> None:
+        """
+        A late reply to an earlier message does not answer the current one.
+        """
+        first = self.client.ask(b"one")
+        self.client.datagramReceived(EPOCH + b"one", ("127.0.0.1", 21567))
+        second = self.client.ask(b"two")
+        self.client.datagramReceived(EPOCH + b"one", ("127.0.0.1", 21567))
+        self.assertNoResult(second)
+        self.client.datagramReceived(EPOCH + b"two", ("127.0.0.1", 21567))
+        self.assertEqual((self.successResultOf(first), self.successResultOf(second)), (EPOCH + b"one", EPOCH + b"two"))
+
+    def test_error_datagram_is_a_reply(self) -> None:
+        """
+        An C{ERROR} datagram answers the message in flight.
+        """
+        reply = self.client.ask(b"x")
+        self.client.datagramReceived(b"ERROR datagram too long", ("127.0.0.1", 21567))
+        self.assertEqual(self.successResultOf(reply), b"ERROR datagram too long")
+
+    def test_refused(self) -> None:
+        """
+        An ICMP "port unreachable" (C{connectionRefused}) fails at once.
+        """
+        reply = self.client.ask(b"x")
+        self.client.connectionRefused()
+        self.assertEqual(error_line(self, reply), "cannot connect to localhost:21567 (UDP): connection refused")
+
+    def test_socket_closed_under_us(self) -> None:
+        """
+        The epoll reactor closes a connected UDP socket on "port unreachable"
+        instead: that is reported as refused, too.
+        """
+        reply = self.client.ask(b"x")
+        self.client.doStop()
+        self.assertEqual(error_line(self, reply), "cannot connect to localhost:21567 (UDP): connection refused")
+        self.clock.advance(10)  # no timer left behind
+
+    def test_too_long(self) -> None:
+        """
+        A message too long for one datagram fails with one line.
+        """
+        self.transport.refuse_with = error.MessageLengthError("message too long")
+        reply = self.client.ask(b"x" * 70000)
+        self.assertEqual(
+            error_line(self, reply), "cannot send to localhost:21567 (UDP): message too long for one datagram"
+        )
+
+    def test_unknown_host(self) -> None:
+        """
+        If the host name does not resolve, the message fails: unknown host.
+        """
+        client = DatagramClient(lambda _: defer.fail(error.DNSLookupError("x")), self.clock, "nosuch:1 (UDP)", 2.0)
+        self.assertEqual(error_line(self, client.ask(b"x")), "cannot connect to nosuch:1 (UDP): unknown host")
+
+    def test_close(self) -> None:
+        """
+        C{close} fails what is unanswered and stops the socket.
+        """
+        reply = self.client.ask(b"x")
+        self.successResultOf(self.client.close())
+        self.failureResultOf(reply, ClosedError)
+        self.assertTrue(self.transport.stopped)
+        self.clock.advance(10)
+        self.assertEqual(self.transport.written, [b"x"])
+
+
+class Sink:
+    """
+    Collects what L{InputLines} reads.
+    """
+
+    def __init__(self) -> None:
+        self.messages: list[bytes] = []
+        self.ended: list[ClientError | None] = []
+
+    def message(self, message: bytes) -> None:
+        self.messages.append(message)
+
+    def end_of_input(self, error: ClientError | None = None) -> None:
+        self.ended.append(error)
+
+
+class InputLinesTests(SynchronousTestCase):
+    """
+    L{InputLines}: standard input to messages.
+    """
+
+    def read(self, data: bytes, size: int) -> tuple[Sink, StringTransport]:
+        sink = Sink()
+        lines = InputLines(sink)
+        transport = StringTransport()
+        lines.makeConnection(transport)
+        for start in range(0, len(data), size):
+            lines.dataReceived(data[start : start + size])
+        if not lines.ended:
+            lines.connectionLost(Failure(error.ConnectionDone()))
+        return sink, transport
+
+    def test_lines_until_end(self) -> None:
+        """
+        Each line is a message (either line ending, the last one may have
+        none), in every slice size; the end of input ends the messages.
+        """
+        data = b"a\nb c\r\n\xff\x00\nlast"
+        for size in range(1, len(data) + 1):
+            sink, _ = self.read(data, size)
+            self.assertEqual(sink.messages, [b"a", b"b c", b"\xff\x00", b"last"], f"slice size {size}")
+            self.assertEqual(sink.ended, [None])
+
+    def test_empty_line_ends(self) -> None:
+        """
+        An empty line ends the input, as in the original client; what
+        follows is not sent and reading stops.
+        """
+        for size in (1, 2, 100):
+            sink, transport = self.read(b"a\r\n\r\nb\n", size)
+            self.assertEqual(sink.messages, [b"a"])
+            self.assertEqual(sink.ended, [None])
+            self.assertEqual(transport.producerState, "stopped")
+
+    def test_read_error(self) -> None:
+        """
+        A failure to read standard input ends it with one clear line.
+        """
+        sink = Sink()
+        lines = InputLines(sink)
+        lines.makeConnection(StringTransport())
+        lines.connectionLost(Failure(OSError(5, "Input/output error")))
+        self.assertEqual([str(e) for e in sink.ended], ["cannot read standard input: [Errno 5] Input/output error"])
+        self.assertIsInstance(sink.ended[0], InputUnreadableError)
+
+    def test_line_too_long(self) -> None:
+        """
+        A line longer than any message may be ends the input with an error.
+        """
+        sink = Sink()
+        lines = InputLines(sink)
+        lines.MAX_LENGTH = 3
+        lines.makeConnection(StringTransport())
+        lines.dataReceived(b"ab\nabcd")
+        self.assertEqual(sink.messages, [b"ab"])
+        self.assertIsInstance(sink.ended[0], InputTooLongError)
+        self.assertEqual(str(sink.ended[0]), "a line of standard input is longer than 3 bytes")

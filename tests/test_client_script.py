@@ -1,0 +1,539 @@
+"""
+The C{tsecho-client} command in memory: options, exit statuses, and the
+exact line on standard error for every failure.
+
+L{run} takes the reactor and the standard streams as arguments; here the
+reactor is a L{MemoryReactorClock} whose fake TCP connections are completed
+(or refused) by L{iosim.ConnectionCompleter} against the real server factory,
+so the whole path from options to endpoint to printed reply is exercised
+without a network.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from twisted.internet import defer, error
+from twisted.internet.interfaces import IHostnameResolver, IHostResolution, IResolutionReceiver
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python import usage
+from twisted.python.failure import Failure
+from twisted.test import iosim
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+
+from tsecho import __version__
+from tsecho.client import (
+    FAILED,
+    INTERRUPTED,
+    OK,
+    USAGE,
+    Asker,
+    ClientOptions,
+    Conversation,
+    Terminal,
+    main,
+    open_asker,
+    run,
+)
+from tsecho.client_input import InputLines
+from tsecho.protocol import ServerConfig, TimestampEchoFactory
+from tsecho.timestamps import Timestamper
+
+EPOCH = b"[Thu Jan  1 00:00:00 1970] "
+
+
+def parse(*argv: str) -> ClientOptions:
+    options = ClientOptions()
+    options.parseOptions(list(argv))
+    return options
+
+
+class OriginalServer(Protocol):
+    """
+    C{tsTservSS.py} under Python 3: the repr of the first line, then close.
+    """
+
+    def dataReceived(self, data: bytes) -> None:
+        assert self.transport is not None
+        line = data.split(b"\n", 1)[0] + b"\n"
+        self.transport.write(EPOCH + repr(line).encode())
+        self.transport.loseConnection()
+
+
+class ClosingServer(Protocol):
+    """
+    Closes the connection as soon as it gets data.
+    """
+
+    def dataReceived(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.loseConnection()
+
+
+@implementer(IHostnameResolver)
+class NoSuchHost:
+    """
+    A resolver that finds no address for any name.
+    """
+
+    def resolveHostName(  # Twisted's argument names, since it passes them by name
+        self,
+        resolutionReceiver: IResolutionReceiver,  # noqa: N803
+        hostName: str,  # noqa: N803
+        portNumber: int = 0,  # noqa: N803
+        addressTypes: Sequence[type[Any]] | None = None,  # noqa: N803
+        transportSemantics: str = "TCP",  # noqa: N803
+    ) -> IHostResolution:
+        resolutionReceiver.resolutionBegan(None)  # type: ignore[arg-type]
+        resolutionReceiver.resolutionComplete()
+        return None  # type: ignore[return-value]
+
+
+class Session:
+    """
+    One C{tsecho-client} run on a memory reactor.
+
+    @ivar stdout: what it printed, as bytes.
+    @ivar stderr: what it wrote on standard error.
+    @ivar input: the L{InputLines} it reads standard input with, once started.
+    """
+
+    def __init__(self, *argv: str, interactive: bool = False, stdout: Any = None) -> None:
+        self.reactor = MemoryReactorClock()
+        self.options = parse(*argv)
+        self.stdout = stdout if stdout is not None else io.BytesIO()
+        self.stderr = io.StringIO()
+        self.interactive = interactive
+        self.input: InputLines | None = None
+        self.input_transport = StringTransport()
+        self.pumps: list[iosim.IOPump] = []
+
+    def serve(self, factory: Factory[Any], port: int = 21567) -> Session:
+        self.reactor.listenTCP(port, factory)
+        return self
+
+    def start(self, make_asker: Any = open_asker) -> defer.Deferred[int]:
+        terminal = Terminal(self.stdout, self.stderr, self.interactive, self._read_input)
+        return defer.ensureDeferred(run(self.reactor, self.options, terminal, make_asker))
+
+    def _read_input(self, lines: InputLines) -> None:
+        self.input = lines
+        lines.makeConnection(self.input_transport)
+
+    def type(self, data: bytes) -> None:
+        assert self.input is not None
+        self.input.dataReceived(data)
+
+    def end_input(self) -> None:
+        assert self.input is not None
+        self.input.connectionLost(Failure(error.ConnectionDone()))
+
+    def exchange(self) -> None:
+        """
+        Complete every connection attempt against the listening server and
+        move bytes until nothing moves.
+        """
+        completer = iosim.ConnectionCompleter(self.reactor)
+        while True:
+            moved = False
+            for pump in self.pumps:
+                moved = pump.flush() or moved
+            new = completer.succeedOnce()
+            if new is not None:
+                self.pumps.append(new)
+                moved = True
+            if not moved:
+                return
+
+    def output(self) -> list[bytes]:
+        return self.stdout.getvalue().splitlines()
+
+
+def real_server(**config: Any) -> TimestampEchoFactory:
+    return TimestampEchoFactory(ServerConfig(**config), Timestamper(utc=True), MemoryReactorClock())
+
+
+class OptionsTests(SynchronousTestCase):
+    """
+    L{ClientOptions}: the command line.
+    """
+
+    def test_defaults(self) -> None:
+        """
+        By default: localhost, port 21567, 10 second timeout, stream transport,
+        messages from standard input.
+        """
+        options = parse()
+        self.assertEqual(
+            (options["host"], options["port"], options["timeout"], options["udp"], options["connect"]),
+            ("localhost", 21567, 10.0, False, None),
+        )
+        self.assertEqual(options.messages, [])
+        self.assertEqual(options.target(), "localhost:21567")
+
+    def test_messages_are_bytes(self) -> None:
+        """
+        Messages are the arguments' own bytes, even when not UTF-8.
+        """
+        raw = os.fsdecode(b"caf\xe9")
+        self.assertEqual(parse("hello", "", raw).messages, [b"hello", b"", b"caf\xe9"])
+
+    def test_targets(self) -> None:
+        """
+        Errors name the server as C{host:port}, C{[v6]:port}, with C{(UDP)},
+        or by the C{--connect} description.
+        """
+        self.assertEqual(parse("--host", "::1", "--port", "7").target(), "[::1]:7")
+        self.assertEqual(parse("--udp", "--port", "7").target(), "localhost:7 (UDP)")
+        self.assertEqual(parse("--connect", "unix:path=/s").target(), "unix:path=/s")
+
+    def test_bad_combinations(self) -> None:
+        """
+        C{--connect} excludes C{--host}/C{--port} and C{--udp}; a timeout
+        must be a positive number; a message cannot hold a line break.
+        """
+        cases = {
+            ("--connect", "tcp:host=a:port=1", "--port", "2"): "--connect replaces --host and --port; "
+            "give one or the other",
+            ("--connect", "tcp:host=a:port=1", "--host", "b"): "--connect replaces --host and --port; "
+            "give one or the other",
+            ("--connect", "tcp:host=a:port=1", "--udp"): "--udp takes --host and --port, not --connect",
+            ("--timeout", "0"): "Parameter type enforcement failed: '0' is not a positive number of seconds",
+            ("--timeout", "soon"): "Parameter type enforcement failed: 'soon' is not a number of seconds",
+            ("a\nb",): "a MESSAGE cannot contain a line break",
+        }
+        for argv, message in cases.items():
+            e = self.assertRaises(usage.UsageError, parse, *argv)
+            self.assertEqual(str(e), message, argv)
+
+
+class MainTests(SynchronousTestCase):
+    """
+    L{main}'s own work: parsing, before any reactor runs.
+    """
+
+    def test_usage_error(self) -> None:
+        """
+        A bad option: one line on standard error, status 2.
+        """
+        stderr = io.StringIO()
+        self.patch(sys, "stderr", stderr)
+        e = self.assertRaises(SystemExit, main, ["--bogus"])
+        self.assertEqual(e.code, USAGE)
+        self.assertEqual(stderr.getvalue(), "tsecho-client: option --bogus not recognized (see --help)\n")
+
+    def test_version(self) -> None:
+        """
+        C{--version} prints the client's version and exits 0.
+        """
+        stdout = io.StringIO()
+        self.patch(sys, "stdout", stdout)
+        e = self.assertRaises(SystemExit, main, ["--version"])
+        self.assertEqual(e.code, 0)
+        self.assertEqual(stdout.getvalue(), f"tsecho-client {__version__}\n")
+
+
+class RunTests(SynchronousTestCase):
+    """
+    L{run}: replies on standard output, the exit status, one error line.
+    """
+
+    def test_messages_answered(self) -> None:
+        """
+        Each message's reply is printed on its own line, nothing goes to
+        standard error, and the status is 0.
+        """
+        session = Session("hello", "", "world").serve(real_server())
+        result = session.start()
+        session.exchange()
+        self.assertEqual(self.successResultOf(result), OK)
+        self.assertEqual(session.stdout.getvalue(), EPOCH + b"hello\n" + EPOCH + b"\n" + EPOCH + b"world\n")
+        self.assertEqual(session.stderr.getvalue(), "")
+        self.assertEqual(len(session.pumps), 1)
+
+    def test_connect_description(self) -> None:
+        """
+        C{--connect} takes a Twisted client endpoint string.
+        """
+        session = Session("--connect", "tcp:host=127.0.0.1:port=4444", "hi").serve(real_server(), 4444)
+        result = session.start()
+        session.exchange()
+        self.assertEqual(self.successResultOf(result), OK)
+        self.assertEqual(session.output(), [EPOCH + b"hi"])
+
+    def test_original_server(self) -> None:
+        """
+        Against the original server each message gets its own connection and
+        its repr-style reply (ended by the close) is printed as it came.
+        """
+        session = Session("hello", "world").serve(Factory.forProtocol(OriginalServer))
+        result = session.start()
+        session.exchange()
+        self.assertEqual(self.successResultOf(result), OK)
+        self.assertEqual(session.output(), [EPOCH + b"b'hello\\r\\n'", EPOCH + b"b'world\\r\\n'"])
+        self.assertEqual(len(session.pumps), 2)
+
+    def test_connection_refused(self) -> None:
+        """
+        Connection refused: status 1 and exactly one line saying so.
+        """
+        session = Session("--port", "4444", "hello")
+        result = session.start()
+        iosim.ConnectionCompleter(session.reactor).failOnce()
+        session.reactor.advance(1)  # the endpoint has no other address to try
+        self.assertEqual(self.successResultOf(result), FAILED)
+        self.assertEqual(
+            session.stderr.getvalue(), "tsecho-client: cannot connect to localhost:4444: connection refused\n"
+        )
+        self.assertEqual(session.stdout.getvalue(), b"")
+
+    def test_unknown_host(self) -> None:
+        """
+        A host name that does not resolve: status 1, C{unknown host}.
+        """
+        session = Session("--host", "nosuch.invalid", "hello")
+        session.reactor.installNameResolver(NoSuchHost())
+        result = session.start()
+        self.assertEqual(self.successResultOf(result), FAILED)
+        self.assertEqual(
+            session.stderr.getvalue(), "tsecho-client: cannot connect to nosuch.invalid:21567: unknown host\n"
+        )
+
+    def test_timeout(self) -> None:
+        """
+        No reply within C{--timeout}: status 1, one line; the replies that
+        came before are printed.
+        """
+        session = Session("--timeout", "2.5", "hello").serve(Factory.forProtocol(Protocol))
+        result = session.start()
+        session.exchange()
+        session.reactor.advance(2.4)
+        self.assertNoResult(result)
+        session.reactor.advance(0.1)
+        session.exchange()
+        self.assertEqual(self.successResultOf(result), FAILED)
+        self.assertEqual(session.stderr.getvalue(), "tsecho-client: no reply from localhost:21567 within 2.5 seconds\n")
+
+    def test_closed_before_answering(self) -> None:
+        """
+        The server closes without answering: status 1, one line.
+        """
+        session = Session("hello", "world").serve(Factory.forProtocol(ClosingServer))
+        result = session.start()
+        session.exchange()
+        self.assertEqual(self.successResultOf(result), FAILED)
+        self.assertEqual(
+            session.stderr.getvalue(), "tsecho-client: localhost:21567 closed the connection before answering\n"
+        )
+        self.assertEqual(session.stdout.getvalue(), b"")
+
+    def test_server_busy(self) -> None:
+        """
+        C{ERROR server busy} is printed like a reply, then one line on
+        standard error and status 1.
+        """
+        factory = real_server(max_connections=1)
+        factory.connections.add(object())  # type: ignore[arg-type]
+        session = Session("hello", "world").serve(factory)
+        result = session.start()
+        session.exchange()
+        self.assertEqual(self.successResultOf(result), FAILED)
+        self.assertEqual(session.output(), [b"ERROR server busy"])
+        self.assertEqual(
+            session.stderr.getvalue(), "tsecho-client: the server answered with an error: ERROR server busy\n"
+        )
+
+    def test_line_too_long(self) -> None:
+        """
+        The replies before an C{ERROR} line are printed, then the error line;
+        later messages are not.
+        """
+        session = Session("1234", "12345", "later").serve(real_server(max_line=4))
+        result = session.start()
+        session.exchange()
+        self.assertEqual(self.successResultOf(result), FAILED)
+        self.assertEqual(session.output(), [EPOCH + b"1234", b"ERROR line too long (limit 4 bytes)"])
+        self.assertEqual(
+            session.stderr.getvalue(),
+            "tsecho-client: the server answered with an error: ERROR line too long (limit 4 bytes)\n",
+        )
+
+    def test_bad_endpoint(self) -> None:
+        """
+        A C{--connect} description Twisted does not know: status 2, one line.
+        """
+        session = Session("--connect", "bogus:x", "hello")
+        self.assertEqual(self.successResultOf(session.start()), USAGE)
+        self.assertEqual(
+            session.stderr.getvalue(),
+            "tsecho-client: bad --connect description 'bogus:x': Unknown endpoint type: 'bogus'\n",
+        )
+
+    def test_stdin_lines(self) -> None:
+        """
+        Without messages on the command line, each line of standard input is
+        one (in any chunks), until an empty line; no prompt when standard
+        input is not a terminal.
+        """
+        session = Session().serve(real_server())
+        result = session.start()
+        session.type(b"a\nb")
+        session.type(b"\r\n\r\nnot sent\n")
+        session.exchange()
+        self.assertEqual(self.successResultOf(result), OK)
+        self.assertEqual(session.output(), [EPOCH + b"a", EPOCH + b"b"])
+        self.assertEqual(session.stderr.getvalue(), "")
+        self.assertEqual(session.input_transport.producerState, "stopped")
+
+    def test_stdin_until_end(self) -> None:
+        """
+        The end of standard input ends the messages; a last line without a
+        line ending counts.
+        """
+        session = Session().serve(real_server())
+        result = session.start()
+        session.type(b"a\nlast")
+        session.end_input()
+        session.exchange()
+        self.assertEqual(self.successResultOf(result), OK)
+        self.assertEqual(session.output(), [EPOCH + b"a", EPOCH + b"last"])
+
+    def test_empty_stdin(self) -> None:
+        """
+        No messages at all: status 0, and no connection is even made.
+        """
+        session = Session()
+        result = session.start()
+        session.end_input()
+        self.assertEqual(self.successResultOf(result), OK)
+        self.assertEqual(session.reactor.tcpClients, [])
+
+    def test_prompt_on_terminal(self) -> None:
+        """
+        When standard input is a terminal, a prompt goes to standard error
+        whenever the client waits for a line; standard output gets only replies.
+        """
+        session = Session(interactive=True).serve(real_server())
+        result = session.start()
+        self.assertEqual(session.stderr.getvalue(), "> ")
+        session.type(b"hello\n")
+        session.exchange()
+        self.assertEqual(session.stderr.getvalue(), "> > ")
+        session.end_input()
+        session.exchange()
+        self.assertEqual(self.successResultOf(result), OK)
+        self.assertEqual(session.output(), [EPOCH + b"hello"])
+        self.assertEqual(session.stderr.getvalue(), "> > ")
+
+    def test_no_prompt_for_arguments(self) -> None:
+        """
+        Messages from the command line are never prompted for.
+        """
+        session = Session("hello", interactive=True).serve(real_server())
+        result = session.start()
+        session.exchange()
+        self.assertEqual(self.successResultOf(result), OK)
+        self.assertEqual(session.stderr.getvalue(), "")
+
+    def test_interrupted(self) -> None:
+        """
+        Stopped (Ctrl-C) before the end: one line and status 130.
+        """
+        session = Session()
+        result = session.start()
+        session.type(b"hello\n")
+        [(trigger, args, kwargs)] = session.reactor.triggers["before"]["shutdown"]
+        trigger(*args, **kwargs)
+        self.assertEqual(self.successResultOf(result), INTERRUPTED)
+        self.assertEqual(session.stderr.getvalue(), "tsecho-client: interrupted\n")
+
+    def test_stdout_closed(self) -> None:
+        """
+        If standard output cannot be written, that is the one error line.
+        """
+
+        class Closed(io.BytesIO):
+            def write(self, data: Any) -> int:
+                raise BrokenPipeError(32, "Broken pipe")
+
+        session = Session("hello", stdout=Closed()).serve(real_server())
+        result = session.start()
+        session.exchange()
+        self.assertEqual(self.successResultOf(result), FAILED)
+        self.assertEqual(session.stderr.getvalue(), "tsecho-client: cannot write to standard output: Broken pipe\n")
+
+    def test_unexpected_failure(self) -> None:
+        """
+        A bug (an exception that is not a client error) still gives one line
+        and status 1, never a traceback; it is logged.
+        """
+
+        class Broken:
+            def ask(self, message: bytes) -> defer.Deferred[bytes]:
+                return defer.fail(RuntimeError("boom"))
+
+            def close(self) -> defer.Deferred[None]:
+                return defer.succeed(None)
+
+        session = Session("hello")
+        result = session.start(lambda reactor, options: Broken())
+        self.assertEqual(self.successResultOf(result), FAILED)
+        self.assertEqual(session.stderr.getvalue(), "tsecho-client: unexpected error: boom\n")
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    def test_unexpected_exception(self) -> None:
+        """
+        Even an exception raised while starting gives one line.
+        """
+
+        def broken(reactor: Any, options: ClientOptions) -> Asker:
+            raise RuntimeError("boom")
+
+        session = Session("hello")
+        self.assertEqual(self.successResultOf(session.start(broken)), FAILED)
+        self.assertEqual(session.stderr.getvalue(), "tsecho-client: unexpected error: RuntimeError('boom')\n")
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+
+class BackPressureTests(SynchronousTestCase):
+    """
+    L{Conversation} pauses standard input while many replies are outstanding.
+    """
+
+    def test_pause_and_resume(self) -> None:
+        """
+        At L{Conversation.HIGH_WATER} outstanding messages reading pauses; it
+        resumes once no more than L{Conversation.LOW_WATER} are left.
+        """
+        pending: list[defer.Deferred[bytes]] = []
+
+        class Waiting:
+            def ask(self, message: bytes) -> defer.Deferred[bytes]:
+                pending.append(defer.Deferred())
+                return pending[-1]
+
+            def close(self) -> defer.Deferred[None]:
+                return defer.succeed(None)
+
+        stdout = io.BytesIO()
+        conversation = Conversation(Waiting(), stdout)
+        conversation.input = InputLines(conversation)
+        transport = StringTransport()
+        conversation.input.makeConnection(transport)
+        conversation.input.dataReceived(b"m\n" * (Conversation.HIGH_WATER - 1))
+        self.assertEqual(transport.producerState, "producing")
+        conversation.input.dataReceived(b"m\n")
+        self.assertEqual(transport.producerState, "paused")
+        answered = Conversation.HIGH_WATER - Conversation.LOW_WATER
+        for d in pending[: answered - 1]:
+            d.callback(b"[x] m")
+        self.assertEqual(transport.producerState, "paused")
+        pending[answered - 1].callback(b"[x] m")
+        self.assertEqual(transport.producerState, "producing")
+        self.assertEqual(stdout.getvalue(), b"[x] m\n" * answered)

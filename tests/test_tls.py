@@ -1,0 +1,314 @@
+"""
+Tests for L{tsecho.tls}: C{ssl:} endpoints that keep the SPEC's half-close
+rule, in memory.  The server is the protocol that the C{ssl:} route builds,
+on a L{StringTransport}; the client is pyOpenSSL on memory BIOs.  No
+sockets, no real time: the reactor's clock never moves, so nothing here
+waits for a later reactor turn.  (The same over real sockets is in
+C{test_endpoints.py}.)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import trustme
+from OpenSSL import SSL
+from twisted.internet.address import IPv4Address
+from twisted.internet.interfaces import IHalfCloseableProtocol, IProtocol, IProtocolFactory
+from twisted.internet.protocol import ClientFactory, Factory, Protocol
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.protocols.tls import TLSMemoryBIOProtocol
+from twisted.trial.unittest import SynchronousTestCase
+
+from tsecho import tls
+from tsecho.protocol import TimestampEcho
+from tsecho.proxy import ProxyWrappingFactory, server_from_string
+from tsecho.testing import EXAMPLE_STAMP, make_factory
+
+PEER = IPv4Address("TCP", "127.0.0.1", 54321)
+PAYLOAD = b"one\ntwo\r\n\xff\x00three\r"
+REPLIES = EXAMPLE_STAMP + b"one\n" + EXAMPLE_STAMP + b"two\r\n" + EXAMPLE_STAMP + b"\xff\x00three\r\r\n"
+SLICE_SIZES = (1, 2, 3, 5, 7, 64, 1 << 20)
+
+
+def write_certificates(directory: Path) -> dict[str, Path]:
+    """
+    Write a root CA (C{ca}), an intermediate CA it signed (C{chain}), and a
+    key (C{key}) and certificate (C{cert}, the leaf alone) for C{localhost}
+    that the intermediate signed, as PEM files in C{directory}.  A client
+    that trusts only the root verifies the server only if the server sends
+    the intermediate too (C{extraCertChain}).
+    """
+    root = trustme.CA()
+    intermediate = root.create_child_ca()
+    leaf = intermediate.issue_cert("localhost")
+    directory.mkdir(parents=True)
+    paths = {name: directory / f"{name}.pem" for name in ("ca", "chain", "key", "cert")}
+    root.cert_pem.write_to_path(str(paths["ca"]))
+    intermediate.cert_pem.write_to_path(str(paths["chain"]))
+    leaf.private_key_pem.write_to_path(str(paths["key"]))
+    leaf.cert_chain_pems[0].write_to_path(str(paths["cert"]))
+    return paths
+
+
+class MemoryTLSClient:
+    """
+    A TLS client on memory BIOs, talking to a server protocol through the
+    server's L{StringTransport}.
+
+    @ivar connection: the client's pyOpenSSL connection.
+    """
+
+    def __init__(self, server: IProtocol, transport: StringTransport, ca: Path, max_version: int | None = None) -> None:
+        context = SSL.Context(SSL.TLS_CLIENT_METHOD)
+        context.load_verify_locations(str(ca))
+        context.set_verify(SSL.VERIFY_PEER)
+        if max_version is not None:
+            context.set_max_proto_version(max_version)
+        self.connection = SSL.Connection(context, None)
+        self.connection.set_tlsext_host_name(b"localhost")
+        self.connection.set_connect_state()
+        self.server = server
+        self.transport = transport
+
+    def flush(self, slice_size: int = 1 << 20) -> None:
+        """
+        Deliver what the client has sent to the server, C{slice_size} bytes
+        per C{dataReceived}, and what the server has sent to the client.
+        """
+        while True:
+            try:
+                data = self.connection.bio_read(1 << 20)
+            except SSL.WantReadError:
+                break
+            for start in range(0, len(data), slice_size):
+                self.server.dataReceived(data[start : start + slice_size])
+        if self.transport.value():
+            self.connection.bio_write(self.transport.value())
+            self.transport.clear()
+
+    def handshake(self) -> None:
+        """
+        Complete the TLS handshake (verifying the server against C{ca}).
+        """
+        for _ in range(10):
+            try:
+                self.connection.do_handshake()
+            except SSL.WantReadError:
+                self.flush()
+            else:
+                self.flush()  # the server's last flight, e.g. TLS 1.3 tickets
+                return
+        raise AssertionError("no handshake in 10 round trips")
+
+    def receive(self) -> tuple[bytes, bool]:
+        """
+        Read what the server sent; say whether its C{close_notify} followed.
+        """
+        received = b""
+        while True:
+            try:
+                received += self.connection.recv(1 << 20)
+            except SSL.WantReadError:
+                return received, False
+            except SSL.ZeroReturnError:
+                return received, True
+
+
+class RouteTests(SynchronousTestCase):
+    """
+    L{server_from_string} builds C{ssl:} endpoints from Twisted's own
+    parser, listening on TCP with L{tls.HalfCloseTLSFactory}.
+    """
+
+    def setUp(self) -> None:
+        self.paths = write_certificates(Path(self.mktemp()))
+        self.reactor = MemoryReactorClock()
+
+    def description(self, extra: str = "") -> str:
+        """
+        An C{ssl:} description with the test key and leaf certificate.
+        """
+        return f"ssl:8443:privateKey={self.paths['key']}:certKey={self.paths['cert']}{extra}"
+
+    def listen(self, description: str, factory: IProtocolFactory) -> tls.HalfCloseTLSFactory:
+        """
+        Listen on C{description} with C{factory}; return the TLS factory
+        that the reactor was asked to listen with on TCP.
+        """
+        server_from_string(self.reactor, description).listen(factory)
+        self.assertEqual(self.reactor.sslServers, [])
+        [(_port, tls_factory, _backlog, _interface)] = self.reactor.tcpServers
+        assert isinstance(tls_factory, tls.HalfCloseTLSFactory)
+        return tls_factory
+
+    def connect(
+        self, factory: IProtocolFactory, extra: str | None = None, max_version: int | None = None
+    ) -> tuple[TLSMemoryBIOProtocol, MemoryTLSClient]:
+        """
+        Listen on an C{ssl:} description (with C{extra} options, by default
+        the intermediate as C{extraCertChain}) with C{factory}, connect an
+        in-memory client to it and complete the handshake.
+        """
+        if extra is None:
+            extra = f":extraCertChain={self.paths['chain']}"
+        tls_factory = self.listen(self.description(extra), factory)
+        server = tls_factory.buildProtocol(PEER)
+        assert isinstance(server, tls.HalfCloseTLSProtocol)
+        transport = StringTransport(peerAddress=PEER)
+        server.makeConnection(transport)
+        client = MemoryTLSClient(server, transport, self.paths["ca"], max_version)
+        client.handshake()
+        return server, client
+
+    def test_hook_available(self) -> None:
+        """
+        The Twisted under test has the hook the half-close fix needs, so the
+        C{ssl:} route is in use (every supported Twisted, 23.10 to 26.10).
+        """
+        self.assertTrue(tls.HALF_CLOSE_SUPPORTED)
+
+    def test_options_kept(self) -> None:
+        """
+        The port, C{interface}, C{backlog} and the certificate options reach
+        the TCP listener and its TLS layer: a client that trusts only the
+        root CA verifies the server, whose intermediate comes from
+        C{extraCertChain}.
+        """
+        extra = f":interface=127.0.0.2:backlog=7:extraCertChain={self.paths['chain']}"
+        server, client = self.connect(make_factory(), extra)
+        [(port, _tls_factory, backlog, interface)] = self.reactor.tcpServers
+        self.assertEqual((port, backlog, interface), (8443, 7, "127.0.0.2"))
+        self.assertEqual(len(client.connection.get_peer_cert_chain() or []), 2)
+        self.assertIsInstance(server.wrappedProtocol, TimestampEcho)
+
+    def test_without_chain_verification_fails(self) -> None:
+        """
+        Without C{extraCertChain} the same client cannot verify the server:
+        L{test_options_kept} does show the option at work.
+        """
+        self.assertRaises(SSL.Error, self.connect, make_factory(), "")
+
+    def test_haproxy_over_ssl(self) -> None:
+        """
+        C{haproxy:ssl:...} gets the same TLS layer, around the PROXY wrapper.
+        """
+        tls_factory = self.listen("haproxy:" + self.description(), make_factory())
+        self.assertIsInstance(tls_factory.wrappedFactory, ProxyWrappingFactory)
+
+    def test_other_endpoints_untouched(self) -> None:
+        """
+        Descriptions other than C{ssl:} go to Twisted with the real reactor.
+        """
+        factory = make_factory()
+        server_from_string(self.reactor, "tcp:8080:interface=127.0.0.1").listen(factory)
+        self.assertEqual(self.reactor.tcpServers, [(8080, factory, 50, "127.0.0.1")])
+
+    def test_reactor_forwards_the_rest(self) -> None:
+        """
+        L{tls.HalfCloseTLSReactor} changes C{listenSSL} only: C{connectSSL}
+        and every other attribute are the wrapped reactor's.
+        """
+        wrapper = tls.HalfCloseTLSReactor(self.reactor)
+        factory = ClientFactory.forProtocol(Protocol)
+        wrapper.connectSSL("127.0.0.1", 8443, factory, None)
+        self.assertEqual([c[:3] for c in self.reactor.sslClients], [("127.0.0.1", 8443, factory)])
+        self.assertEqual(wrapper.seconds(), self.reactor.seconds())
+
+    def test_fallback_without_hook(self) -> None:
+        """
+        On a Twisted without the hook, C{ssl:} is Twisted's own endpoint.
+        """
+        self.patch(tls, "HALF_CLOSE_SUPPORTED", False)
+        factory = make_factory()
+        server_from_string(self.reactor, self.description()).listen(factory)
+        self.assertEqual(self.reactor.tcpServers, [])
+        [(port, listening_factory, _context, _backlog, _interface)] = self.reactor.sslServers
+        self.assertEqual((port, listening_factory), (8443, factory))
+
+    def test_close_notify_every_slice_size(self) -> None:
+        """
+        Lines, an unterminated last line and the client's C{close_notify},
+        sent together and delivered in slices of every size, under TLS 1.2
+        and 1.3: every line is answered (the last with C{\\r\\n}) before the
+        server's own C{close_notify}, and the server closes.
+        """
+        for version in (SSL.TLS1_2_VERSION, SSL.TLS1_3_VERSION):
+            for size in SLICE_SIZES:
+                server, client = self.connect(make_factory(), max_version=version)
+                client.connection.sendall(PAYLOAD)
+                self.assertFalse(client.connection.shutdown())  # close_notify sent, none received yet
+                client.flush(size)
+                self.assertEqual(client.receive(), (REPLIES, True), (version, size))
+                assert isinstance(server.transport, StringTransport)
+                self.assertTrue(server.transport.disconnecting)
+                self.reactor.tcpServers.clear()
+
+    def test_close_notify_after_the_lines(self) -> None:
+        """
+        A C{close_notify} that arrives after the lines (in a later read) still
+        lets the unterminated last line be answered.
+        """
+        _server, client = self.connect(make_factory())
+        client.connection.sendall(b"first\n")
+        client.flush()
+        client.connection.sendall(b"last")
+        client.connection.shutdown()
+        client.flush()
+        self.assertEqual(client.receive(), (EXAMPLE_STAMP + b"first\n" + EXAMPLE_STAMP + b"last\r\n", True))
+
+    def test_close_notify_while_paused(self) -> None:
+        """
+        A connection that back-pressure paused (its TCP transport, through
+        the TLS layer, paused the protocol) still answers everything at the
+        client's C{close_notify}: the producer registered through TLS works.
+        """
+        server, client = self.connect(make_factory())
+        echo = server.wrappedProtocol
+        assert isinstance(echo, TimestampEcho)
+        assert isinstance(server.transport, StringTransport)
+        self.assertTrue(server.transport.streaming)
+        server.transport.producer.pauseProducing()
+        self.assertTrue(echo.paused)
+        client.connection.sendall(PAYLOAD)
+        client.connection.shutdown()
+        client.flush()
+        self.assertEqual(client.receive(), (REPLIES, True))
+
+    def test_not_half_closeable(self) -> None:
+        """
+        A wrapped protocol without L{IHalfCloseableProtocol} is closed as
+        Twisted would close it, but what it wrote for the data that came with
+        the C{close_notify} is sent first.
+        """
+
+        class Echo(Protocol):
+            def dataReceived(self, data: bytes) -> None:
+                assert self.transport is not None
+                self.transport.write(data)
+
+        self.assertIsNone(IHalfCloseableProtocol(Echo(), None))
+        server, client = self.connect(Factory.forProtocol(Echo))
+        client.connection.sendall(b"echo me")
+        client.connection.shutdown()
+        client.flush()
+        self.assertEqual(client.receive(), (b"echo me", True))
+        assert isinstance(server.transport, StringTransport)
+        self.assertTrue(server.transport.disconnecting)
+
+    def test_server_closes_first(self) -> None:
+        """
+        When the server closes first (one-shot mode), the client's answering
+        C{close_notify} does not call the protocol again.
+        """
+        from tsecho.protocol import ServerConfig
+
+        server, client = self.connect(make_factory(ServerConfig(one_shot=True)))
+        client.connection.sendall(b"once\nignored\n")
+        client.flush()
+        self.assertEqual(client.receive(), (EXAMPLE_STAMP + b"once\n", True))
+        client.connection.shutdown()
+        client.flush()
+        self.assertEqual(client.receive(), (b"", True))
+        assert isinstance(server.transport, StringTransport)
+        self.assertTrue(server.transport.disconnecting)
