@@ -253,10 +253,11 @@ def idle_memory(process: subprocess.Popen[bytes], port: int) -> dict[str, Any]:
 
 def run_rounds(all_servers: list[Server], rounds: int, timing: tuple[float, float]) -> dict[str, dict[str, list[Any]]]:
     """
-    Every server through every scenario, interleaved as finely as possible:
-    each round starts every server (idle ones cost nothing), then runs each
-    scenario on every server in turn, so the figures compared in a ratio are
-    measured within seconds of each other.  The order flips every round.
+    Every server through every scenario, interleaved as finely as possible.
+    Each round measures idle memory on a fresh server each, then starts every
+    server side by side (idle ones cost nothing) and runs each scenario on
+    every server in turn, so the figures compared in a ratio are measured
+    within seconds of each other.  The order flips every round.
     """
     results: dict[str, dict[str, list[Any]]] = {s.name: {} for s in all_servers}
     broken: set[str] = set()
@@ -264,6 +265,21 @@ def run_rounds(all_servers: list[Server], rounds: int, timing: tuple[float, floa
         for r in range(1, rounds + 1):
             label = f"[round {r}/{rounds}]"
             order = [s for s in (all_servers if r % 2 else reversed(all_servers)) if s.name not in broken]
+            # Memory first, each server fresh and alone: a heap that has already
+            # served load grows differently, and 10,000 connections just closed
+            # slow the next scenario down.
+            for index, server in enumerate(order):
+                if "idle" not in server.scenarios:
+                    continue
+                workdir = Path(tmp) / f"idle{index}"
+                workdir.mkdir(exist_ok=True)
+                try:
+                    with running(server, workdir) as fresh:
+                        run_one(server, "idle", live=fresh, round_number=r, label=label, timing=timing, results=results)
+                except RuntimeError as e:
+                    progress(f"{label} {server.name}: FAILED to start, left out: {e}")
+                    broken.add(server.name)
+            order = [s for s in order if s.name not in broken]
             with ExitStack() as stack:
                 live: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
                 for index, server in enumerate(order):
@@ -274,7 +290,7 @@ def run_rounds(all_servers: list[Server], rounds: int, timing: tuple[float, floa
                     except RuntimeError as e:
                         progress(f"{label} {server.name}: FAILED to start, left out: {e}")
                         broken.add(server.name)
-                for scenario in ("idle", "pipelined", "latency", "cpr", "many"):
+                for scenario in ("pipelined", "latency", "cpr", "many"):
                     for server in order:
                         if scenario in server.scenarios and server.name in live:
                             run_one(

@@ -197,7 +197,7 @@ class UDPServer:
         while not self._stopping.is_set():
             try:
                 data, peer = self.sock.recvfrom(65536)
-            except TimeoutError:
+            except socket.timeout:  # an alias of TimeoutError only from Python 3.10
                 continue
             self.received.append(data)
             if len(self.received) > self.drop:

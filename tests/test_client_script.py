@@ -3,7 +3,7 @@ The C{tsecho-client} command in memory: options, exit statuses, and the
 exact line on standard error for every failure.
 
 L{run} takes the reactor and the standard streams as arguments; here the
-reactor is a L{MemoryReactorClock} whose fake TCP connections are completed
+reactor is a L{MemoryReactorClock} (see L{ResolvingReactor}) whose fake TCP connections are completed
 (or refused) by L{iosim.ConnectionCompleter} against the real server factory,
 so the whole path from options to endpoint to printed reply is exercised
 without a network.
@@ -18,7 +18,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from twisted.internet import defer, error
-from twisted.internet.interfaces import IHostnameResolver, IHostResolution, IResolutionReceiver
+from twisted.internet.address import IPv4Address
+from twisted.internet.interfaces import (
+    IHostnameResolver,
+    IHostResolution,
+    IReactorPluggableNameResolver,
+    IResolutionReceiver,
+)
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python import usage
@@ -95,6 +101,66 @@ class NoSuchHost:
         return None  # type: ignore[return-value]
 
 
+@implementer(IHostResolution)
+class Resolution:
+    """
+    One finished name resolution; there is nothing left to cancel.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def cancel(self) -> None:
+        """
+        Nothing to stop: the resolution finished before it was returned.
+        """
+
+
+@implementer(IHostnameResolver)
+class LocalhostResolver:
+    """
+    A resolver that finds every name at 127.0.0.1, at once.
+    """
+
+    def resolveHostName(  # Twisted's argument names, since it passes them by name
+        self,
+        resolutionReceiver: IResolutionReceiver,  # noqa: N803
+        hostName: str,  # noqa: N803
+        portNumber: int = 0,  # noqa: N803
+        addressTypes: Sequence[type[Any]] | None = None,  # noqa: N803
+        transportSemantics: str = "TCP",  # noqa: N803
+    ) -> IHostResolution:
+        resolution = Resolution(hostName)
+        resolutionReceiver.resolutionBegan(resolution)
+        resolutionReceiver.addressResolved(IPv4Address("TCP", "127.0.0.1", portNumber))
+        resolutionReceiver.resolutionComplete()
+        return resolution
+
+
+@implementer(IReactorPluggableNameResolver)
+class ResolvingReactor(MemoryReactorClock):
+    """
+    A L{MemoryReactorClock} with a pluggable name resolver on every Twisted
+    we support: Twisted 23.10's has none, so L{HostnameEndpoint} there
+    resolved names in a thread pool the memory reactor never runs (and warned).
+
+    @ivar nameResolver: the resolver; at first a L{LocalhostResolver}.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.nameResolver: IHostnameResolver = LocalhostResolver()
+
+    def installNameResolver(self, resolver: IHostnameResolver) -> IHostnameResolver:  # Twisted's name
+        """
+        Use C{resolver} from now on.
+
+        @return: the resolver used until now.
+        """
+        previous, self.nameResolver = self.nameResolver, resolver
+        return previous
+
+
 class Session:
     """
     One C{tsecho-client} run on a memory reactor.
@@ -105,7 +171,7 @@ class Session:
     """
 
     def __init__(self, *argv: str, interactive: bool = False, stdout: Any = None) -> None:
-        self.reactor = MemoryReactorClock()
+        self.reactor = ResolvingReactor()
         self.options = parse(*argv)
         self.stdout = stdout if stdout is not None else io.BytesIO()
         self.stderr = io.StringIO()

@@ -367,7 +367,6 @@ async def test_ssl_back_pressure(certificates: dict[str, Path]) -> None:
     from twisted.internet.task import deferLater
 
     lines = [b"%05d %s\n" % (n, b"x" * 994) for n in range(4000)]
-    expected = b"".join(STAMP + line for line in lines)
     async with serving(["--listen", ssl_description(certificates), "--quiet"]) as service:
         port = tcp_port(service)
         ca_dir = str(certificates["ca"].parent).replace(":", "\\:")
@@ -395,7 +394,9 @@ async def test_ssl_back_pressure(certificates: dict[str, Path]) -> None:
         client.transport.loseConnection()
         client.closed.addTimeout(TIMEOUT, reactor)
         await client.closed
-    assert re.fullmatch(expected, replies, re.DOTALL), replies[-200:]
+    # Line by line: one 4000-line pattern overflows PyPy's regular expression engine.
+    echoes = [re.fullmatch(STAMP + rb"(?P<line>.*\n)", reply, re.DOTALL) for reply in replies.splitlines(True)]
+    assert [echo["line"] if echo else None for echo in echoes] == lines, replies[-200:]
 
 
 def test_systemd_socket_activation(tmp_path: Path) -> None:

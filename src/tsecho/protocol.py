@@ -118,8 +118,17 @@ class TimestampEcho(LineFramer, TimeoutMixin):
     _counted = False
     _sent_all = False
     _input_ended = False
-    _peer = ""
     _socket: socket.socket | None = None  # while replies may go straight to it
+    _direct_limit = tcp.Connection.bufferSize  # bigger batches go through the transport
+
+    @property
+    def _peer(self) -> str:
+        """
+        The client's address, for the log.  Looked up only when logged: one
+        attribute less per connection (its dict is at a size step), and behind
+        the PROXY protocol it names the real client once the header is read.
+        """
+        return describe_address(self.transport.getPeer()) if self.transport is not None else ""
 
     def connectionMade(self) -> None:
         assert self.transport is not None
@@ -128,8 +137,6 @@ class TimestampEcho(LineFramer, TimeoutMixin):
         self._replies: list[bytes] = []
         self._prefix = b""
         self._socket = _direct_socket(self.transport)
-        self._direct_limit: int = getattr(self.transport, "bufferSize", 0)
-        self._peer = describe_address(self.transport.getPeer())
         if not self.factory.admit(self):
             log.warn("refused {peer}: server busy ({limit} connections)", peer=self._peer, limit=config.max_connections)
             self._replies.append(BUSY)
@@ -183,8 +190,11 @@ class TimestampEcho(LineFramer, TimeoutMixin):
             assert self.transport is not None
             data = b"".join(self._replies)
             self._replies.clear()
-            if self._socket is not None and len(data) <= self._direct_limit:
-                data = self._send_directly(self._socket, data)
+            if self._socket is not None:
+                if len(data) <= self._direct_limit:
+                    data = self._send_directly(self._socket, data)
+                else:  # the transport buffers it: from now on, it sends everything
+                    self._socket = None
             if data:
                 self.transport.write(data)
 

@@ -7,7 +7,8 @@ nothing below is imported until someone runs C{twistd tsecho}.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from twisted.application.service import IService
@@ -80,6 +81,22 @@ class Options(usage.Options):
         super().__init__()
         self["listen"] = []
         self.reactor = reactor
+
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        """
+        Parse C{options}.  As a C{twistd} command, a usage error prints the
+        usage and one error line and exits with status 1 here, because
+        C{twistd} before Twisted 26 exits 0 after a usage error; used on its
+        own, this raises L{usage.UsageError} as usual.
+        """
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            if self.parent is None:
+                raise
+            print(self.parent)
+            print(f"twistd tsecho: {e}", file=sys.stderr)
+            raise SystemExit(1) from None
 
     def opt_listen(self, description: str) -> None:
         """
