@@ -9,6 +9,8 @@ C{test_endpoints.py}.)
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 
 import trustme
@@ -42,7 +44,7 @@ def write_certificates(directory: Path) -> dict[str, Path]:
     root = trustme.CA()
     intermediate = root.create_child_ca()
     leaf = intermediate.issue_cert("localhost")
-    directory.mkdir(parents=True)
+    directory.mkdir(parents=True, exist_ok=True)
     paths = {name: directory / f"{name}.pem" for name in ("ca", "chain", "key", "cert")}
     root.cert_pem.write_to_path(str(paths["ca"]))
     intermediate.cert_pem.write_to_path(str(paths["chain"]))
@@ -122,7 +124,9 @@ class RouteTests(SynchronousTestCase):
     """
 
     def setUp(self) -> None:
-        self.paths = write_certificates(Path(self.mktemp()))
+        directory = Path(tempfile.mkdtemp(prefix="tsecho-tls-"))
+        self.addCleanup(shutil.rmtree, directory)
+        self.paths = write_certificates(directory)
         self.reactor = MemoryReactorClock()
 
     def description(self, extra: str = "") -> str:

@@ -7,7 +7,6 @@ nothing below is imported until someone runs C{twistd tsecho}.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -84,19 +83,17 @@ class Options(usage.Options):
 
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
         """
-        Parse C{options}.  As a C{twistd} command, a usage error prints the
-        usage and one error line and exits with status 1 here, because
-        C{twistd} before Twisted 26 exits 0 after a usage error; used on its
-        own, this raises L{usage.UsageError} as usual.
+        Parse C{options}.  As a C{twistd} command, a usage error ends the
+        process here with one line on standard error and exit status 1
+        (C{twistd} itself would print its whole usage first, and before
+        Twisted 26 exit 0); used on its own, this raises L{usage.UsageError}.
         """
         try:
             super().parseOptions(options)
         except usage.UsageError as e:
             if self.parent is None:
                 raise
-            print(self.parent)
-            print(f"twistd tsecho: {e}", file=sys.stderr)
-            raise SystemExit(1) from None
+            raise SystemExit(f"twistd tsecho: {e} (see twistd tsecho --help)") from None
 
     def opt_listen(self, description: str) -> None:
         """
