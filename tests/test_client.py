@@ -9,6 +9,11 @@ every test is deterministic and needs no network.
 
 from __future__ import annotations
 
+import errno
+import os
+import queue
+import tempfile
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -25,8 +30,9 @@ from tsecho.client_errors import (
     ClientError,
     ClosedError,
     ReplyTooLongError,
+    explain,
 )
-from tsecho.client_input import InputLines, InputTooLongError, InputUnreadableError
+from tsecho.client_input import InputLines, InputTooLongError, InputUnreadableError, StdinReader
 from tsecho.client_protocol import ConnectionEndedError, EchoClient, EchoSession
 from tsecho.protocol import ServerConfig, TimestampEchoFactory
 from tsecho.timestamps import Timestamper
@@ -733,3 +739,326 @@ class InputLinesTests(SynchronousTestCase):
         self.assertEqual(sink.messages, [b"ab"])
         self.assertIsInstance(sink.ended[0], InputTooLongError)
         self.assertEqual(str(sink.ended[0]), "a line of standard input is longer than 3 bytes")
+
+
+class AnswerOnceThenClose(LineReceiver):
+    """
+    Answers the first line with C{[o] LINE}; closes, unanswered, when the
+    next line arrives (one answer per connection, its close a moment late).
+    """
+
+    delimiter = b"\n"
+
+    def connectionMade(self) -> None:
+        self.answered = False
+
+    def lineReceived(self, line: bytes) -> None:
+        assert self.transport is not None
+        if self.answered:
+            self.transport.loseConnection()
+            self.setLineMode()  # no more lines
+            self.clearLineBuffer()
+            return
+        self.answered = True
+        self.sendLine(b"[o] " + line.rstrip(b"\r"))
+
+
+class AnswerAll(LineReceiver):
+    """
+    Answers every line with C{[k] LINE} and never closes.
+    """
+
+    delimiter = b"\n"
+
+    def lineReceived(self, line: bytes) -> None:
+        self.sendLine(b"[k] " + line.rstrip(b"\r"))
+
+
+class EchoSessionEdgeTests(SynchronousTestCase):
+    """
+    L{EchoSession} in the corners: bad messages, one message per connection
+    once a server has closed after answering, and a connection that arrives
+    after the session was closed.
+    """
+
+    def test_line_break_refused(self) -> None:
+        """
+        A message holding a line break is refused at once, before anything
+        is sent or any connection is opened.
+        """
+        network = Network(task.Clock(), AnswerAll)
+        session = session_with(network)
+        self.assertRaises(ValueError, session.ask, b"a\nb")
+        self.assertEqual(network.pumps, [])
+
+    def test_one_message_per_connection_after_close(self) -> None:
+        """
+        Once a server has closed after one answer, the session sends one
+        message per connection: even when a later connection stays open, it
+        carries one message, and the session closes it itself and opens a
+        new one for the next (sending more on a connection the server will
+        close could get them reset away unread).
+        """
+        clock = task.Clock()
+        servers: list[Protocol] = [AnswerOnceThenClose(), AnswerAll(), AnswerAll(), AnswerAll()]
+        network = Network(clock, lambda: servers.pop(0))
+        session = session_with(network)
+        replies = [session.ask(m) for m in (b"a", b"b", b"c")]
+        network.flush()
+        self.assertEqual([self.successResultOf(r) for r in replies], [b"[o] a", b"[k] b", b"[k] c"])
+        self.assertEqual(len(network.pumps), 3)
+        later = session.ask(b"d")
+        network.flush()
+        self.assertEqual(self.successResultOf(later), b"[k] d")
+        self.assertEqual(len(network.pumps), 4)
+        *answered, last = network.servers[1:]
+        self.assertEqual(len(answered), 2)
+        for server in answered:  # closed by the session after their one message
+            assert server is not None
+            assert server.transport is not None
+            self.assertTrue(server.transport.disconnected)  # type: ignore[attr-defined]
+        assert last is not None
+        assert last.transport is not None
+        self.assertFalse(last.transport.disconnected)  # type: ignore[attr-defined]
+        self.assertEqual(clock.getDelayedCalls(), [])  # nothing outstanding: no reply timer
+
+    def test_connection_after_close_is_closed(self) -> None:
+        """
+        A connection attempt that cannot be cancelled and delivers its
+        connection anyway after C{close} gets that connection closed at once,
+        with nothing sent on it; C{close} fires once it has gone.
+        """
+        clock = task.Clock()
+        network = Network(clock, ManualServer)
+        connections: list[EchoClient] = []
+
+        def deliver_anyway(d: defer.Deferred[EchoClient]) -> None:
+            network.connect().addCallback(connections.append)
+            d.callback(connections[0])
+
+        session = EchoSession(lambda: defer.Deferred(deliver_anyway), clock, TARGET, 5.0)
+        reply = session.ask(b"hello")
+        closed = session.close()
+        self.failureResultOf(reply, ClosedError)
+        self.assertNoResult(closed)
+        network.flush()
+        self.assertIsNone(self.successResultOf(closed))
+        [server] = network.servers
+        assert isinstance(server, ManualServer)
+        self.assertEqual(server.lines, [])
+        self.assertFalse(connections[0].open)
+
+
+class DatagramClientEdgeTests(SynchronousTestCase):
+    """
+    L{DatagramClient} when its socket is slow to open, cannot send, or hears
+    a refusal with nothing in flight.
+    """
+
+    def setUp(self) -> None:
+        self.clock = task.Clock()
+        self.transport = FakeDatagramTransport()
+
+    def opened(self, client: DatagramClient) -> FakeDatagramTransport:
+        client.makeConnection(self.transport)  # type: ignore[arg-type]
+        return self.transport
+
+    def test_close_while_opening(self) -> None:
+        """
+        C{close} before the socket is open cancels the opening and fails the
+        message as closed (not as a connection failure); nothing is sent.
+        """
+        cancelled: list[defer.Deferred[Any]] = []
+        client = DatagramClient(lambda _: defer.Deferred(cancelled.append), self.clock, TARGET, 2.0)
+        reply = client.ask(b"x")
+        self.assertIsNone(self.successResultOf(client.close()))
+        self.assertEqual(str(self.failureResultOf(reply, ClosedError).value), "closed before the reply arrived")
+        self.assertEqual(len(cancelled), 1)
+        self.assertEqual(self.transport.written, [])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_opened_after_close(self) -> None:
+        """
+        A socket that opens anyway after C{close} is closed at once, unused.
+        """
+        client = DatagramClient(lambda c: defer.Deferred(lambda d: d.callback(self.opened(c))), self.clock, TARGET, 2.0)
+        reply = client.ask(b"x")
+        self.successResultOf(client.close())
+        self.failureResultOf(reply, ClosedError)
+        self.assertTrue(self.transport.stopped)
+        self.assertEqual(self.transport.written, [])
+
+    def test_send_error(self) -> None:
+        """
+        A system error while sending fails the message with one line naming
+        it, and every later message the same way.
+        """
+        client = DatagramClient(lambda c: defer.succeed(self.opened(c)), self.clock, TARGET, 2.0)
+        self.transport.refuse_with = OSError(errno.ENETUNREACH, "Network is unreachable")
+        expected = f"cannot send to {TARGET}: Network is unreachable"
+        self.assertEqual(error_line(self, client.ask(b"x")), expected)
+        self.assertEqual(error_line(self, client.ask(b"y")), expected)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_refusal_with_nothing_in_flight(self) -> None:
+        """
+        A "port unreachable" arriving when no message waits (a late one, for
+        an answered message) does not fail the next message.
+        """
+        client = DatagramClient(lambda c: defer.succeed(self.opened(c)), self.clock, TARGET, 2.0)
+        first = client.ask(b"one")
+        client.datagramReceived(EPOCH + b"one", ("127.0.0.1", 21567))
+        client.connectionRefused()
+        second = client.ask(b"two")
+        client.datagramReceived(EPOCH + b"two", ("127.0.0.1", 21567))
+        self.assertEqual((self.successResultOf(first), self.successResultOf(second)), (EPOCH + b"one", EPOCH + b"two"))
+
+
+class ExplainTests(SynchronousTestCase):
+    """
+    L{explain} words each way of failing to connect as a few words.
+    """
+
+    def test_known_errors(self) -> None:
+        """
+        Routing failures and timeouts have fixed short wordings.
+        """
+        self.assertEqual(explain(Failure(error.NoRouteError())), "no route to host")
+        self.assertEqual(explain(Failure(error.TimeoutError())), "timed out")
+
+    def test_connect_error_text(self) -> None:
+        """
+        A L{error.ConnectError} from a system error says only the system's
+        words, without Twisted's preamble, error number or final full stop;
+        one with no words falls back to Twisted's own message.
+        """
+        failure = Failure(error.getConnectError((errno.ENOENT, "No such file or directory.")))
+        self.assertEqual(explain(failure), "No such file or directory")
+        self.assertEqual(explain(Failure(error.ConnectError())), "An error occurred while connecting.")
+
+    def test_other_errors_on_one_line(self) -> None:
+        """
+        Anything else is its own message, squeezed onto one line.
+        """
+        self.assertEqual(explain(Failure(RuntimeError("two\nlines  here"))), "two lines here")
+
+
+class InputLinesEndTests(SynchronousTestCase):
+    """
+    L{InputLines} ends once: nothing after the end reaches the sink.
+    """
+
+    def test_nothing_after_empty_line(self) -> None:
+        """
+        After an empty line ended the input, neither a too-long line nor
+        the end of the input reports anything more.
+        """
+        sink = Sink()
+        lines = InputLines(sink)
+        lines.MAX_LENGTH = 3
+        transport = StringTransport()
+        lines.makeConnection(transport)
+        lines.dataReceived(b"a\n\n")
+        lines.lineLengthExceeded(b"abcd")
+        lines.connectionLost(Failure(error.ConnectionDone()))
+        self.assertEqual(sink.messages, [b"a"])
+        self.assertEqual(sink.ended, [None])
+        self.assertEqual(transport.producerState, "stopped")
+
+
+class ThreadCalls:
+    """
+    Stands in for the reactor of a L{StdinReader}: queues what its thread
+    asks to run, for the test to run in the main thread.
+    """
+
+    def __init__(self) -> None:
+        self.calls: queue.Queue[tuple[Callable[..., object], tuple[object, ...]]] = queue.Queue()
+
+    def callFromThread(self, f: Callable[..., object], *args: object) -> None:
+        self.calls.put((f, args))
+
+    def run_next(self) -> None:
+        """
+        Run the next call the thread queued, waiting at most 10 seconds.
+        """
+        f, args = self.calls.get(timeout=10)
+        f(*args)
+
+
+class StdinReaderTests(SynchronousTestCase):
+    """
+    L{StdinReader} reads in its thread and delivers in the reactor thread,
+    honouring pause and stop.
+    """
+
+    def pipe(self) -> tuple[int, int]:
+        read_end, write_end = os.pipe()
+        self.addCleanup(os.close, read_end)
+        return read_end, write_end
+
+    def test_lines_then_end(self) -> None:
+        """
+        What is written to the descriptor arrives as messages; its end ends
+        the input cleanly.
+        """
+        read_end, write_end = self.pipe()
+        os.write(write_end, b"one\ntwo\n")
+        os.close(write_end)
+        calls, sink = ThreadCalls(), Sink()
+        StdinReader(calls, read_end).start(InputLines(sink))  # type: ignore[arg-type]
+        while not sink.ended:
+            calls.run_next()
+        self.assertEqual(sink.messages, [b"one", b"two"])
+        self.assertEqual(sink.ended, [None])
+
+    def test_read_error(self) -> None:
+        """
+        A descriptor that cannot be read ends the input with the system's
+        reason, on one line.
+        """
+        directory = os.open(tempfile.gettempdir(), os.O_RDONLY)
+        self.addCleanup(os.close, directory)
+        calls, sink = ThreadCalls(), Sink()
+        StdinReader(calls, directory).start(InputLines(sink))  # type: ignore[arg-type]
+        calls.run_next()
+        self.assertEqual([str(e) for e in sink.ended], ["cannot read standard input: [Errno 21] Is a directory"])
+
+    def test_stopped_while_paused_reads_nothing(self) -> None:
+        """
+        Stopped while paused, the thread ends without reading: the bytes
+        waiting on the descriptor stay there, and nothing is delivered.
+        """
+        read_end, write_end = self.pipe()
+        self.addCleanup(os.close, write_end)
+        os.write(write_end, b"unread\n")
+        calls, sink = ThreadCalls(), Sink()
+        reader = StdinReader(calls, read_end)  # type: ignore[arg-type]
+        reader.pauseProducing()
+        before = set(threading.enumerate())
+        reader.start(InputLines(sink))
+        [thread] = set(threading.enumerate()) - before
+        reader.stopProducing()
+        thread.join(10)
+        self.assertFalse(thread.is_alive())
+        self.assertTrue(calls.calls.empty())
+        self.assertEqual(os.read(read_end, 100), b"unread\n")
+        self.assertEqual((sink.messages, sink.ended), ([], []))
+
+    def test_nothing_delivered_after_stop(self) -> None:
+        """
+        Bytes (and the end) that the thread read before the input was
+        stopped are dropped, not delivered.
+        """
+        read_end, write_end = self.pipe()
+        os.write(write_end, b"late\n")
+        calls, sink = ThreadCalls(), Sink()
+        lines = InputLines(sink)
+        StdinReader(calls, read_end).start(lines)  # type: ignore[arg-type]
+        received = calls.calls.get(timeout=10)
+        lines.stop()
+        os.close(write_end)  # the thread, if still reading, sees the end
+        received[0](*received[1])
+        while not calls.calls.empty():
+            calls.run_next()
+        self.assertEqual((sink.messages, sink.ended), ([], []))

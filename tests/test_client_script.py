@@ -35,6 +35,7 @@ from zope.interface import implementer
 
 from tsecho import __version__
 from tsecho.client import (
+    CLOSE_GRACE,
     FAILED,
     INTERRUPTED,
     OK,
@@ -43,11 +44,14 @@ from tsecho.client import (
     ClientOptions,
     Conversation,
     Terminal,
+    _isatty,
     main,
     open_asker,
     run,
 )
+from tsecho.client_errors import ServerError
 from tsecho.client_input import InputLines
+from tsecho.client_protocol import MAX_LINE
 from tsecho.protocol import ServerConfig, TimestampEchoFactory
 from tsecho.timestamps import Timestamper
 
@@ -603,3 +607,216 @@ class BackPressureTests(SynchronousTestCase):
         pending[answered - 1].callback(b"[x] m")
         self.assertEqual(transport.producerState, "producing")
         self.assertEqual(stdout.getvalue(), b"[x] m\n" * answered)
+
+
+class FakeUDPPort:
+    """
+    A datagram port that records where it was connected and what it sent.
+    """
+
+    def __init__(self, protocol: Any, interface: str) -> None:
+        self.interface = interface
+        self.peer: tuple[str, int] | None = None
+        self.written: list[bytes] = []
+        protocol.makeConnection(self)
+
+    def connect(self, host: str, port: int) -> None:
+        self.peer = (host, port)
+
+    def write(self, datagram: bytes, addr: object = None) -> None:
+        self.written.append(datagram)
+
+    def stopListening(self) -> None:
+        """
+        Nothing to release.
+        """
+
+
+class UDPReactor(ResolvingReactor):
+    """
+    A memory reactor with datagram ports and C{resolve}, which finds every
+    name at 192.0.2.7.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.udp_ports: list[FakeUDPPort] = []
+
+    def listenUDP(self, port: int, protocol: Any, interface: str = "", maxPacketSize: int = 8192) -> FakeUDPPort:  # noqa: N803
+        self.udp_ports.append(FakeUDPPort(protocol, interface))
+        return self.udp_ports[-1]
+
+    def resolve(self, name: str, timeout: Sequence[int] = (1, 3, 11, 45)) -> defer.Deferred[str]:
+        return defer.succeed("192.0.2.7")
+
+
+class DatagramTargetTests(SynchronousTestCase):
+    """
+    With C{--udp}, the socket is bound and connected for the address family
+    and address of C{--host}.
+    """
+
+    def sent(self, *argv: str) -> FakeUDPPort:
+        reactor = UDPReactor()
+        asker = open_asker(reactor, parse("--udp", *argv))
+        self.assertNoResult(asker.ask(b"hello"))
+        [port] = reactor.udp_ports
+        self.assertEqual(port.written, [b"hello"])
+        return port
+
+    def test_ipv6_literal(self) -> None:
+        """
+        An IPv6 address is used as it is, from a socket bound on C{::}.
+        """
+        port = self.sent("--host", "::1", "--port", "7")
+        self.assertEqual((port.interface, port.peer), ("::", ("::1", 7)))
+
+    def test_ipv4_literal(self) -> None:
+        """
+        An IPv4 address is used as it is, from an IPv4 socket.
+        """
+        port = self.sent("--host", "127.0.0.1", "--port", "7")
+        self.assertEqual((port.interface, port.peer), ("", ("127.0.0.1", 7)))
+
+    def test_host_name_resolved(self) -> None:
+        """
+        A host name is resolved first, and the socket connected to its address.
+        """
+        port = self.sent("--host", "echo.example", "--port", "7")
+        self.assertEqual((port.interface, port.peer), ("", ("192.0.2.7", 7)))
+
+
+class Pending:
+    """
+    An asker whose replies the test fires; it records what it was asked.
+    """
+
+    def __init__(self, closing: defer.Deferred[None] | None = None) -> None:
+        self.asked: list[bytes] = []
+        self.replies: list[defer.Deferred[bytes]] = []
+        self.closing = closing if closing is not None else defer.succeed(None)
+
+    def ask(self, message: bytes) -> defer.Deferred[bytes]:
+        self.asked.append(message)
+        self.replies.append(defer.Deferred())
+        return self.replies[-1]
+
+    def close(self) -> defer.Deferred[None]:
+        return self.closing
+
+
+class ConversationEndTests(SynchronousTestCase):
+    """
+    How a conversation ends: the first failure settles it, and nothing after
+    it is asked or printed.
+    """
+
+    def test_no_message_asked_after_failure(self) -> None:
+        """
+        Once a message has failed, the messages after it are not even asked.
+        """
+        asked: list[bytes] = []
+
+        class Refusing:
+            def ask(self, message: bytes) -> defer.Deferred[bytes]:
+                asked.append(message)
+                return defer.fail(error.ConnectionRefusedError())
+
+            def close(self) -> defer.Deferred[None]:
+                return defer.succeed(None)
+
+        session = Session("one", "two", "three")
+        self.assertEqual(self.successResultOf(session.start(lambda reactor, options: Refusing())), FAILED)
+        self.assertEqual(asked, [b"one"])
+        self.assertEqual(len(self.flushLoggedErrors(error.ConnectionRefusedError)), 1)
+
+    def test_reply_after_failure_not_printed(self) -> None:
+        """
+        A reply that arrives after an earlier message failed is not printed:
+        the conversation ended with that failure.
+        """
+        asker, stdout = Pending(), io.BytesIO()
+        conversation = Conversation(asker, stdout)
+        conversation.message(b"one")
+        conversation.message(b"two")
+        conversation.end_of_input()
+        asker.replies[0].errback(ServerError(b"ERROR nope"))
+        asker.replies[1].callback(b"[x] two")
+        self.assertEqual(str(self.successResultOf(conversation.done)), "the server answered with an error: ERROR nope")
+        self.assertEqual(stdout.getvalue(), b"")
+
+    def test_input_without_producer(self) -> None:
+        """
+        Input that has no producer yet (nothing to pause) is not paused at
+        the high-water mark, and the conversation still ends on a server
+        error, marking the input ended.
+        """
+        asker, stdout = Pending(), io.BytesIO()
+        conversation = Conversation(asker, stdout)
+        conversation.input = InputLines(conversation)
+        for _ in range(Conversation.HIGH_WATER):
+            conversation.message(b"m")
+        asker.replies[0].callback(b"ERROR server busy")
+        self.assertIsInstance(self.successResultOf(conversation.done), ServerError)
+        self.assertTrue(conversation.input.ended)
+        self.assertEqual(stdout.getvalue(), b"ERROR server busy\n")
+
+    def test_stdin_line_too_long(self) -> None:
+        """
+        A line of standard input longer than any message ends the run with
+        one line and status 1, after the earlier lines were answered.
+        """
+        session = Session().serve(real_server())
+        result = session.start()
+        session.type(b"short\n")
+        session.exchange()
+        session.type(b"x" * (MAX_LINE + 1))
+        session.exchange()
+        self.assertEqual(self.successResultOf(result), FAILED)
+        self.assertEqual(session.output(), [EPOCH + b"short"])
+        self.assertEqual(
+            session.stderr.getvalue(), f"tsecho-client: a line of standard input is longer than {MAX_LINE} bytes\n"
+        )
+
+    def test_slow_close_not_waited_for(self) -> None:
+        """
+        If closing the connections takes longer than the grace period, the
+        command exits anyway, with the status of the conversation.
+        """
+        closing: defer.Deferred[None] = defer.Deferred()
+        asker = Pending(closing)
+        session = Session("hello")
+        result = session.start(lambda reactor, options: asker)
+        asker.replies[0].callback(b"[x] hello")
+        session.reactor.advance(CLOSE_GRACE - 0.1)
+        self.assertNoResult(result)
+        session.reactor.advance(0.1)
+        self.assertEqual(self.successResultOf(result), OK)
+        self.assertEqual(session.output(), [b"[x] hello"])
+        self.assertEqual(session.stderr.getvalue(), "")
+
+
+class IsATTYTests(SynchronousTestCase):
+    """
+    Whether standard input is a terminal decides prompting; a missing or
+    closed standard input is not one.
+    """
+
+    def test_not_a_terminal(self) -> None:
+        """
+        No stream, a closed stream, and a plain file are not terminals.
+        """
+        closed = io.StringIO()
+        closed.close()
+        self.assertEqual([_isatty(None), _isatty(closed), _isatty(io.StringIO())], [False, False, False])
+
+    def test_terminal(self) -> None:
+        """
+        A stream that says it is a terminal is one.
+        """
+
+        class TTY(io.StringIO):
+            def isatty(self) -> bool:
+                return True
+
+        self.assertTrue(_isatty(TTY()))

@@ -6,8 +6,6 @@ back-pressure, logging and draining, on in-memory transports.
 from __future__ import annotations
 
 import calendar
-import os
-import time
 from collections.abc import Iterator, Sequence
 
 from twisted.internet.address import IPv6Address, UNIXAddress
@@ -29,6 +27,7 @@ from tsecho.testing import (
     connect,
     connected_echo,
     make_factory,
+    use_time_zone,
 )
 
 STAMP = EXAMPLE_STAMP
@@ -47,24 +46,6 @@ def slices(data: bytes, size: int) -> Iterator[bytes]:
     """
     for start in range(0, len(data), size):
         yield data[start : start + size]
-
-
-def use_time_zone(case: SynchronousTestCase, zone: str) -> None:
-    """
-    Make C{zone} the local time zone for the rest of C{case}.
-    """
-    old = os.environ.get("TZ")
-
-    def restore() -> None:
-        if old is None:
-            del os.environ["TZ"]
-        else:
-            os.environ["TZ"] = old
-        time.tzset()
-
-    os.environ["TZ"] = zone
-    time.tzset()
-    case.addCleanup(restore)
 
 
 def protocol_events(events: Sequence[LogEvent]) -> list[LogEvent]:

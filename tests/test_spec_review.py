@@ -65,7 +65,7 @@ def read_for(sock: socket.socket, seconds: float) -> tuple[bytes, bool]:
         sock.settimeout(left)
         try:
             chunk = sock.recv(65536)
-        except TimeoutError:
+        except socket.timeout:  # an alias of TimeoutError only from Python 3.10
             break
         if not chunk:
             return received, True

@@ -5,32 +5,13 @@ Tests for L{tsecho.timestamps}: the formats, the per-second cache, validation.
 from __future__ import annotations
 
 import calendar
-import os
 import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
 from tsecho import timestamps
-from tsecho.testing import EXAMPLE_STAMP, EXAMPLE_TIME
+from tsecho.testing import EXAMPLE_STAMP, EXAMPLE_TIME, use_time_zone
 from tsecho.timestamps import Timestamper, format_timestamp, validate_time_format
-
-
-def use_time_zone(case: SynchronousTestCase, zone: str) -> None:
-    """
-    Make C{zone} the local time zone for the rest of C{case}.
-    """
-    old = os.environ.get("TZ")
-
-    def restore() -> None:
-        if old is None:
-            del os.environ["TZ"]
-        else:
-            os.environ["TZ"] = old
-        time.tzset()
-
-    os.environ["TZ"] = zone
-    time.tzset()
-    case.addCleanup(restore)
 
 
 class FormatTests(SynchronousTestCase):

@@ -235,6 +235,8 @@ class EchoSession:
             request = self._queue.popleft()
             self._sent.append(request)
             connection.send(request.message).addCallbacks(self._answered, self._unanswered, callbackArgs=(request,))
+            if not (self._pipelining and connection.answered):
+                break  # one at a time: until this connection has answered, or for a server that closes after each
 
     def _answered(self, reply: bytes, request: _Request) -> None:
         assert self._sent[0] is request

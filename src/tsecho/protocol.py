@@ -110,6 +110,13 @@ class ServerConfig:
 class TimestampEcho(LineFramer, TimeoutMixin):
     """
     Answer each line with C{[TIMESTAMP] LINE EOL}, EOL mirroring the request's.
+
+    A connection is open, then closing, then lost.  It starts closing
+    (L{_close}) after a one-shot reply, an error line, an idle timeout, the
+    client's end of input or a shutdown: it sends what it owes, then shuts
+    down its sending side and drops further input until the client closes
+    (L{_sent_all} once everything went out; L{_input_ended} once the client's
+    end arrived), bounded by C{close_timeout} and C{linger}.
     """
 
     factory: TimestampEchoFactory

@@ -18,6 +18,8 @@ example, so replies are the same on every machine.
 
 from __future__ import annotations
 
+import os
+import time
 from typing import Any
 
 import attrs
@@ -27,6 +29,7 @@ from twisted.internet.protocol import connectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport, StringTransportWithDisconnection
 from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from tsecho.protocol import ServerConfig, TimestampEcho, TimestampEchoFactory
@@ -42,6 +45,7 @@ __all__ = [
     "connect",
     "connected_echo",
     "make_factory",
+    "use_time_zone",
 ]
 
 EXAMPLE_TIME = 1795702188.0
@@ -106,6 +110,25 @@ class TCPStringTransport(StringTransport):  # type: ignore[misc]
         The buffered replies have been sent: tell the protocol.
         """
         self.protocol.writeConnectionLost()
+
+
+def use_time_zone(case: SynchronousTestCase, zone: str) -> None:
+    """
+    Make C{zone} (a C{TZ} value such as C{"EST5EDT"}) the local time zone
+    for the rest of C{case}, so local-time replies are the same everywhere.
+    """
+    old = os.environ.get("TZ")
+
+    def restore() -> None:
+        if old is None:
+            del os.environ["TZ"]
+        else:
+            os.environ["TZ"] = old
+        time.tzset()
+
+    os.environ["TZ"] = zone
+    time.tzset()
+    case.addCleanup(restore)
 
 
 def make_factory(
