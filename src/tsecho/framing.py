@@ -95,7 +95,12 @@ class LineFramer(LineReceiver):
                 return
             if self.lineReceived(line):  # LineReceiver's contract: a true result stops delivery
                 self._halted = True
-            if self.paused or self._stopped():
+            if (  # paused, or _stopped(), inlined: this runs per line
+                self.paused
+                or self._halted
+                or (transport := self.transport) is None
+                or getattr(transport, "disconnecting", False)
+            ):
                 rest = lines[index + 1 :]
                 if rest or tail:
                     rest.append(tail)

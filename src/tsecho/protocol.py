@@ -32,6 +32,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from tsecho.framing import CRLF, LineFramer
+from tsecho.idle import IdleTimeouts
 from tsecho.timestamps import Timestamper
 
 DEFAULT_PORT = 21567
@@ -139,12 +140,13 @@ class TimestampEcho(LineFramer, TimeoutMixin):
 
     def connectionMade(self) -> None:
         assert self.transport is not None
-        config = self.factory.config
+        factory = self.factory
+        config = factory.config
         self.MAX_LENGTH = config.max_line
         self._replies: list[bytes] = []
         self._prefix = b""
         self._socket = _direct_socket(self.transport)
-        if not self.factory.admit(self):
+        if not factory.admit(self):
             log.warn("refused {peer}: server busy ({limit} connections)", peer=self._peer, limit=config.max_connections)
             self._replies.append(BUSY)
             self._close()
@@ -154,20 +156,22 @@ class TimestampEcho(LineFramer, TimeoutMixin):
         # wait unsent beyond its buffer size, so a client that does not read
         # cannot make us buffer without bound.
         cast(IConsumer, self.transport).registerProducer(self, True)
-        self.setTimeout(config.timeout or None)
+        # The idle timeout (or, while draining, the quiet period) is the
+        # factory's: one timer for all connections.
+        factory.idle.touch(self, factory.clock.seconds())
         if not config.quiet:
             log.info("connected from {peer}", peer=self._peer)
-        if self.factory.draining:
-            self.drain()
 
     # Bytes in.
 
     def dataReceived(self, data: bytes) -> None:
         if self._closing:
             return
-        self.resetTimeout()
-        self._prefix = self.factory.reply_prefix()
-        super().dataReceived(data)
+        factory = self.factory
+        now = factory.clock.seconds()
+        factory.idle.touch(self, now)
+        self._prefix = factory.timestamper.prefix(now)
+        LineFramer.dataReceived(self, data)
         self._send_replies()
 
     # Lines to replies.
@@ -241,6 +245,7 @@ class TimestampEcho(LineFramer, TimeoutMixin):
         if self._closing:
             return
         self._closing = True
+        self.factory.idle.discard(self)
         transport = self.transport
         assert transport is not None
         if self._counted:
@@ -289,7 +294,8 @@ class TimestampEcho(LineFramer, TimeoutMixin):
 
     def callLater(self, period: float, func: Any) -> Any:
         """
-        Schedule L{TimeoutMixin}'s timer on the factory's clock.
+        Schedule L{TimeoutMixin}'s timer (for closing connections only) on the
+        factory's clock.
         """
         return self.factory.clock.callLater(period, func)
 
@@ -306,16 +312,17 @@ class TimestampEcho(LineFramer, TimeoutMixin):
                 log.warn("aborting {peer}: its replies were not read in time", peer=self._peer)
                 cast(ITCPTransport, self.transport).abortConnection()
             return
-        if self.factory.draining and self.paused:
+        factory = self.factory
+        if factory.draining and self.paused:
             # Paused by back-pressure is not quiet: the client is still reading
             # replies it is owed (closing now would reset them away).  Wait;
             # the service's shutdown deadline still applies.
-            self.resetTimeout()
+            factory.idle.touch(self, factory.clock.seconds())
             return
-        if self.factory.draining:
+        if factory.draining:
             log.debug("closing {peer} for shutdown", peer=self._peer)
-        elif not self.factory.config.quiet:
-            log.info("closing {peer}: idle for {timeout} seconds", peer=self._peer, timeout=self.timeOut)
+        elif not factory.config.quiet:
+            log.info("closing {peer}: idle for {timeout} seconds", peer=self._peer, timeout=factory.config.timeout)
         self._close()
 
     def drain(self) -> None:
@@ -323,13 +330,15 @@ class TimestampEcho(LineFramer, TimeoutMixin):
         The server is shutting down: close once quiet, having answered all.
         """
         if not self._closing:
-            self.setTimeout(self.factory.config.drain_quiet)
+            self.factory.idle.touch(self, self.factory.clock.seconds())
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self.setTimeout(None)
+        if self.timeOut is not None:  # a closing connection's timer
+            self.setTimeout(None)
         self._closing = True
         self._socket = None
         if self._counted:
+            self.factory.idle.discard(self)
             self.factory.release(self)
             if not self.factory.config.quiet:
                 log.info(
@@ -351,6 +360,8 @@ class TimestampEchoFactory(_ServerFactory):
     Build L{TimestampEcho} connections and keep count of the open ones.
 
     @ivar connections: the open, admitted connections.
+    @ivar idle: the idle timeouts of the open connections that are not
+        closing: C{timeout}, or C{drain_quiet} once draining.
     @ivar draining: whether the server is shutting down.
     """
 
@@ -362,6 +373,7 @@ class TimestampEchoFactory(_ServerFactory):
         self.timestamper = timestamper
         self.clock = clock
         self.connections: set[TimestampEcho] = set()
+        self.idle: IdleTimeouts[TimestampEcho] = IdleTimeouts(clock, config.timeout or None)
         self.draining = False
         self._drained: list[defer.Deferred[None]] = []
 
@@ -396,6 +408,7 @@ class TimestampEchoFactory(_ServerFactory):
         quiet; the result fires when none is left.
         """
         self.draining = True
+        self.idle.restart(self.config.drain_quiet)
         if not self.connections:
             return defer.succeed(None)
         d: defer.Deferred[None] = defer.Deferred()
