@@ -255,6 +255,9 @@ class TimestampEcho(LineFramer, TimeoutMixin):
             if self.paused:  # read on, to drop what the client still sends
                 self.paused = False
                 cast(IPushProducer, transport).resumeProducing()
+        if self._input_ended and self._socket is not None:
+            self._close_now(cast(tcp.Connection, transport))
+            return
         # Arm the timer before closing: a transport may call connectionLost
         # (which cancels it) from inside loseConnection.
         self.setTimeout(self.factory.config.close_timeout)
@@ -262,6 +265,21 @@ class TimestampEcho(LineFramer, TimeoutMixin):
             transport.loseConnection()  # nothing to linger for, or TLS with its own close_notify
         else:
             transport.loseWriteConnection()
+
+    def _close_now(self, transport: tcp.Connection) -> None:
+        """
+        Close a connection whose replies all went straight to the socket
+        (so the transport's buffer is empty) and whose client has ended its
+        input: nothing is left to send or to linger for.
+
+        C{loseConnection} would take one more reactor turn (two C{epoll_ctl}
+        calls and a dispatch) only to find that buffer empty, a sixth of the
+        server's time at connection-per-request.  This is what Twisted's own
+        C{loseConnection} does once the sending side is already shut.
+        """
+        transport.stopReading()
+        transport.stopWriting()
+        transport.connectionLost(connectionDone)
 
     # The end of a connection.
 
