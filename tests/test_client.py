@@ -10,6 +10,7 @@ every test is deterministic and needs no network.
 from __future__ import annotations
 
 import errno
+import gc
 import os
 import queue
 import tempfile
@@ -20,6 +21,7 @@ from typing import Any
 from twisted.internet import defer, error, task
 from twisted.internet.protocol import Protocol
 from twisted.internet.testing import StringTransport, StringTransportWithDisconnection
+from twisted.logger import LogLevel, capturedLogs
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 from twisted.test import iosim
@@ -496,6 +498,42 @@ class EchoSessionTests(SynchronousTestCase):
         connection[0].dataReceived(b"[x] a\r\n[x] bbbbbb")
         self.assertEqual(self.successResultOf(first), b"[x] a")
         self.assertEqual(error_line(self, second), "a reply was longer than 6 bytes")
+
+    def test_close_from_a_reply_with_more_replies_in_the_chunk(self) -> None:
+        """
+        Closing the session from the callback of one reply (as the script
+        does when standard output breaks) while more replies, the last one
+        unfinished, sit in the same chunk: the later messages fail with
+        L{ClosedError}, what was left unread is no reply to anything, and
+        nothing fails unhandled.
+        """
+        clients: list[EchoClient] = []
+
+        def connect() -> defer.Deferred[EchoClient]:
+            client = EchoClient()
+            client.makeConnection(StringTransport())  # closes only when told, as TCP does
+            clients.append(client)
+            return defer.succeed(client)
+
+        session = EchoSession(connect, self.clock, TARGET, 5)
+        first = session.ask(b"a")
+        clients[0].dataReceived(b"[x] a\r\n")
+        self.successResultOf(first)
+        later = [session.ask(m) for m in (b"b", b"c", b"d")]
+
+        def close(reply: bytes) -> bytes:
+            session.close()
+            return reply
+
+        later[0].addCallback(close)
+        with capturedLogs() as events:
+            clients[0].dataReceived(b"[x] b\r\n[x] c\r\n[x] d")
+            clients[0].connectionLost(Failure(error.ConnectionDone()))
+            gc.collect()  # a Deferred that failed unhandled says so when collected
+        self.assertEqual(self.successResultOf(later[0]), b"[x] b")
+        for reply in later[1:]:
+            self.failureResultOf(reply, ClosedError)
+        self.assertEqual([e for e in events if e["log_level"] >= LogLevel.warn], [])
 
 
 class ClosingServer(Protocol):

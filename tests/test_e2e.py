@@ -4,10 +4,12 @@ End to end: the real C{twistd tsecho} process, over real loopback sockets.
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -179,3 +181,23 @@ def test_port_in_use(tmp_path: Path) -> None:
     assert f"tsecho: cannot listen on tcp:{port}:interface=127.0.0.1: " in output
     assert "Address already in use" in output
     assert "Traceback" not in output
+
+
+@pytest.mark.parametrize(
+    "command",
+    [twistd_command("--help"), [sys.executable, "-m", "tsecho.client", "--help"]],
+    ids=["twistd tsecho", "tsecho-client"],
+)
+def test_help_into_a_closed_pipe(command: list[str]) -> None:
+    """
+    C{--help | head}: standard output closes before the help is written.
+    The command ends quietly, without a traceback.
+    """
+    reader, writer = os.pipe()
+    os.close(reader)  # every write now fails with EPIPE
+    try:
+        result = subprocess.run(command, stdout=writer, stderr=subprocess.PIPE, timeout=60, check=False)
+    finally:
+        os.close(writer)
+    assert result.returncode == 1
+    assert result.stderr == b""

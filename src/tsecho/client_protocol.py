@@ -83,6 +83,7 @@ class EchoClient(LineFramer):
         self.lost: defer.Deferred[None] = defer.Deferred()
         self.lost_reason: Failure | None = None
         self._waiting: deque[defer.Deferred[bytes]] = deque()
+        self._closed_by_us = False
 
     def connectionMade(self) -> None:
         self.open = True
@@ -107,6 +108,20 @@ class EchoClient(LineFramer):
         self.transport.write(message + CRLF)
         return reply
 
+    def close(self, abort: bool = False) -> None:
+        """
+        Close the connection from this side, politely or (C{abort}) at once.
+        Replies that had not fully arrived are then not replies: their
+        messages fail with L{ConnectionEndedError}.
+        """
+        assert self.transport is not None
+        self._closed_by_us = True
+        if abort:
+            # Every stream transport (TCP, UNIX, TLS) can abort.
+            cast(ITCPTransport, self.transport).abortConnection()
+        else:
+            self.transport.loseConnection()
+
     def lineReceived(self, line: bytes) -> None:
         if not self._waiting:
             log.warn("ignoring a line nobody asked for: {line!r}", line=line)
@@ -117,16 +132,18 @@ class EchoClient(LineFramer):
     def lineLengthExceeded(self, line: bytes) -> None:
         log.warn("reply longer than {limit} bytes; closing", limit=self.MAX_LENGTH)
         self._fail_waiting(Failure(ReplyTooLongError(self.MAX_LENGTH)))
-        assert self.transport is not None
-        self.transport.loseConnection()
+        self.close()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.open = False
         self.lost_reason = reason
         rest = self.clearLineBuffer()
         if rest:
-            if reason.check(ConnectionDone) and self._waiting:
-                self.lineReceived(rest)  # ended by the close: how the original server replies
+            # A reply that the server ended by closing cleanly is complete:
+            # how the original server replies.  What is left when we closed
+            # it ourselves is only what we had not read yet.
+            if reason.check(ConnectionDone) and self._waiting and not self._closed_by_us:
+                self.lineReceived(rest)
             else:
                 log.debug("dropping {count} bytes of an unfinished line", count=len(rest))
         self._fail_waiting(Failure(ConnectionEndedError(reason)))
@@ -278,8 +295,7 @@ class EchoSession:
     def _retire(self, connection: EchoClient) -> None:
         if connection is self._connection:
             self._connection = None
-        assert connection.transport is not None
-        connection.transport.loseConnection()
+        connection.close()
 
     def _lost(self, _: None, connection: EchoClient) -> None:
         self._live.discard(connection)
@@ -343,14 +359,8 @@ class EchoSession:
             self._connecting.cancel()
         self._connection = None
         for connection in list(self._live):
-            assert connection.transport is not None
-            if not connection.open:
-                continue
-            if abort:
-                # Every stream transport (TCP, UNIX, TLS) can abort.
-                cast(ITCPTransport, connection.transport).abortConnection()
-            else:
-                connection.transport.loseConnection()
+            if connection.open:
+                connection.close(abort)
         requests = [*self._sent, *self._queue]
         self._sent.clear()
         self._queue.clear()

@@ -14,6 +14,7 @@ from twisted.application.service import IService
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.python import usage
 
+from tsecho.cli import stdout_closed
 from tsecho.datagram import TimestampDatagram, udp_listener, unix_datagram_listener
 from tsecho.protocol import DEFAULT_PORT, ServerConfig, TimestampEchoFactory
 from tsecho.proxy import server_from_string
@@ -94,6 +95,8 @@ class Options(usage.Options):
             if self.parent is None:
                 raise
             raise SystemExit(f"twistd tsecho: {e} (see twistd tsecho --help)") from None
+        except BrokenPipeError:
+            stdout_closed()
 
     def opt_listen(self, description: str) -> None:
         """
