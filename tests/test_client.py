@@ -71,6 +71,22 @@ class SilentServer(Protocol):
     """
 
 
+class AbortableTransport(StringTransport):
+    """
+    A L{StringTransport} that, like TCP, ends the connection only when the
+    test says so (it calls C{connectionLost}), and records an abort without
+    marking itself as disconnecting, as TCP does (its C{connectionLost}
+    follows on the next reactor turn).
+
+    @ivar aborted: whether C{abortConnection} was called.
+    """
+
+    aborted = False
+
+    def abortConnection(self) -> None:
+        self.aborted = True
+
+
 class Network:
     """
     A C{connect} function for L{EchoSession} that joins each new
@@ -274,6 +290,21 @@ class EchoSessionTests(SynchronousTestCase):
     def real_server(self, **config: Any) -> Network:
         factory = server_factory(self.clock, **config)
         return Network(self.clock, lambda: factory.buildProtocol(None))
+
+    def on_string_transports(self) -> tuple[EchoSession, list[EchoClient]]:
+        """
+        A session whose connections are L{EchoClient}s on L{AbortableTransport}s,
+        and the list those connections are added to as they open.
+        """
+        clients: list[EchoClient] = []
+
+        def connect() -> defer.Deferred[EchoClient]:
+            client = EchoClient()
+            client.makeConnection(AbortableTransport())
+            clients.append(client)
+            return defer.succeed(client)
+
+        return EchoSession(connect, self.clock, TARGET, 5), clients
 
     def test_persistent_server_one_connection(self) -> None:
         """
@@ -507,15 +538,7 @@ class EchoSessionTests(SynchronousTestCase):
         L{ClosedError}, what was left unread is no reply to anything, and
         nothing fails unhandled.
         """
-        clients: list[EchoClient] = []
-
-        def connect() -> defer.Deferred[EchoClient]:
-            client = EchoClient()
-            client.makeConnection(StringTransport())  # closes only when told, as TCP does
-            clients.append(client)
-            return defer.succeed(client)
-
-        session = EchoSession(connect, self.clock, TARGET, 5)
+        session, clients = self.on_string_transports()
         first = session.ask(b"a")
         clients[0].dataReceived(b"[x] a\r\n")
         self.successResultOf(first)
@@ -534,6 +557,36 @@ class EchoSessionTests(SynchronousTestCase):
         for reply in later[1:]:
             self.failureResultOf(reply, ClosedError)
         self.assertEqual([e for e in events if e["log_level"] >= LogLevel.warn], [])
+
+    def test_close_when_all_answered_is_polite(self) -> None:
+        """
+        Closing once every message was answered closes the connection
+        politely.
+        """
+        session, clients = self.on_string_transports()
+        reply = session.ask(b"a")
+        clients[0].dataReceived(b"[x] a\r\n")
+        self.successResultOf(reply)
+        session.close()
+        transport = clients[0].transport
+        self.assertTrue(transport.disconnecting)  # type: ignore[union-attr]
+        self.assertFalse(transport.aborted)  # type: ignore[union-attr]
+
+    def test_close_with_replies_outstanding_aborts(self) -> None:
+        """
+        Closing with replies still outstanding aborts the connection: the
+        server may be sending replies nobody will read, and a polite close
+        would wait for it to read what was sent, which it stops doing when
+        its replies are not read.
+        """
+        session, clients = self.on_string_transports()
+        first = session.ask(b"a")
+        clients[0].dataReceived(b"[x] a\r\n")
+        self.successResultOf(first)
+        second = session.ask(b"b")
+        session.close()
+        self.failureResultOf(second, ClosedError)
+        self.assertTrue(clients[0].transport.aborted)  # type: ignore[union-attr]
 
 
 class ClosingServer(Protocol):

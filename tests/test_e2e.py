@@ -188,15 +188,20 @@ def test_port_in_use(tmp_path: Path) -> None:
     [twistd_command("--help"), [sys.executable, "-m", "tsecho.client", "--help"]],
     ids=["twistd tsecho", "tsecho-client"],
 )
-def test_help_into_a_closed_pipe(command: list[str]) -> None:
+@pytest.mark.parametrize("unbuffered", [False, True], ids=["buffered", "unbuffered"])
+def test_help_into_a_closed_pipe(command: list[str], unbuffered: bool) -> None:
     """
     C{--help | head}: standard output closes before the help is written.
-    The command ends quietly, without a traceback.
+    The command ends quietly, without a traceback, whether its standard
+    output is buffered (the error then comes when it is flushed) or not.
     """
+    env = {name: value for name, value in os.environ.items() if name != "PYTHONUNBUFFERED"}
+    if unbuffered:
+        env["PYTHONUNBUFFERED"] = "1"
     reader, writer = os.pipe()
     os.close(reader)  # every write now fails with EPIPE
     try:
-        result = subprocess.run(command, stdout=writer, stderr=subprocess.PIPE, timeout=60, check=False)
+        result = subprocess.run(command, stdout=writer, stderr=subprocess.PIPE, env=env, timeout=60, check=False)
     finally:
         os.close(writer)
     assert result.returncode == 1

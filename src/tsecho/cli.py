@@ -6,16 +6,27 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import NoReturn
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
-def stdout_closed() -> NoReturn:
+@contextmanager
+def stdout_may_close() -> Iterator[None]:
     """
-    End the process after standard output was closed under us, as by
-    C{--help | head}: nothing to report, and no traceback.
+    Run a step that may print and exit (C{--help}, C{--version}); if standard
+    output was closed under us, as by C{--help | head}, end quietly with
+    status 1 instead of a traceback.
 
-    Standard output is pointed at C{/dev/null} first, so that flushing it at
-    exit does not fail again (the recipe in Python's C{signal} docs).
+    Standard output is flushed here, so that a closed pipe shows up now and
+    not as an error while the interpreter exits; then it is pointed at
+    C{/dev/null}, so that the flush at exit does not fail again (the recipe
+    in Python's C{signal} docs).
     """
-    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    raise SystemExit(1)
+    try:
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(1) from None

@@ -36,7 +36,7 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 
 from tsecho import __version__
-from tsecho.cli import stdout_closed
+from tsecho.cli import stdout_may_close
 from tsecho.client_datagram import DatagramClient
 from tsecho.client_errors import ClientError, ServerError, one_line
 from tsecho.client_input import InputLines, StdinReader
@@ -419,12 +419,11 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     """
     options = ClientOptions()
     try:
-        options.parseOptions(argv)
+        with stdout_may_close():
+            options.parseOptions(argv)
     except usage.UsageError as e:
         sys.stderr.write(f"{PROGRAM}: {e} (see --help)\n")
         raise SystemExit(USAGE) from None
-    except BrokenPipeError:
-        stdout_closed()
 
     def read_stdin(lines: InputLines) -> None:
         from twisted.internet import reactor

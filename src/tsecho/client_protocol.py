@@ -123,6 +123,8 @@ class EchoClient(LineFramer):
             self.transport.loseConnection()
 
     def lineReceived(self, line: bytes) -> None:
+        if self._closed_by_us:
+            return  # the rest of the chunk: nobody is waiting for it any more
         if not self._waiting:
             log.warn("ignoring a line nobody asked for: {line!r}", line=line)
             return
@@ -217,11 +219,15 @@ class EchoSession:
 
     def close(self) -> defer.Deferred[None]:
         """
-        Stop: fail what is unanswered with L{ClosedError} and close politely.
+        Stop: fail what is unanswered with L{ClosedError} and close: politely
+        if every message sent was answered, at once otherwise (the server may
+        still be sending replies that nobody will read, and a polite close
+        waits until it has read what we sent, which it does not while we do
+        not read).
 
         @return: fires once every connection has closed.
         """
-        self._stop(Failure(ClosedError()), abort=False)
+        self._stop(Failure(ClosedError()), abort=bool(self._sent))
         if not self._live:
             return defer.succeed(None)
         done: defer.Deferred[None] = defer.Deferred()

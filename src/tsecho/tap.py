@@ -14,7 +14,7 @@ from twisted.application.service import IService
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.python import usage
 
-from tsecho.cli import stdout_closed
+from tsecho.cli import stdout_may_close
 from tsecho.datagram import TimestampDatagram, udp_listener, unix_datagram_listener
 from tsecho.protocol import DEFAULT_PORT, ServerConfig, TimestampEchoFactory
 from tsecho.proxy import server_from_string
@@ -90,13 +90,12 @@ class Options(usage.Options):
         Twisted 26 exit 0); used on its own, this raises L{usage.UsageError}.
         """
         try:
-            super().parseOptions(options)
+            with stdout_may_close():
+                super().parseOptions(options)
         except usage.UsageError as e:
             if self.parent is None:
                 raise
             raise SystemExit(f"twistd tsecho: {e} (see twistd tsecho --help)") from None
-        except BrokenPipeError:
-            stdout_closed()
 
     def opt_listen(self, description: str) -> None:
         """
