@@ -207,14 +207,30 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for {pid}")
 
 
+def cpu_seconds(pid: int) -> float:
+    """
+    The CPU time (user + system) process C{pid} has used so far.
+    """
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
 def loadgen(port: int, args: list[str], timing: tuple[float, float], reply_format: str) -> dict[str, Any]:
+    """
+    Run the load generator once; its JSON result, plus C{loadgen_cpu}: the
+    share of its core it used (well under 1.0 means it was not the bottleneck).
+    """
     duration, warmup = timing
     argv = [str(BUILD / "loadgen"), "--port", str(port), *args]
     argv += ["--duration", str(duration), "--warmup", str(warmup), "--format", reply_format]
+    before, started = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic()
     done = subprocess.run(
         argv, capture_output=True, check=True, preexec_fn=pin(LOADGEN_CPU), timeout=duration + warmup + 120
     )
+    after, elapsed = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic() - started
     result: dict[str, Any] = json.loads(done.stdout.decode().strip().splitlines()[-1])
+    used = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    result["loadgen_cpu"] = used / elapsed
     return result
 
 
@@ -326,7 +342,9 @@ def run_one(
         if scenario == "idle":
             result = idle_memory(process, port)
         else:
+            cpu_before, cpu_started = cpu_seconds(process.pid), time.monotonic()
             result = loadgen(port, SCENARIOS[scenario], timing, server.reply_format)
+            result["server_cpu"] = (cpu_seconds(process.pid) - cpu_before) / (time.monotonic() - cpu_started)
     except (subprocess.SubprocessError, OSError, ValueError) as e:
         progress(f"{label} {server.name} {scenario}: FAILED: {e}")
         return
@@ -341,11 +359,12 @@ def describe(scenario: str, result: dict[str, Any]) -> str:
     errors = f", {result['errors']} errors ({result.get('first_error', '')})" if result["errors"] else ""
     if scenario == "idle":
         return f"{result['kib_1000']:.2f} KiB/conn at 1k, {result['kib_10000']:.2f} at 10k{errors}"
+    cpu = f"  [CPU: server {result['server_cpu']:.0%}, load generator {result['loadgen_cpu']:.0%}]"
     if scenario == "latency":
-        return f"p50 {result['p50_us']:.0f} us, p99 {result['p99_us']:.0f} us{errors}"
+        return f"p50 {result['p50_us']:.0f} us, p99 {result['p99_us']:.0f} us{errors}{cpu}"
     if scenario == "cpr":
-        return f"{result['conn_rate']:,.0f} conns/s{errors}"
-    return f"{result['rate']:,.0f} replies/s{errors}"
+        return f"{result['conn_rate']:,.0f} conns/s{errors}{cpu}"
+    return f"{result['rate']:,.0f} replies/s{errors}{cpu}"
 
 
 def run_sweep(all_servers: list[Server], timing: tuple[float, float], points: tuple[int, ...]) -> dict[str, Any]:
@@ -428,6 +447,27 @@ def summary_table(results: dict[str, dict[str, list[Any]]]) -> str:
     return "\n".join(lines)
 
 
+def cpu_table(results: dict[str, dict[str, list[Any]]]) -> str:
+    """
+    How busy each side was: the server's core and the load generator's, as a
+    share of one core (medians).  A server at about 100 % with the load
+    generator well below it means the server was the bottleneck.
+    """
+    scenarios = ("pipelined", "cpr", "many")
+    lines = [
+        "| server | pipelined: server / load generator | connect-per-request | 1000 conns |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for name, res in results.items():
+        cells = []
+        for scenario in scenarios:
+            runs = [r for r in res.get(scenario, []) if "server_cpu" in r]
+            server, load = median([r["server_cpu"] for r in runs]), median([r["loadgen_cpu"] for r in runs])
+            cells.append(f"{server:.0%} / {load:.0%}" if server is not None and load is not None else "—")
+        lines.append(f"| {name} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
 def ratio(results: dict[str, dict[str, list[Any]]], a: str, b: str, scenario: str) -> float | None:
     """
     The median over rounds of C{a}'s figure divided by C{b}'s from the same round.
@@ -488,13 +528,22 @@ def target_table(results: dict[str, dict[str, list[Any]]]) -> str:
             lambda server: ratio(results, "C epoll echo", t, "pipelined") if server == t else None,
             lambda v: v >= 2.0,
         ),
+        (
+            "load generator not the bottleneck: its CPU while driving tsecho pipelined < 0.8 of a core",
+            lambda server: (
+                median([r["loadgen_cpu"] for r in results.get(server, {}).get("pipelined", [])])
+                if server == t
+                else None
+            ),
+            lambda v: v < 0.8,
+        ),
     ]
     lines = [
         "| target | tsecho --quiet | met | Twisted ceiling (same target) |",
         "| --- | ---: | :---: | ---: |",
     ]
     for text, measure, ok in checks:
-        unit = " KiB" if "KiB" in text else "×"
+        unit = " KiB" if "KiB" in text else " of a core" if "CPU" in text else "×"
         value, ceiling = measure(t), measure(CEILING)
         shown = [f"{v:.2f}{unit}" if v is not None else "—" for v in (value, ceiling)]
         met = "—" if value is None else "yes" if ok(value) else "no"
@@ -552,6 +601,10 @@ medians with (min..max). Every reply is checked; errors are counted.
 ## Results
 
 {summary_table(results)}
+
+## CPU use (share of one core, medians)
+
+{cpu_table(results)}
 
 ## Ratios (median of per-round ratios)
 

@@ -206,3 +206,18 @@ def test_help_into_a_closed_pipe(command: list[str], unbuffered: bool) -> None:
         os.close(writer)
     assert result.returncode == 1
     assert result.stderr == b""
+
+
+@pytest.mark.parametrize(
+    "command",
+    [twistd_command("--help"), [sys.executable, "-m", "tsecho.client", "--help"]],
+    ids=["twistd tsecho", "tsecho-client"],
+)
+def test_help_without_standard_output(command: list[str]) -> None:
+    """
+    Started with descriptor 1 closed (as some supervisors do), the command
+    runs without a traceback; the help just goes nowhere.
+    """
+    result = subprocess.run(command, stderr=subprocess.PIPE, preexec_fn=lambda: os.close(1), timeout=60, check=False)
+    assert result.returncode == 0
+    assert b"Traceback" not in result.stderr

@@ -14,6 +14,7 @@ from __future__ import annotations
 import socket
 
 from twisted.internet import tcp
+from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -45,11 +46,13 @@ class SocketConnection:
         """
         Let the transport read once, as the reactor would when the socket is
         readable; at the end of input, tell it so, as the reactor does for a
-        half-closeable transport.
+        half-closeable transport (and end it on any other failure).
         """
         why = self.transport.doRead()
-        if why is not None:
+        if isinstance(why, ConnectionDone):
             self.transport.readConnectionLost(Failure(why))
+        elif why is not None:
+            self.transport.connectionLost(Failure(why))
 
     def write(self) -> None:
         """
@@ -175,3 +178,19 @@ class CloseAtOnceTests(SynchronousTestCase):
         self.assertTrue(connection.transport.disconnected)
         self.assertEqual(bytes(received), b"".join(EXAMPLE_STAMP + request for request in requests))
         self.assertEqual(connection.factory.connections, set())
+
+    def test_one_shot_answer_at_end_of_input(self) -> None:
+        """
+        With C{--one-shot}, an unterminated line followed by the end of input
+        is the one line answered; the connection closes at once all the same.
+        """
+        connection = SocketConnection(self, ServerConfig(quiet=True, one_shot=True))
+        connection.peer.sendall(b"only")
+        connection.peer.shutdown(socket.SHUT_WR)
+        connection.read()
+        connection.read()
+        self.assertTrue(connection.transport.disconnected)
+        self.assertEqual(connection.factory.connections, set())
+        self.assertEqual(connection.factory.clock.getDelayedCalls(), [])  # type: ignore[attr-defined]
+        self.assertEqual(connection.peer.recv(65536), EXAMPLE_STAMP + b"only\r\n")
+        self.assertEqual(connection.peer.recv(65536), b"")

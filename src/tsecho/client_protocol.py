@@ -111,8 +111,8 @@ class EchoClient(LineFramer):
     def close(self, abort: bool = False) -> None:
         """
         Close the connection from this side, politely or (C{abort}) at once.
-        Replies that had not fully arrived are then not replies: their
-        messages fail with L{ConnectionEndedError}.
+        Whatever arrives from then on, complete lines included, answers
+        nothing: the messages still waiting fail with L{ConnectionEndedError}.
         """
         assert self.transport is not None
         self._closed_by_us = True

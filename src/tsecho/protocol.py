@@ -256,7 +256,8 @@ class TimestampEcho(LineFramer, TimeoutMixin):
                 self.paused = False
                 cast(IPushProducer, transport).resumeProducing()
         if self._input_ended and self._socket is not None:
-            self._close_now(cast(tcp.Connection, transport))
+            assert isinstance(transport, tcp.Connection)  # what gave us the socket
+            self._close_now(transport)
             return
         # Arm the timer before closing: a transport may call connectionLost
         # (which cancels it) from inside loseConnection.
@@ -275,7 +276,9 @@ class TimestampEcho(LineFramer, TimeoutMixin):
         C{loseConnection} would take one more reactor turn (two C{epoll_ctl}
         calls and a dispatch) only to find that buffer empty, a sixth of the
         server's time at connection-per-request.  This is what Twisted's own
-        C{loseConnection} does once the sending side is already shut.
+        C{loseConnection} does once the sending side is already shut, with
+        the methods of Twisted's C{FileDescriptor} that are not part of
+        C{ITCPTransport} (hence only for a plain C{tcp.Connection}).
         """
         transport.stopReading()
         transport.stopWriting()
