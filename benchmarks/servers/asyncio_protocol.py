@@ -1,22 +1,12 @@
 """
 Baseline: an asyncio C{Protocol} that splits each chunk into lines and
-answers all of a chunk's lines with one C{write}; the timestamp prefix is
-built once per second.
+answers all of a chunk's lines with one C{write} (C{batching.py}).
 """
 
 import asyncio
 import sys
-import time
 
-_cache = [-1, b""]
-
-
-def prefix() -> bytes:
-    now = int(time.time())
-    if now != _cache[0]:
-        _cache[0] = now
-        _cache[1] = b"[" + time.ctime(now).encode() + b"] "
-    return _cache[1]
+from batching import answer
 
 
 class Echo(asyncio.Protocol):
@@ -25,18 +15,9 @@ class Echo(asyncio.Protocol):
         self.buffer = b""
 
     def data_received(self, data: bytes) -> None:
-        lines = (self.buffer + data).split(b"\n")
-        self.buffer = lines.pop()
-        if not lines:
-            return
-        p = prefix()
-        out = []
-        for line in lines:
-            if line.endswith(b"\r"):
-                out += (p, line[:-1], b"\r\n")
-            else:
-                out += (p, line, b"\n")
-        self.transport.write(b"".join(out))
+        self.buffer, replies = answer(self.buffer, data)
+        if replies:
+            self.transport.write(replies)
 
 
 async def main(port: int) -> None:
