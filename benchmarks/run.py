@@ -411,6 +411,13 @@ def figure(results: dict[str, list[Any]], scenario: str) -> list[float]:
     return [r[FIGURE_KEYS[scenario]] for r in results.get(scenario, [])]
 
 
+def median_of(results: dict[str, dict[str, list[Any]]], server: str, scenario: str, key: str) -> float | None:
+    """
+    The median over rounds of C{key} in C{server}'s C{scenario} results.
+    """
+    return median([r[key] for r in results.get(server, {}).get(scenario, []) if key in r])
+
+
 def cell(values: list[float], fmt: str = "{:,.0f}") -> str:
     if not values:
         return "—"
@@ -458,11 +465,11 @@ def cpu_table(results: dict[str, dict[str, list[Any]]]) -> str:
         "| server | pipelined: server / load generator | connect-per-request | 1000 conns |",
         "| --- | ---: | ---: | ---: |",
     ]
-    for name, res in results.items():
+    for name in results:
         cells = []
         for scenario in scenarios:
-            runs = [r for r in res.get(scenario, []) if "server_cpu" in r]
-            server, load = median([r["server_cpu"] for r in runs]), median([r["loadgen_cpu"] for r in runs])
+            server = median_of(results, name, scenario, "server_cpu")
+            load = median_of(results, name, scenario, "loadgen_cpu")
             cells.append(f"{server:.0%} / {load:.0%}" if server is not None and load is not None else "—")
         lines.append(f"| {name} | {' | '.join(cells)} |")
     return "\n".join(lines)
@@ -520,7 +527,7 @@ def target_table(results: dict[str, dict[str, list[Any]]]) -> str:
         ("latency p50 ≤ 1.2× asyncio Protocol", against(proto, "latency"), lambda v: v <= 1.2),
         (
             "memory ≤ 2 KiB per idle connection (10k, timeout on)",
-            lambda server: median([r["kib_10000"] for r in results.get(server, {}).get("idle", [])]),
+            lambda server: median_of(results, server, "idle", "kib_10000"),
             lambda v: v <= 2.0,
         ),
         (
@@ -530,11 +537,7 @@ def target_table(results: dict[str, dict[str, list[Any]]]) -> str:
         ),
         (
             "load generator not the bottleneck: its CPU while driving tsecho pipelined < 0.8 of a core",
-            lambda server: (
-                median([r["loadgen_cpu"] for r in results.get(server, {}).get("pipelined", [])])
-                if server == t
-                else None
-            ),
+            lambda server: median_of(results, t, "pipelined", "loadgen_cpu") if server == t else None,
             lambda v: v < 0.8,
         ),
     ]

@@ -406,15 +406,7 @@ class EchoSessionTests(SynchronousTestCase):
         """
         A connection broken (not closed cleanly) before any answer says so.
         """
-        connection: list[EchoClient] = []
-
-        def connect() -> defer.Deferred[EchoClient]:
-            client = EchoClient()
-            client.makeConnection(StringTransport())
-            connection.append(client)
-            return defer.succeed(client)
-
-        session = EchoSession(connect, self.clock, TARGET, 5)
+        session, connection = self.on_string_transports()
         reply = session.ask(b"a")
         connection[0].connectionLost(Failure(error.ConnectionLost("Connection reset by peer")))
         self.assertEqual(
