@@ -236,12 +236,15 @@ async def test_ssl(certificates: dict[str, Path]) -> None:
             await tls_exchange(certificates, port, "wrong.example", request, expect=1)
 
 
-def close_notify_exchange(certificates: dict[str, Path], port: int, payload: bytes, version: int) -> bytes:
+def close_notify_exchange(
+    certificates: dict[str, Path], port: int, payload: bytes, version: int, *, fin: bool = False, pause: float = 0
+) -> bytes:
     """
     Over TLS C{version} at most (the test CA trusted), send C{payload}, then
-    C{close_notify} at once, and read every reply until the server's own
-    C{close_notify}.  (pyOpenSSL, because Python's C{ssl} cannot read after
-    its own C{close_notify}, and Twisted's TLS client drops what arrives then.)
+    (after C{pause} seconds) C{close_notify}, or with C{fin} a TCP FIN alone,
+    and read every reply until the server's own C{close_notify}.
+    (pyOpenSSL, because Python's C{ssl} cannot read after its own
+    C{close_notify}, and Twisted's TLS client drops what arrives then.)
     """
     from OpenSSL import SSL
 
@@ -268,7 +271,11 @@ def close_notify_exchange(certificates: dict[str, Path], port: int, payload: byt
 
         call(connection.do_handshake)
         call(connection.sendall, payload)
-        call(connection.shutdown)
+        time.sleep(pause)
+        if fin:
+            raw.shutdown(socket.SHUT_WR)
+        else:
+            call(connection.shutdown)
         received = b""
         while True:
             try:
@@ -324,6 +331,33 @@ async def test_ssl_close_notify_answers_unterminated_line(certificates: dict[str
                 close_notify_exchange, certificates, tcp_port(service), PAYLOAD, tls_version(version)
             )
             assert_replies(replies)
+
+
+@pytest.mark.parametrize("pause", [0, 0.2])
+@TLS_VERSIONS
+@pytest_twisted.ensureDeferred
+async def test_ssl_fin_without_close_notify(certificates: dict[str, Path], version: str, pause: float) -> None:
+    """
+    A TLS client that ends with a TCP FIN and no C{close_notify}, at once or
+    after a pause, still gets every reply, the unterminated last line's too
+    (with C{\\r\\n}), then the server's C{close_notify} and its close.
+    """
+    from twisted.internet import threads
+
+    payload = b"abc\n" + b"L" * 1000 + b"\ndef"
+    expected = STAMP + b"abc\n" + STAMP + b"L" * 1000 + b"\n" + STAMP + b"def\r\n"
+    async with serving(["--listen", ssl_description(certificates)]) as service:
+        for _ in range(3):
+            replies = await threads.deferToThread(
+                close_notify_exchange,
+                certificates,
+                tcp_port(service),
+                payload,
+                tls_version(version),
+                fin=True,
+                pause=pause,
+            )
+            assert re.fullmatch(expected, replies), replies
 
 
 @implementer(IHandshakeListener)

@@ -316,3 +316,66 @@ class RouteTests(SynchronousTestCase):
         self.assertEqual(client.receive(), (b"", True))
         assert isinstance(server.transport, StringTransport)
         self.assertTrue(server.transport.disconnecting)
+
+    def fin_exchange(self, factory: IProtocolFactory, *parts: bytes) -> tuple[TLSMemoryBIOProtocol, tuple[bytes, bool]]:
+        """
+        Send each of C{parts} in its own read, then end with a TCP FIN and no
+        C{close_notify}: the TCP transport calls C{readConnectionLost} on its
+        protocol, the TLS layer.  Return the server and what the client got.
+        """
+        self.reactor.tcpServers.clear()
+        server, client = self.connect(factory)
+        for part in parts:
+            client.connection.sendall(part)
+            client.flush()
+        self.assertTrue(IHalfCloseableProtocol.providedBy(server))
+        assert isinstance(server, tls.HalfCloseTLSProtocol)
+        server.readConnectionLost()
+        client.flush()
+        return server, client.receive()
+
+    def test_fin_without_close_notify(self) -> None:
+        """
+        Lines and an unterminated last line, then a TCP FIN without
+        C{close_notify}, in one read or several: every line is answered (the
+        last with C{\r\n}), then the server sends its C{close_notify} and
+        closes TCP (no C{close_notify} will answer it).
+        """
+        for parts in ([PAYLOAD], [b"one\n", b"two\r\n\xff\x00three\r"]):
+            server, received = self.fin_exchange(make_factory(), *parts)
+            self.assertEqual(received, (REPLIES, True), parts)
+            assert isinstance(server.transport, StringTransport)
+            self.assertTrue(server.transport.disconnecting)
+
+    def test_fin_not_half_closeable(self) -> None:
+        """
+        At a FIN, a wrapped protocol without L{IHalfCloseableProtocol} is
+        closed, after what it wrote is sent.
+        """
+
+        class Echo(Protocol):
+            def dataReceived(self, data: bytes) -> None:
+                assert self.transport is not None
+                self.transport.write(data)
+
+        server, received = self.fin_exchange(Factory.forProtocol(Echo), b"echo me")
+        self.assertEqual(received, (b"echo me", True))
+        assert isinstance(server.transport, StringTransport)
+        self.assertTrue(server.transport.disconnecting)
+
+    def test_fin_while_closing(self) -> None:
+        """
+        A FIN that comes while the server is already closing (one-shot: it
+        sent its C{close_notify} and waits for the client's) closes TCP: no
+        C{close_notify} can come any more.
+        """
+        from tsecho.protocol import ServerConfig
+
+        server, client = self.connect(make_factory(ServerConfig(one_shot=True)))
+        client.connection.sendall(b"once\n")
+        client.flush()
+        self.assertEqual(client.receive(), (EXAMPLE_STAMP + b"once\n", True))
+        assert isinstance(server.transport, StringTransport)
+        self.assertFalse(server.transport.disconnecting)  # TLS waits for the client's close_notify
+        server.readConnectionLost()
+        self.assertTrue(server.transport.disconnecting)

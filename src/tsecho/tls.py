@@ -17,6 +17,20 @@ C{close_notify} a half-close; OpenSSL allows sending after it under TLS 1.2
 too, until we send ours.)  Whatever the protocol writes later is not sent:
 like a protocol that is not half-closeable, it has one chance.
 
+A client may also end with a TCP FIN and no C{close_notify}.  The TCP
+transport then asks its protocol -- Twisted's TLS layer -- for
+L{IHalfCloseableProtocol}, finds none, and calls C{connectionLost} at once:
+the replies still buffered (in the TLS layer and in the TCP transport) are
+dropped and an unterminated last line is never answered.
+L{HalfCloseTLSProtocol} provides L{IHalfCloseableProtocol} itself: at the
+FIN it gives the wrapped protocol its C{readConnectionLost} (or closes, if
+it is not half-closeable), and once TLS shuts down it closes the TCP
+connection itself (the peer will send no C{close_notify} to wait for),
+after what was written has been sent.  Without C{close_notify} the end of
+the data is not authenticated (a truncation would look the same); for an
+echo the only effect is that the answer covers less, so what arrived is
+answered as on every other stream transport.
+
 The hook is Twisted's private C{_shutdownTLS}, which
 C{TLSMemoryBIOProtocol._flushReceiveBIO} calls on the peer's C{close_notify}
 (Twisted 11.1 to 26.10 at least).  If a Twisted release drops it,
@@ -53,13 +67,41 @@ Whether this Twisted has the hook L{HalfCloseTLSProtocol} needs.
 """
 
 
+@implementer(IHalfCloseableProtocol)
 class HalfCloseTLSProtocol(BufferingTLSTransport):
     """
-    A TLS connection that, on the peer's C{close_notify}, lets the wrapped
-    protocol answer what it owes before TLS shuts down.
+    A TLS connection that, on the peer's C{close_notify} or on its TCP FIN,
+    lets the wrapped protocol answer what it owes before TLS shuts down.
     """
 
     _peer_closed = False
+    _peer_eof = False
+
+    def readConnectionLost(self) -> None:
+        """
+        The peer's TCP FIN (without a C{close_notify} first, or after one):
+        it sends nothing more.  Let the wrapped protocol answer what it owes
+        (if it can half-close) and close; L{_shutdownTLS} then closes TCP.
+        """
+        self._peer_eof = True
+        if self.disconnecting or not self.connected:
+            # We are closing already, and no close_notify will come back.
+            self.transport.loseConnection()
+            return
+        if self._peer_closed:
+            return  # its close_notify came first: handled there
+        self._peer_closed = True
+        inner = IHalfCloseableProtocol(self.wrappedProtocol, None)
+        if inner is not None:
+            inner.readConnectionLost()
+        else:
+            self.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        """
+        Our TCP sending side is shut: TLS can send nothing more, so close.
+        """
+        self.transport.loseConnection()
 
     def _shutdownTLS(self) -> None:
         """
@@ -75,6 +117,10 @@ class HalfCloseTLSProtocol(BufferingTLSTransport):
             # Flushes the buffered writes first; a no-op if already closing.
             self.loseConnection()
         super()._shutdownTLS()
+        if self._peer_eof:
+            # No close_notify will answer ours: close TCP once it has sent
+            # what it holds (Twisted closes only when both alerts are in).
+            self.transport.loseConnection()
 
     def _received_close_notify(self) -> bool:
         handle = self.getHandle()
