@@ -85,8 +85,7 @@ class HalfCloseTLSProtocol(BufferingTLSTransport):
         """
         self._peer_eof = True
         if self.disconnecting or not self.connected:
-            # We are closing already, and no close_notify will come back.
-            self.transport.loseConnection()
+            self._close_tcp()  # we are closing already; no close_notify will come back
             return
         if self._peer_closed:
             return  # its close_notify came first: handled there
@@ -101,6 +100,13 @@ class HalfCloseTLSProtocol(BufferingTLSTransport):
         """
         Our TCP sending side is shut: TLS can send nothing more, so close.
         """
+        self._close_tcp()
+
+    def _close_tcp(self) -> None:
+        """
+        Close the TCP connection once it has sent what it holds.
+        """
+        assert self.transport is not None
         self.transport.loseConnection()
 
     def _shutdownTLS(self) -> None:
@@ -118,9 +124,9 @@ class HalfCloseTLSProtocol(BufferingTLSTransport):
             self.loseConnection()
         super()._shutdownTLS()
         if self._peer_eof:
-            # No close_notify will answer ours: close TCP once it has sent
-            # what it holds (Twisted closes only when both alerts are in).
-            self.transport.loseConnection()
+            # No close_notify will answer ours: close TCP (Twisted closes
+            # only once both alerts are in).
+            self._close_tcp()
 
     def _received_close_notify(self) -> bool:
         handle = self.getHandle()
