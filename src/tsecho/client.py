@@ -41,6 +41,7 @@ from tsecho.client_datagram import DatagramClient
 from tsecho.client_errors import ClientError, ServerError, one_line
 from tsecho.client_input import InputLines, StdinReader
 from tsecho.client_protocol import EchoClient, EchoSession
+from tsecho.client_tls import client_from_string
 from tsecho.framing import LF
 from tsecho.protocol import DEFAULT_PORT
 
@@ -178,7 +179,9 @@ def open_asker(reactor: Any, options: ClientOptions) -> Asker:
     if options["connect"] is not None:
         description = str(options["connect"])
         try:
-            endpoint = endpoints.clientFromString(reactor, description)
+            endpoint = client_from_string(reactor, description)
+        except ClientError:
+            raise  # a file it names cannot be used: that error's own line
         except Exception as e:  # Twisted raises ValueError, KeyError, TypeError... for bad strings
             raise BadEndpointError(description, one_line(str(e) or type(e).__name__)) from None
     else:
@@ -376,6 +379,8 @@ async def _converse(
         asker = make_asker(reactor, options)
     except BadEndpointError as e:
         return e, USAGE
+    except ClientError as e:  # e.g. a TLS trust-roots directory that cannot be used
+        return e, FAILED
 
     def prompt() -> None:
         terminal.stderr.write(PROMPT)

@@ -28,6 +28,7 @@ from twisted.python.failure import Failure
 
 from tsecho.client_errors import (
     CannotConnectError,
+    ClientError,
     ClosedEarlyError,
     ClosedError,
     NoReplyError,
@@ -312,8 +313,11 @@ class EchoSession:
         if connection is not self._connection:
             return
         self._connection = None
+        assert connection.lost_reason is not None
+        if connection.lost_reason.check(ClientError):
+            self._stop(connection.lost_reason)  # e.g. the TLS server could not be verified: say that
+            return
         if self._sent and not connection.answered:
-            assert connection.lost_reason is not None
             self._stop(Failure(ClosedEarlyError(self.target, connection.lost_reason)))
             return
         unanswered = list(self._sent)
