@@ -160,8 +160,7 @@ def load_trust_roots(directory: str) -> Any:
     option = f"trustRoots={directory}"
     if path.is_file():
         raise TLSSetupError(
-            f"{option} is a file; trustRoots takes a directory: put {path.name} in a directory of its own"
-            " and give that"
+            f"{option} is a file; trustRoots takes a directory: put {path.name} in a directory of its own and give that"
         )
     if not path.is_dir():
         raise TLSSetupError(f"{option}: no such directory; give a directory holding your CA's certificate (*.pem)")

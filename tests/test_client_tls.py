@@ -1,0 +1,313 @@
+"""
+Tests for L{tsecho.client_tls}: C{tsecho-client --connect tls:...} refuses
+every server it cannot verify, and says in one line why and what to do.
+
+The trust-root errors need no network (a memory reactor); the verification
+errors run the whole client over real loopback sockets against a real
+C{ssl:} listener, which shows that nothing reached the server.
+"""
+
+from __future__ import annotations
+
+import datetime
+import io
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+import trustme
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from hypothesis import given
+from hypothesis import strategies as st
+from twisted.internet.task import deferLater
+from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import LogEvent, capturedLogs
+from twisted.trial.unittest import SynchronousTestCase
+
+from realsockets import serving, tcp_port
+from tsecho.client import FAILED, OK, ClientOptions, Terminal, run
+from tsecho.client_tls import split_description
+
+TIMEOUT = 10.0
+
+
+def client(reactor: Any, *argv: str) -> tuple[Any, io.BytesIO, io.StringIO]:
+    """
+    Start C{tsecho-client ARGV} on C{reactor}; return the Deferred of its
+    exit status, and its standard output and standard error.
+    """
+    from twisted.internet import defer
+
+    options = ClientOptions()
+    options.parseOptions(list(argv))
+    stdout, stderr = io.BytesIO(), io.StringIO()
+    terminal = Terminal(stdout, stderr, False, lambda lines: None)
+    return defer.ensureDeferred(run(reactor, options, terminal)), stdout, stderr
+
+
+def escape(path: Path) -> str:
+    """
+    C{path} as a value in an endpoint description (colons escaped).
+    """
+    return str(path).replace(":", "\\:")
+
+
+def write_certificate_without_san(directory: Path, common_name: str) -> tuple[Path, Path]:
+    """
+    A self-signed certificate with only a common name, no subjectAltName
+    (what C{openssl req -x509 -subj /CN=NAME} makes), in C{directory}/trust/;
+    return its path and its key's.
+    """
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    (directory / "trust").mkdir(parents=True)
+    cert_path, key_path = directory / "trust" / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_path, key_path
+
+
+class TrustRootsTests(SynchronousTestCase):
+    """
+    A C{trustRoots=} that cannot be used: one line naming it and what to
+    do, on standard error, exit status 1, before any connection.
+    """
+
+    def setUp(self) -> None:
+        self.directory = Path(tempfile.mkdtemp(prefix="tsecho-trust-"))
+        self.addCleanup(shutil.rmtree, self.directory)
+        ca = trustme.CA()
+        self.ca_path = self.directory / "ca" / "ca.pem"
+        self.ca_path.parent.mkdir()
+        ca.cert_pem.write_to_path(str(self.ca_path))
+        self.leaf = ca.issue_cert("localhost")
+
+    def assert_refused(self, trust_roots: Path, line: str) -> None:
+        """
+        C{--connect tls:localhost:8443:trustRoots=TRUST_ROOTS hi} ends with
+        status 1 and exactly C{tsecho-client: LINE} on standard error,
+        having connected nowhere.
+        """
+        reactor = MemoryReactorClock()
+        status, stdout, stderr = client(
+            reactor, "--connect", f"tls:localhost:8443:trustRoots={escape(trust_roots)}", "hi"
+        )
+        self.assertEqual(self.successResultOf(status), FAILED)
+        self.assertEqual(stderr.getvalue(), f"tsecho-client: {line}\n")
+        self.assertEqual(stdout.getvalue(), b"")
+        self.assertEqual(reactor.tcpClients, [])
+
+    def test_file(self) -> None:
+        """
+        A file, not a directory (Twisted said C{UnlistableError}).
+        """
+        self.assert_refused(
+            self.ca_path,
+            f"trustRoots={self.ca_path} is a file; trustRoots takes a directory: "
+            "put ca.pem in a directory of its own and give that",
+        )
+
+    def test_private_key_in_directory(self) -> None:
+        """
+        A directory that also holds a private key (Twisted said C{no start line}).
+        """
+        self.leaf.private_key_pem.write_to_path(str(self.ca_path.parent / "key.pem"))
+        self.assert_refused(
+            self.ca_path.parent,
+            f"trustRoots={self.ca_path.parent}: key.pem holds a private key; "
+            "keep only CA certificates (*.pem) in that directory",
+        )
+
+    def test_not_a_certificate(self) -> None:
+        """
+        A C{*.pem} file that is no certificate.
+        """
+        (self.ca_path.parent / "notes.pem").write_text("not PEM at all\n")
+        self.assert_refused(
+            self.ca_path.parent,
+            f"trustRoots={self.ca_path.parent}: notes.pem is not a PEM certificate; "
+            "keep only CA certificates (*.pem) there",
+        )
+
+    def test_missing(self) -> None:
+        """
+        A directory that does not exist.
+        """
+        missing = self.directory / "missing"
+        self.assert_refused(
+            missing, f"trustRoots={missing}: no such directory; give a directory holding your CA's certificate (*.pem)"
+        )
+
+    def test_empty(self) -> None:
+        """
+        A directory without certificates (Twisted would trust nothing, and
+        every server would fail to verify).
+        """
+        empty = self.directory / "empty"
+        empty.mkdir()
+        self.assert_refused(empty, f"trustRoots={empty} holds no certificate (*.pem); put your CA's certificate there")
+
+
+class SplitDescriptionTests(SynchronousTestCase):
+    """
+    L{split_description} splits as Twisted's endpoint parser does.
+    """
+
+    def test_examples(self) -> None:
+        """
+        Colons separate, the first C{=} makes a keyword, a backslash escapes.
+        """
+        self.assertEqual(
+            split_description("tls:host=h:8443:trustRoots=/a\\:b:endpoint=tcp\\:127.0.0.1\\:1:x=y=z"),
+            (["tls", "8443"], {"host": "h", "trustRoots": "/a:b", "endpoint": "tcp:127.0.0.1:1", "x": "y=z"}),
+        )
+
+    @given(st.text(alphabet="ab:=\\", max_size=30).filter(lambda s: not s.endswith("\\")))
+    def test_same_as_twisted(self, description: str) -> None:
+        """
+        Any description gives what Twisted's own (private) parser gives.
+        """
+        from twisted.internet import endpoints
+
+        twisted_parse = getattr(endpoints, "_parse", None)
+        if twisted_parse is None:
+            self.skipTest("this Twisted has no _parse to compare with")
+        self.assertEqual(split_description(description), twisted_parse(description))
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """
+    A CA directory (C{trust}) and a server key and certificate for
+    C{localhost} it signed (C{key}, C{cert}); and a self-signed certificate
+    for CN=localhost without subjectAltName (C{nosan_trust}, C{nosan_key},
+    C{nosan_cert}).
+    """
+    directory = tmp_path_factory.mktemp("pki")
+    ca = trustme.CA()
+    leaf = ca.issue_cert("localhost")
+    paths = {"trust": directory / "ca", "key": directory / "key.pem", "cert": directory / "cert.pem"}
+    paths["trust"].mkdir()
+    ca.cert_pem.write_to_path(str(paths["trust"] / "ca.pem"))
+    leaf.private_key_pem.write_to_path(str(paths["key"]))
+    leaf.cert_chain_pems[0].write_to_path(str(paths["cert"]))
+    paths["nosan_cert"], paths["nosan_key"] = write_certificate_without_san(directory / "nosan", "localhost")
+    paths["nosan_trust"] = paths["nosan_cert"].parent
+    return paths
+
+
+async def refused(pki: dict[str, Path], server: str, connect: str) -> tuple[int, str, bytes, list[int], int]:
+    """
+    Serve C{ssl:} with the C{SERVER} certificate (C{""} or C{"nosan_"});
+    run C{tsecho-client --connect CONNECT hi}, C{{port}} in CONNECT being
+    the server's port.  Return the client's status, standard error and
+    standard output, how many lines each server connection answered, and
+    the port.
+    """
+    from twisted.internet import reactor
+
+    listen = (
+        f"ssl:0:interface=127.0.0.1:privateKey={escape(pki[server + 'key'])}:certKey={escape(pki[server + 'cert'])}"
+    )
+    async with serving(["--listen", listen]) as service:
+        port = tcp_port(service)
+        with capturedLogs() as events:
+            status, stdout, stderr = client(reactor, "--connect", connect.format(port=port), "hi")
+            code = await status.addTimeout(TIMEOUT, reactor)
+            deadline = reactor.seconds() + TIMEOUT
+            while not closed(events) and reactor.seconds() < deadline:
+                await deferLater(reactor, 0.01)
+    lines = [e["lines"] for e in closed(events)]
+    return code, stderr.getvalue(), stdout.getvalue(), lines, port
+
+
+def closed(events: list[LogEvent]) -> list[LogEvent]:
+    """
+    The server's "connection ... closed after N lines" events.
+    """
+    return [e for e in events if "closed after" in e.get("log_format", "")]
+
+
+@pytest_twisted.ensureDeferred
+async def test_verified(pki: dict[str, Path]) -> None:
+    """
+    The right name and the right CA: the message is answered (the control
+    case for the refusals below).
+    """
+    status, stderr, stdout, lines, _ = await refused(
+        pki, "", f"tls:localhost:{{port}}:trustRoots={escape(pki['trust'])}"
+    )
+    assert (status, stderr, lines) == (OK, "", [1])
+    assert stdout.endswith(b"] hi\n")
+
+
+@pytest.mark.parametrize(
+    ("server", "connect", "line"),
+    [
+        (
+            "nosan_",
+            "tls:127.0.0.1:{port}:trustRoots={nosan_trust}",
+            "cannot verify the TLS server 127.0.0.1:{port}: its certificate has no subjectAltName"
+            " (the common name is not checked); the server needs a certificate whose subjectAltName lists 127.0.0.1",
+        ),
+        (
+            "nosan_",
+            "tls:localhost:{port}:trustRoots={nosan_trust}",
+            "cannot verify the TLS server localhost:{port}: its certificate has no subjectAltName"
+            " (the common name is not checked); the server needs a certificate whose subjectAltName lists localhost",
+        ),
+        (
+            "",
+            "tls:wrong.example:{port}:trustRoots={trust}:endpoint=tcp\\:127.0.0.1\\:{port}",
+            "cannot verify the TLS server wrong.example:{port}: its certificate is for localhost, not wrong.example;"
+            " connect with a name it lists, or give the server a certificate whose subjectAltName lists wrong.example",
+        ),
+        (
+            "",
+            "tls:127.0.0.1:{port}:trustRoots={trust}",
+            "cannot verify the TLS server 127.0.0.1:{port}: its certificate is for localhost, not 127.0.0.1;"
+            " connect with a name it lists, or give the server a certificate whose subjectAltName lists 127.0.0.1",
+        ),
+        (
+            "",
+            "tls:localhost:{port}:endpoint=tcp\\:127.0.0.1\\:{port}",
+            "cannot verify the TLS server localhost:{port}: its certificate is not signed by a CA you trust;"
+            " add trustRoots=DIR, a directory holding your CA's certificate (*.pem)",
+        ),
+    ],
+    ids=["no-san-ip", "no-san-name", "name-mismatch", "ip-mismatch", "untrusted-ca"],
+)
+@pytest_twisted.ensureDeferred
+async def test_unverifiable_server_refused(pki: dict[str, Path], server: str, connect: str, line: str) -> None:
+    """
+    A server the client cannot verify: exit status 1, exactly one line on
+    standard error naming the server, the reason and what to do, nothing on
+    standard output -- and nothing reached the server (its connection
+    answered no line).
+    """
+    trust = {"trust": escape(pki["trust"]), "nosan_trust": escape(pki["nosan_trust"])}
+    status, stderr, stdout, lines, port = await refused(
+        pki, server, connect.replace("{port}", "{{port}}").format(**trust)
+    )
+    assert (status, stderr, stdout) == (FAILED, f"tsecho-client: {line.format(port=port)}\n", b"")
+    assert lines == [0]
