@@ -168,6 +168,16 @@ class ReplyTests(SynchronousTestCase):
             protocol.datagramReceived(b"abc", SENDER)
             self.assertEqual(transport.written, [(EXAMPLE_STAMP + b"abc", SENDER)])
 
+    def test_sender_path_logged_escaped(self) -> None:
+        """
+        A UNIX datagram sender's path (which the sender chooses) reaches the
+        log escaped: a newline and an ESC sequence never appear raw.
+        """
+        path = b"/tmp/c\nforged line\x1b[2J"
+        with capturedLogs() as events:
+            answering()[0].datagramReceived(b"abc", path)
+        self.assertEqual(messages(list(events)), ["datagram from /tmp/c\\nforged line\\x1b[2J, 3 bytes"])
+
     def test_unbound_unix_sender(self) -> None:
         """
         A datagram from an unbound UNIX socket (no address to answer) is

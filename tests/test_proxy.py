@@ -16,7 +16,7 @@ from twisted.internet import endpoints
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.testing import MemoryReactor
-from twisted.logger import LogEvent, capturedLogs
+from twisted.logger import LogEvent, capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from realsockets import raw_exchange, serving, tcp_port
@@ -211,6 +211,63 @@ class WrapperTests(SynchronousTestCase):
             wrapper.dataReceived(data)
             self.assertFalse(transport.connected, data)
             self.assertEqual(transport.value(), b"")
+
+    def test_invalid_v1_fields_refused(self) -> None:
+        """
+        A v1 header whose fields are not what the PROXY protocol allows is
+        refused as an invalid header (as a bad v2 header is): nothing is
+        answered and the load balancer's address is logged, never the claim.
+        """
+        for header in (
+            b"PROXY TCP4 999.2.3.4 192.0.2.1 40000 21567\r\n",
+            b"PROXY TCP4 192.0.2.7 192.0.2.1 99999 21567\r\n",
+            b"PROXY TCP4 192.0.2.7 192.0.2.1 -1 21567\r\n",
+            b"PROXY TCP4 192.0.2.7 192.0.2.1 40000 +80\r\n",
+            b"PROXY TCP4 192.0.2.7 192.0.2.1 4_000 21567\r\n",
+            b"PROXY TCP6 192.0.2.7 192.0.2.1 40000 21567\r\n",
+            b"PROXY TCP4 2001:db8::7 2001:db8::1 40000 21567\r\n",
+            b"PROXY TCP6 fe80::7%eth0 fe80::1 40000 21567\r\n",
+            b"PROXY TCP4 192.0.2.7 192.0.2.1 40000 21567 extra\r\n",
+            b"PROXY TCP4 192.0.2.7  192.0.2.1 40000 21567\r\n",
+            b"PROXY TCP4 192.0.2.7\x1b[2J 192.0.2.1 40000 21567\r\n",
+        ):
+            with capturedLogs() as events:
+                wrapper, transport, _ = self.connect()
+                wrapper.dataReceived(header + b"x\n")
+            self.assertFalse(transport.connected, header)
+            self.assertEqual(transport.value(), b"", header)
+            self.assertEqual([formatEvent(e) for e in events], ["closing 10.0.0.2:51000: invalid PROXY header"], header)
+
+    def test_valid_v1_fields_accepted(self) -> None:
+        """
+        The checks let through what the PROXY protocol allows: ports 0 and
+        65535, IPv6 (IPv4-mapped too).
+        """
+        for header, peer in (
+            (b"PROXY TCP4 192.0.2.7 192.0.2.1 0 65535\r\n", "192.0.2.7:0"),
+            (b"PROXY TCP6 2001:db8::7 2001:db8::1 65535 1\r\n", "[2001:db8::7]:65535"),
+            (b"PROXY TCP6 ::ffff:192.0.2.7 ::1 5 6\r\n", "[::ffff:192.0.2.7]:5"),
+        ):
+            with capturedLogs() as events:
+                wrapper, transport, _ = self.connect()
+                wrapper.dataReceived(header + b"x\n")
+            self.assertEqual(transport.value(), EXAMPLE_STAMP + b"x\n", header)
+            self.assertEqual(connected_from(list(events)), [peer])
+
+    def test_claimed_unix_path_logged_escaped(self) -> None:
+        """
+        A v2 header may claim a UNIX path as the client: a newline and an
+        ESC sequence in it reach the log escaped, on one line.
+        """
+        path = b"/tmp/x\n2026-11-29T00:00:00+0000 [tsecho.protocol#info] forged\x1b[2J"
+        addresses = path.ljust(108, b"\x00") + b"/run/tsecho.sock".ljust(108, b"\x00")
+        header = V2_SIGNATURE + b"\x21\x31" + struct.pack("!H", len(addresses)) + addresses
+        with capturedLogs() as events:
+            wrapper, transport, _ = self.connect()
+            wrapper.dataReceived(header + b"u\n")
+        self.assertEqual(transport.value(), EXAMPLE_STAMP + b"u\n")
+        [text] = [formatEvent(e) for e in events if e.get("log_format") == "connected from {peer}"]
+        self.assertEqual(text, "connected from /tmp/x\\n2026-11-29T00:00:00+0000 [tsecho.protocol#info] forged\\x1b[2J")
 
     def test_header_timeout(self) -> None:
         """

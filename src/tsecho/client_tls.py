@@ -40,6 +40,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from tsecho.client_errors import ClientError
+from tsecho.logtext import escape
 
 PREFIX = "tls"
 
@@ -305,10 +306,12 @@ class IdentityCheckingCreator:
 
 def _names(certificate: x509.Certificate) -> list[str]:
     """
-    The DNS names and IP addresses in C{certificate}'s subjectAltName.
+    The DNS names and IP addresses in C{certificate}'s subjectAltName,
+    escaped for the terminal.
     """
     try:
         names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         return []
-    return [*names.get_values_for_type(x509.DNSName), *map(str, names.get_values_for_type(x509.IPAddress))]
+    listed = [*names.get_values_for_type(x509.DNSName), *map(str, names.get_values_for_type(x509.IPAddress))]
+    return [escape(name) for name in listed]  # the server chose them

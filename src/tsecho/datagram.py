@@ -25,6 +25,7 @@ from twisted.internet.interfaces import IListeningPort, IReactorTime, IReactorUD
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
+from tsecho.logtext import escape
 from tsecho.protocol import describe_address
 from tsecho.timestamps import Timestamper
 
@@ -41,14 +42,15 @@ log = Logger()
 def describe_sender(address: object) -> str:
     """
     Name a datagram's sender for the log: C{127.0.0.1:5555}, C{[::1]:5555},
-    a UNIX socket path, or C{unbound socket} for a UNIX sender without a name.
+    a UNIX socket path (escaped: the sender chooses it), or C{unbound
+    socket} for a UNIX sender without a name.
     """
     if isinstance(address, tuple) and len(address) >= 2:
-        host, port = address[0], address[1]
-        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
-    if isinstance(address, bytes):
-        address = address.decode("utf-8", "replace")
-    return str(address) if address else "unbound socket"
+        host, port = escape(str(address[0])), address[1]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if not address:
+        return "unbound socket"
+    return escape(address if isinstance(address, (bytes, str)) else str(address))
 
 
 class TimestampDatagram(DatagramProtocol):

@@ -33,6 +33,7 @@ from zope.interface import implementer
 
 from tsecho.framing import CRLF, LineFramer
 from tsecho.idle import IdleTimeouts
+from tsecho.logtext import escape
 from tsecho.timestamps import Timestamper
 
 DEFAULT_PORT = 21567
@@ -44,16 +45,16 @@ log = Logger()
 
 def describe_address(address: IAddress) -> str:
     """
-    Name a peer for the log: C{127.0.0.1:5555}, C{[::1]:5555}, or a UNIX path.
+    Name a peer for the log: C{127.0.0.1:5555}, C{[::1]:5555}, or a UNIX path,
+    escaped (a client chooses its path, and a PROXY header its address).
     """
     host = getattr(address, "host", None)
     port = getattr(address, "port", None)
     if host is not None and port is not None:
+        host = escape(host)
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     name = getattr(address, "name", None)
-    if isinstance(name, bytes):
-        name = name.decode("utf-8", "replace")
-    return name or "unix socket"
+    return escape(name) if name else "unix socket"
 
 
 def _direct_socket(transport: object) -> socket.socket | None:

@@ -20,6 +20,7 @@ the tests in C{tests/test_proxy.py} would notice if they changed.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any, cast
 
 from twisted.internet.defer import Deferred
@@ -64,18 +65,52 @@ log = Logger()
 class _V1Parser(V1Parser):
     """
     Twisted's v1 parser, plus the bare C{PROXY UNKNOWN} header (which it
-    refuses, though the PROXY protocol allows it and HAProxy sends it), and a
-    bad port number refused as an invalid header rather than a C{ValueError}.
+    refuses, though the PROXY protocol allows it and HAProxy sends it), and
+    every field checked first (Twisted's parser takes C{999.2.3.4}, port
+    C{-1} or C{99999}, IPv4 addresses after C{TCP6}, and extra fields).
     """
 
     @classmethod
     def parse(cls, line: bytes) -> ProxyInfo:
         if line == b"PROXY UNKNOWN" or line.startswith(b"PROXY UNKNOWN "):
             return ProxyInfo(line, None, None)
+        check_v1_fields(line)
         try:
             return super().parse(line)
         except ValueError:
             raise InvalidProxyHeader() from None
+
+
+_V1_ADDRESS_TYPES: dict[bytes, type[ipaddress.IPv4Address] | type[ipaddress.IPv6Address]] = {
+    b"TCP4": ipaddress.IPv4Address,
+    b"TCP6": ipaddress.IPv6Address,
+}
+_MAX_PORT = 65535
+
+
+def check_v1_fields(line: bytes) -> None:
+    """
+    Check a PROXY v1 header line (without its CRLF) naming TCP endpoints:
+    exactly C{PROXY TCP4|TCP6 SOURCE DESTINATION SPORT DPORT}, single
+    spaces, addresses of the family named (no IPv6 zone), ports decimal
+    0-65535.
+
+    @raise InvalidProxyHeader: if it is anything else.
+    """
+    fields = line.split(b" ")
+    if len(fields) != 6 or fields[1] not in _V1_ADDRESS_TYPES:
+        raise InvalidProxyHeader()
+    address_type = _V1_ADDRESS_TYPES[fields[1]]
+    for text in fields[2:4]:
+        try:
+            address = address_type(text.decode("ascii"))
+        except (UnicodeDecodeError, ValueError):
+            raise InvalidProxyHeader() from None
+        if getattr(address, "scope_id", None) is not None:
+            raise InvalidProxyHeader()
+    for port in fields[4:6]:
+        if not (port.isdigit() and len(port) <= len(b"65535") and int(port) <= _MAX_PORT):
+            raise InvalidProxyHeader()
 
 
 @implementer(IHalfCloseableProtocol)
