@@ -454,3 +454,66 @@ async def test_datagrams_beside_streams(tmp_path: Path) -> None:
             async with serving(["--listen", "tcp:0:interface=127.0.0.1", "--unix-datagram", path]):
                 pass  # pragma: no cover
     assert not os.path.exists(path)
+
+
+def has_ipv6_loopback() -> bool:
+    """
+    Whether this machine can bind a UDP socket to C{::1}.
+    """
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(
+    ("option", "interface"),
+    [
+        ("127.0.0.1:0", "127.0.0.1"),
+        pytest.param(
+            "[::1]:0",
+            "::1",
+            marks=pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback (::1) on this machine"),
+        ),
+    ],
+    ids=["ipv4", "ipv6"],
+)
+@pytest_twisted.ensureDeferred
+async def test_udp_on_one_address(option: str, interface: str) -> None:
+    """
+    C{--udp ADDRESS:PORT} (or C{[IPV6-ADDRESS]:PORT}) binds that address
+    only -- the listening socket's own address says so -- and answers there.
+    """
+    from twisted.internet import reactor
+
+    async with serving(["--listen", "tcp:0:interface=127.0.0.1", "--udp", option]) as service:
+        [udp] = list(service)
+        bound = udp.port.getHost()  # type: ignore[attr-defined]
+        assert bound.host == interface
+        assert udp.description == f"udp:0:interface={interface}"
+        receiver = Receiver()
+        client = reactor.listenUDP(0, receiver, interface=interface)
+        try:
+            client.write(b"one address", (interface, bound.port))
+            check_reply(await receiver.reply(), b"one address")
+        finally:
+            await client.stopListening()
+
+
+def test_udp_usage_error_from_twistd() -> None:
+    """
+    A bad C{--udp} given to the real C{twistd tsecho}: exactly one line on
+    standard error, nothing on standard output, exit status 1.
+    """
+    import subprocess
+
+    from serverprocess import twistd_command
+
+    result = subprocess.run(twistd_command("--udp", "::1:21567"), capture_output=True, timeout=60, check=False)
+    assert (result.returncode, result.stdout) == (1, b"")
+    assert result.stderr.decode() == (
+        "twistd tsecho: --udp '::1:21567': put an IPv6 address in brackets: [ADDRESS]:PORT, e.g. [::1]:21567"
+        " (see twistd tsecho --help)\n"
+    )

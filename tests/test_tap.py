@@ -8,6 +8,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
+from tsecho.datagram import UDPAddress
 from tsecho.protocol import ServerConfig, TimestampEchoFactory
 from tsecho.service import TimestampEchoService
 from tsecho.tap import Options, makeService
@@ -112,7 +113,7 @@ class OptionTests(SynchronousTestCase):
             "--quiet",
         )
         self.assertEqual(options["port"], 1234)
-        self.assertEqual(options["udp"], 1235)
+        self.assertEqual(options["udp"], UDPAddress("", 1235))
         self.assertEqual(options["unix-datagram"], "/tmp/ts.dgram")
         self.assertEqual(options["time-format"], "iso")
         self.assertTrue(options["utc"])
@@ -251,6 +252,68 @@ class BadValueTests(SynchronousTestCase):
         An option that needs a value and has none is a usage error.
         """
         self.assertRaises(usage.UsageError, Options(reactor=MemoryReactorClock()).parseOptions, ["--port"])
+
+
+class UDPAddressTests(SynchronousTestCase):
+    """
+    C{--udp} takes C{PORT} (every IPv4 interface), C{ADDRESS:PORT} or
+    C{[IPV6-ADDRESS]:PORT}; anything else is a one-line usage error.
+    """
+
+    def test_forms(self) -> None:
+        """
+        Each form gives the interface and port, and L{makeService} a UDP
+        listener on that interface.
+        """
+        for value, address, description in (
+            ("21567", UDPAddress("", 21567), "udp:21567"),
+            ("0", UDPAddress("", 0), "udp:0"),
+            ("127.0.0.1:5000", UDPAddress("127.0.0.1", 5000), "udp:5000:interface=127.0.0.1"),
+            ("[::1]:65535", UDPAddress("::1", 65535), "udp:65535:interface=::1"),
+            ("[::]:53", UDPAddress("::", 53), "udp:53:interface=::"),
+            ("0.0.0.0:7", UDPAddress("0.0.0.0", 7), "udp:7:interface=0.0.0.0"),
+        ):
+            options, _ = parse("--port", "0", "--udp", value)
+            self.assertEqual(options["udp"], address)
+            [child] = list(makeService(options))  # type: ignore[call-overload]
+            self.assertEqual(child.description, description)
+
+    def test_bad_values(self) -> None:
+        """
+        A bad C{--udp} is a usage error naming the value, what is wrong and
+        the forms allowed; as a C{twistd} command, one line.
+        """
+        forms = "give PORT, ADDRESS:PORT or [IPV6-ADDRESS]:PORT"
+        for value, why in (
+            ("abc", f"'abc' is not a port number (0-65535); {forms}"),
+            ("70000", f"'70000' is not a port number (0-65535); {forms}"),
+            ("-1", f"'-1' is not a port number (0-65535); {forms}"),
+            ("127.0.0.1:", f"'' is not a port number (0-65535); {forms}"),
+            ("localhost:5", f"'localhost' is not an IP address; {forms}"),
+            ("999.1.1.1:5", f"'999.1.1.1' is not an IP address; {forms}"),
+            (":5", f"'' is not an IP address; {forms}"),
+            ("::1:5", "put an IPv6 address in brackets: [ADDRESS]:PORT, e.g. [::1]:21567"),
+            ("[::1]", "write an IPv6 address and its port as [ADDRESS]:PORT, e.g. [::1]:21567"),
+            ("[127.0.0.1]:5", "brackets are for IPv6 addresses; write an IPv4 one as ADDRESS:PORT"),
+        ):
+            options = Options(reactor=MemoryReactorClock())
+            e = self.assertRaises(usage.UsageError, options.parseOptions, ["--udp", value])
+            self.assertEqual(str(e), f"--udp {value!r}: {why}")
+            options = Options(reactor=MemoryReactorClock())
+            options.parent = usage.Options()  # as the twistd subcommand
+            exit_ = self.assertRaises(SystemExit, options.parseOptions, ["--udp", value])
+            self.assertEqual(str(exit_), f"twistd tsecho: --udp {value!r}: {why} (see twistd tsecho --help)")
+
+    def test_help(self) -> None:
+        """
+        The help shows every form, on lines without runs of spaces.
+        """
+        text = " ".join(str(Options()).split())
+        self.assertIn(
+            "--udp= Also answer UDP datagrams on PORT (every IPv4 interface), ADDRESS:PORT or [IPV6-ADDRESS]:PORT"
+            " [default: off]",
+            text,
+        )
 
 
 class HelpTests(SynchronousTestCase):

@@ -13,12 +13,14 @@ L{tsecho.service.TimestampEchoService}, beside the stream listeners.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import os
 import socket
 import stat
 from collections.abc import Callable
 from typing import Any
 
+import attrs
 from twisted.application.service import Service
 from twisted.internet import defer, error
 from twisted.internet.interfaces import IListeningPort, IReactorTime, IReactorUDP, IReactorUNIXDatagram
@@ -181,6 +183,52 @@ class DatagramListener(Service):
         return stopped
 
 
+@attrs.frozen
+class UDPAddress:
+    """
+    Where C{--udp} listens.
+
+    @ivar interface: the address to bind, or C{""} for every IPv4 interface.
+    @ivar port: the port (0 picks a free one).
+    """
+
+    interface: str
+    port: int
+
+
+_MAX_PORT = 65535
+
+
+def parse_udp_address(text: str) -> UDPAddress:
+    """
+    Read C{--udp}'s value: C{PORT} (every IPv4 interface), C{ADDRESS:PORT}
+    or C{[IPV6-ADDRESS]:PORT}.
+
+    @raise ValueError: naming what is wrong and how to write it.
+    """
+    forms = "give PORT, ADDRESS:PORT or [IPV6-ADDRESS]:PORT"
+    if text.startswith("["):
+        host, bracket_colon, port_text = text[1:].partition("]:")
+        if not bracket_colon:
+            raise ValueError("write an IPv6 address and its port as [ADDRESS]:PORT, e.g. [::1]:21567")
+        if ":" not in host:
+            raise ValueError("brackets are for IPv6 addresses; write an IPv4 one as ADDRESS:PORT")
+    elif ":" in text:
+        host, _, port_text = text.rpartition(":")
+        if ":" in host:
+            raise ValueError("put an IPv6 address in brackets: [ADDRESS]:PORT, e.g. [::1]:21567")
+    else:
+        host, port_text = "", text
+    if host or text.startswith((":", "[")):
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise ValueError(f"{host!r} is not an IP address; {forms}") from None
+    if not (port_text.isascii() and port_text.isdigit() and int(port_text) <= _MAX_PORT):
+        raise ValueError(f"{port_text!r} is not a port number (0-65535); {forms}")
+    return UDPAddress(host, int(port_text))
+
+
 def udp_listener(
     reactor: IReactorUDP,
     port: int,
@@ -189,7 +237,8 @@ def udp_listener(
 ) -> DatagramListener:
     """
     A L{DatagramListener} answering UDP on C{port} (all IPv4 interfaces by
-    default; port 0 picks a free one, named in the log).
+    default, or C{interface}, an IPv4 or IPv6 address; port 0 picks a free
+    one, named in the log).
     """
 
     def listen() -> IListeningPort:

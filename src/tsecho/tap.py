@@ -15,7 +15,7 @@ from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.python import usage
 
 from tsecho.cli import stdout_may_close
-from tsecho.datagram import TimestampDatagram, udp_listener, unix_datagram_listener
+from tsecho.datagram import TimestampDatagram, parse_udp_address, udp_listener, unix_datagram_listener
 from tsecho.protocol import DEFAULT_PORT, ServerConfig, TimestampEchoFactory
 from tsecho.proxy import server_from_string
 from tsecho.service import TimestampEchoService
@@ -65,7 +65,6 @@ class Options(usage.Options):
             f"TCP port on all interfaces; may be combined with --listen [default: {DEFAULT_PORT} when no --listen]",
             usage.portCoerce,
         ],
-        ["udp", None, None, "Also answer UDP datagrams on this port [default: off]", usage.portCoerce],
         ["unix-datagram", None, None, "Also answer datagrams on a UNIX datagram socket at this path [default: off]"],
         ["time-format", None, "ctime", "'ctime', 'iso' (RFC 3339) or a strftime pattern", validate_time_format],
         ["max-line", None, 16384, "Longest request line, in bytes", _positive_int],
@@ -80,6 +79,7 @@ class Options(usage.Options):
         """
         super().__init__()
         self["listen"] = []
+        self["udp"] = None
         self.reactor = reactor
 
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
@@ -104,6 +104,15 @@ class Options(usage.Options):
         systemd:domain=INET:index=0, haproxy:tcp:21567. Repeatable.
         """
         self["listen"].append(description)
+
+    def opt_udp(self, address: str) -> None:
+        """
+        Also answer UDP datagrams on PORT (every IPv4 interface), ADDRESS:PORT or [IPV6-ADDRESS]:PORT [default: off]
+        """
+        try:
+            self["udp"] = parse_udp_address(address)
+        except ValueError as e:
+            raise usage.UsageError(f"--udp {address!r}: {e}") from None
 
     def postOptions(self) -> None:
         descriptions = list(self["listen"])
@@ -150,7 +159,8 @@ def makeService(options: Options) -> IService:
     quiet = bool(options["quiet"])
     if options["udp"] is not None:
         answer = TimestampDatagram(timestamper, reactor, quiet=quiet)
-        udp_listener(reactor, options["udp"], answer).setServiceParent(service)
+        udp = options["udp"]
+        udp_listener(reactor, udp.port, answer, udp.interface).setServiceParent(service)
     if options["unix-datagram"] is not None:
         answer = TimestampDatagram(timestamper, reactor, quiet=quiet)
         unix_datagram_listener(reactor, options["unix-datagram"], answer).setServiceParent(service)
