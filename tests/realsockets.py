@@ -81,3 +81,17 @@ def tcp_port(service: TimestampEchoService, index: int = 0) -> int:
     """
     port: int = service.ports[index].getHost().port  # type: ignore[attr-defined]
     return port
+
+
+def has_ipv6_loopback() -> bool:
+    """
+    Whether this machine can bind a socket to C{::1}.
+    """
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True

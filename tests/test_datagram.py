@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,8 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogEvent, capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
-from realsockets import TIMEOUT, serving
+from realsockets import TIMEOUT, has_ipv6_loopback, serving
+from serverprocess import twistd_command
 from tsecho.datagram import (
     MAX_DATAGRAM,
     DatagramListener,
@@ -456,18 +458,6 @@ async def test_datagrams_beside_streams(tmp_path: Path) -> None:
     assert not os.path.exists(path)
 
 
-def has_ipv6_loopback() -> bool:
-    """
-    Whether this machine can bind a UDP socket to C{::1}.
-    """
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
-            sock.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
 @pytest.mark.parametrize(
     ("option", "interface"),
     [
@@ -507,10 +497,6 @@ def test_udp_usage_error_from_twistd() -> None:
     A bad C{--udp} given to the real C{twistd tsecho}: exactly one line on
     standard error, nothing on standard output, exit status 1.
     """
-    import subprocess
-
-    from serverprocess import twistd_command
-
     result = subprocess.run(twistd_command("--udp", "::1:21567"), capture_output=True, timeout=60, check=False)
     assert (result.returncode, result.stdout) == (1, b"")
     assert result.stderr.decode() == (

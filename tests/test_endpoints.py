@@ -30,7 +30,7 @@ from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from realsockets import TIMEOUT, raw_exchange, read_all, serving, tcp_port
+from realsockets import TIMEOUT, has_ipv6_loopback, raw_exchange, read_all, serving, tcp_port
 from serverprocess import running_server, twistd_command
 from tsecho.service import StartupError
 
@@ -45,20 +45,6 @@ def assert_replies(replies: bytes) -> None:
     last one with C{\\r\\n}.
     """
     assert re.fullmatch(STAMP + rb"one\n" + STAMP + rb"two\r\n" + STAMP + rb"\xff\x00three\r\r\n", replies), replies
-
-
-def has_ipv6_loopback() -> bool:
-    """
-    Whether this machine can bind a socket to C{::1}.
-    """
-    if not socket.has_ipv6:
-        return False
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
-            sock.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
 
 
 @pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback (::1) on this machine")

@@ -126,7 +126,7 @@ def client_from_string(reactor: Any, description: str) -> Any:
         raise ValueError(f"unknown tls: option {unknown[0]}")
     if "host" not in kwargs or "port" not in kwargs:
         raise ValueError("tls: needs a host and a port")
-    host, port = kwargs["host"], int(kwargs["port"])
+    host, port = kwargs["host"], _number(kwargs["port"], "port")
     trusted = load_trust_roots(kwargs["trustRoots"]) if "trustRoots" in kwargs else None
     identity = _load_client_certificate(kwargs.get("certificate"), kwargs.get("privateKey"))
     creator = IdentityCheckingCreator(
@@ -140,9 +140,15 @@ def client_from_string(reactor: Any, description: str) -> Any:
     else:
         bind = kwargs.get("bindAddress")
         inner = endpoints.HostnameEndpoint(
-            reactor, host, port, int(kwargs.get("timeout", "30")), None if bind is None else (bind, 0)
+            reactor, host, port, _number(kwargs.get("timeout", "30"), "timeout"), None if bind is None else (bind, 0)
         )
     return endpoints.wrapClientTLS(creator, inner)
+
+
+def _number(text: str, name: str) -> int:
+    if not (text.isascii() and text.isdigit()):
+        raise ValueError(f"tls: {name} {text!r} is not a whole number")
+    return int(text)
 
 
 def _name_server(host: str, port: int) -> str:
