@@ -379,3 +379,15 @@ class RouteTests(SynchronousTestCase):
         self.assertFalse(server.transport.disconnecting)  # TLS waits for the client's close_notify
         server.readConnectionLost()
         self.assertTrue(server.transport.disconnecting)
+
+    def test_fin_before_handshake(self) -> None:
+        """
+        A FIN before the handshake has finished closes the connection at once.
+        """
+        tls_factory = self.listen(self.description(), make_factory())
+        server = tls_factory.buildProtocol(PEER)
+        assert isinstance(server, tls.HalfCloseTLSProtocol)
+        transport = StringTransport(peerAddress=PEER)
+        server.makeConnection(transport)
+        server.readConnectionLost()
+        self.assertTrue(transport.disconnecting)
