@@ -25,14 +25,17 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from hypothesis import given
 from hypothesis import strategies as st
+from twisted.internet import endpoints
+from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogEvent, capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
 from realsockets import serving, tcp_port
-from tsecho.client import FAILED, OK, ClientOptions, Terminal, run
-from tsecho.client_tls import split_description
+from tsecho.client import FAILED, OK, USAGE, ClientOptions, Terminal, run
+from tsecho.client_tls import client_from_string, split_description
 
 TIMEOUT = 10.0
 
@@ -166,6 +169,66 @@ class TrustRootsTests(SynchronousTestCase):
         empty = self.directory / "empty"
         empty.mkdir()
         self.assert_refused(empty, f"trustRoots={empty} holds no certificate (*.pem); put your CA's certificate there")
+
+
+class DescriptionTests(SynchronousTestCase):
+    """
+    L{client_from_string} reads C{tls:} descriptions as Twisted does and
+    passes every other one to Twisted.
+    """
+
+    def test_bad_descriptions(self) -> None:
+        """
+        A C{tls:} description that cannot work is a usage error (status 2),
+        one line naming it.
+        """
+        for description, why in (
+            ("tls:localhost", "tls: needs a host and a port"),
+            ("tls:localhost:https", "tls: port 'https' is not a whole number"),
+            ("tls:localhost:1:timeout=soon", "tls: timeout 'soon' is not a whole number"),
+            ("tls:localhost:1:bogus=1", "unknown tls: option bogus"),
+            ("tls:localhost:1:2", "tls: takes HOST and PORT once each"),
+            ("tls:localhost:1:port=2", "tls: takes HOST and PORT once each"),
+        ):
+            status, stdout, stderr = client(MemoryReactorClock(), "--connect", description, "hi")
+            self.assertEqual(self.successResultOf(status), USAGE)
+            self.assertEqual(stderr.getvalue(), f"tsecho-client: bad --connect description {description!r}: {why}\n")
+            self.assertEqual(stdout.getvalue(), b"")
+
+    def test_wrapped_endpoint(self) -> None:
+        """
+        C{endpoint=} is the connection TLS runs over (the host is only
+        checked against the certificate); the prefix may be in capitals, and
+        host and port may be keywords.
+        """
+        for description in (
+            "TLS:example.test:8443:endpoint=tcp\\:127.0.0.1\\:9",
+            "tls:host=example.test:port=8443:endpoint=tcp\\:127.0.0.1\\:9",
+        ):
+            reactor = MemoryReactorClock()
+            endpoint = client_from_string(reactor, description)
+            self.assertTrue(IStreamClientEndpoint.providedBy(endpoint))
+            endpoint.connect(Factory.forProtocol(Protocol))
+            [(host, port, _factory, _timeout, _bind)] = reactor.tcpClients
+            self.assertEqual((host, port), ("127.0.0.1", 9))
+
+    def test_other_prefixes(self) -> None:
+        """
+        Every other description is Twisted's own endpoint.
+        """
+        endpoint = client_from_string(MemoryReactorClock(), "tcp:127.0.0.1:21567")
+        self.assertIsInstance(endpoint, endpoints.TCP4ClientEndpoint)
+
+    def test_client_certificate_unreadable(self) -> None:
+        """
+        A C{certificate=} that cannot be read: one line naming it, status 1.
+        """
+        missing = Path(tempfile.gettempdir()) / "tsecho-no-such-dir" / "client.pem"
+        status, _stdout, stderr = client(
+            MemoryReactorClock(), "--connect", f"tls:localhost:1:certificate={escape(missing)}", "hi"
+        )
+        self.assertEqual(self.successResultOf(status), FAILED)
+        self.assertEqual(stderr.getvalue(), f"tsecho-client: cannot read {missing}: No such file or directory\n")
 
 
 class SplitDescriptionTests(SynchronousTestCase):
