@@ -5,9 +5,10 @@ person can act on.
 Twisted's C{tls:} client checks the server's identity with
 C{service_identity}, but handles only its C{VerificationError}: a server
 certificate without any subjectAltName (what C{openssl req -x509 -subj
-/CN=host} makes) raises C{CertificateError}, which Twisted logs as a
-traceback -- and, from Twisted 24 on, then lets the handshake go on, so the
-client talks to a server it never verified.  Its trust-root loader also
+/CN=host} makes) raises C{CertificateError} (service_identity 24.1 on),
+which Twisted logs as a traceback -- and Twisted 26.10, whose check runs in
+a verify callback, then lets the handshake go on, so the client talks to a
+server it never verified (23.10, checking in an info callback, aborted).  Its trust-root loader also
 fails with bare OpenSSL messages (C{UnlistableError} for a file,
 C{no start line} for a private key in the directory).
 
