@@ -690,6 +690,23 @@ class DatagramClientTests(SynchronousTestCase):
         self.client.datagramReceived(EPOCH + b"two", ("127.0.0.1", 21567))
         self.assertEqual((self.successResultOf(first), self.successResultOf(second)), (EPOCH + b"one", EPOCH + b"two"))
 
+    def test_late_reply_ending_like_the_message_ignored(self) -> None:
+        """
+        A late reply to C{hello}, retried, does not answer a later C{lo}
+        (nor C{x] lo} answer C{lo}): a reply is the timestamp and then the
+        message exactly, not any datagram that ends with the message.
+        """
+        first = self.client.ask(b"hello")
+        self.clock.advance(2)  # no answer in time: sent again
+        self.client.datagramReceived(EPOCH + b"hello", ("127.0.0.1", 21567))
+        second = self.client.ask(b"lo")
+        self.client.datagramReceived(EPOCH + b"hello", ("127.0.0.1", 21567))  # the answer to the retry
+        self.client.datagramReceived(EPOCH + b"x] lo", ("127.0.0.1", 21567))
+        self.client.datagramReceived(b"lo", ("127.0.0.1", 21567))
+        self.assertNoResult(second)
+        self.client.datagramReceived(EPOCH + b"lo", ("127.0.0.1", 21567))
+        self.assertEqual((self.successResultOf(first), self.successResultOf(second)), (EPOCH + b"hello", EPOCH + b"lo"))
+
     def test_error_datagram_is_a_reply(self) -> None:
         """
         An C{ERROR} datagram answers the message in flight.
