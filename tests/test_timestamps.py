@@ -69,6 +69,16 @@ class FormatTests(SynchronousTestCase):
         use_time_zone(self, "EST5")
         self.assertEqual(format_timestamp(EXAMPLE_TIME, "%H:%M %Z"), "09:09 EST")
 
+    def test_utc_outside_utc(self) -> None:
+        """
+        C{utc} gives UTC in every format even where local time is not UTC
+        (the tests would pass unchanged on a UTC machine otherwise).
+        """
+        use_time_zone(self, "EST5")
+        self.assertEqual(format_timestamp(EXAMPLE_TIME, utc=True), "Thu Nov 26 14:09:48 2026")
+        self.assertEqual(format_timestamp(EXAMPLE_TIME, "iso", True), "2026-11-26T14:09:48+00:00")
+        self.assertEqual(format_timestamp(EXAMPLE_TIME, "%H:%M %z", True), "14:09 +0000")
+
     def test_fraction_dropped(self) -> None:
         """
         Fractions of a second are dropped, not rounded.
@@ -101,6 +111,24 @@ class TimestamperTests(SynchronousTestCase):
         A pattern with non-ASCII text gives a UTF-8 prefix.
         """
         self.assertEqual(Timestamper("%Y \N{EURO SIGN}", utc=True).prefix(EXAMPLE_TIME), b"[2026 \xe2\x82\xac] ")
+
+    def test_utc_prefix_outside_utc(self) -> None:
+        """
+        A L{Timestamper} with C{utc} formats in UTC, and one without in local
+        time, whatever the machine's zone.
+        """
+        use_time_zone(self, "EST5")
+        self.assertEqual(Timestamper(utc=True).prefix(EXAMPLE_TIME), EXAMPLE_STAMP)
+        self.assertEqual(Timestamper().prefix(EXAMPLE_TIME), b"[Thu Nov 26 09:09:48 2026] ")
+
+    def test_undecodable_byte_in_pattern(self) -> None:
+        """
+        A byte that is not UTF-8 in a pattern given on the command line
+        (which Python decodes to a lone surrogate) becomes C{?} in the
+        prefix instead of failing every reply.
+        """
+        pattern = b"%Y \xff".decode("utf-8", "surrogateescape")
+        self.assertEqual(Timestamper(pattern, utc=True).prefix(EXAMPLE_TIME), b"[2026 ?] ")
 
     def test_cached_per_second(self) -> None:
         """
