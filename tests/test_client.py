@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import defer, error, task
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import StringTransport, StringTransportWithDisconnection
 from twisted.logger import LogEvent, LogLevel, capturedLogs, formatEvent
 from twisted.protocols.basic import LineReceiver
@@ -37,6 +37,7 @@ from tsecho.client_errors import (
 from tsecho.client_input import InputLines, InputTooLongError, InputUnreadableError, StdinReader
 from tsecho.client_protocol import ConnectionEndedError, EchoClient, EchoSession
 from tsecho.protocol import ServerConfig, TimestampEchoFactory
+from tsecho.testing import MemoryNetwork
 from tsecho.timestamps import Timestamper
 
 TARGET = "localhost:21567"
@@ -87,40 +88,20 @@ class AbortableTransport(StringTransport):
         self.aborted = True
 
 
-class Network:
+class Servers(Factory):
     """
-    A C{connect} function for L{EchoSession} that joins each new
-    L{EchoClient} to a fresh server protocol in memory.
-
-    @ivar pumps: one per connection made.
+    Hands out the given server protocols, one per connection, in order.
     """
 
-    def __init__(self, clock: task.Clock, make_server: Callable[[], Protocol | None]) -> None:
-        self.clock = clock
-        self.make_server = make_server
-        self.pumps: list[iosim.IOPump] = []
-        self.servers: list[Protocol | None] = []
+    def __init__(self, *servers: Protocol) -> None:
+        self.servers = list(servers)
 
-    def connect(self) -> defer.Deferred[EchoClient]:
-        client, server, pump = iosim.connectedServerAndClient(self.make_server, EchoClient, clock=self.clock)
-        self.pumps.append(pump)
-        self.servers.append(server)
-        return defer.succeed(client)
-
-    def flush(self) -> None:
-        """
-        Move bytes (and disconnections) until nothing moves, over every
-        connection, including those opened while flushing.
-        """
-        moved = True
-        while moved:
-            moved = False
-            for pump in list(self.pumps):
-                moved = pump.flush(advanceClock=False) or moved
+    def buildProtocol(self, addr: object) -> Protocol:
+        return self.servers.pop(0)
 
 
-def session_with(network: Network, timeout: float | None = 5.0) -> EchoSession:
-    return EchoSession(network.connect, network.clock, TARGET, timeout)
+def session_with(network: MemoryNetwork, timeout: float | None = 5.0) -> EchoSession:
+    return network.session(timeout, TARGET)
 
 
 def error_line(test: SynchronousTestCase, d: defer.Deferred[Any]) -> str:
@@ -287,9 +268,8 @@ class EchoSessionTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = task.Clock()
 
-    def real_server(self, **config: Any) -> Network:
-        factory = server_factory(self.clock, **config)
-        return Network(self.clock, lambda: factory.buildProtocol(None))
+    def real_server(self, **config: Any) -> MemoryNetwork:
+        return MemoryNetwork(server_factory(self.clock, **config))
 
     def on_string_transports(self) -> tuple[EchoSession, list[EchoClient]]:
         """
@@ -345,7 +325,7 @@ class EchoSessionTests(SynchronousTestCase):
         Against the original server (a repr reply without line ending, then
         close) every message is answered on a connection of its own.
         """
-        network = Network(self.clock, OriginalServer)
+        network = MemoryNetwork(Factory.forProtocol(OriginalServer), self.clock)
         session = session_with(network)
         replies = [session.ask(m) for m in (b"hello", b"world")]
         network.flush()
@@ -384,7 +364,7 @@ class EchoSessionTests(SynchronousTestCase):
         )
         self.assertEqual(len(network.pumps), 2)
 
-    def flushed(self, network: Network, d: defer.Deferred[bytes]) -> defer.Deferred[bytes]:
+    def flushed(self, network: MemoryNetwork, d: defer.Deferred[bytes]) -> defer.Deferred[bytes]:
         network.flush()
         return d
 
@@ -393,7 +373,7 @@ class EchoSessionTests(SynchronousTestCase):
         A connection that closes without answering anything fails every
         message with one line: the server closed before answering.
         """
-        network = Network(self.clock, ClosingServer)
+        network = MemoryNetwork(Factory.forProtocol(ClosingServer), self.clock)
         session = session_with(network)
         replies = [session.ask(m) for m in (b"a", b"b")]
         network.flush()
@@ -434,7 +414,7 @@ class EchoSessionTests(SynchronousTestCase):
         No reply within the timeout fails the message with one line, and the
         connection is dropped; just before the timeout nothing has happened.
         """
-        network = Network(self.clock, SilentServer)
+        network = MemoryNetwork(Factory.forProtocol(SilentServer), self.clock)
         session = session_with(network, timeout=5)
         reply = session.ask(b"a")
         network.flush()
@@ -449,7 +429,7 @@ class EchoSessionTests(SynchronousTestCase):
         The timeout runs from the previous reply: replies 4 seconds apart
         each arrive within a 5 second timeout.
         """
-        network = Network(self.clock, ManualServer)
+        network = MemoryNetwork(Factory.forProtocol(ManualServer), self.clock)
         session = session_with(network, timeout=5)
         first, second = session.ask(b"a"), session.ask(b"b")
         network.flush()
@@ -484,7 +464,7 @@ class EchoSessionTests(SynchronousTestCase):
         C{close} fails what is unanswered with L{ClosedError}, closes the
         connection, and fires once it has closed.
         """
-        network = Network(self.clock, SilentServer)
+        network = MemoryNetwork(Factory.forProtocol(SilentServer), self.clock)
         session = session_with(network)
         reply = session.ask(b"a")
         network.flush()
@@ -498,7 +478,7 @@ class EchoSessionTests(SynchronousTestCase):
         """
         Closing a session that never connected is immediate.
         """
-        session = session_with(Network(self.clock, SilentServer))
+        session = session_with(MemoryNetwork(Factory.forProtocol(SilentServer), self.clock))
         self.successResultOf(session.close())
 
     def test_reply_too_long_stops(self) -> None:
@@ -1133,7 +1113,7 @@ class EchoSessionEdgeTests(SynchronousTestCase):
         A message holding a line break is refused at once, before anything
         is sent or any connection is opened.
         """
-        network = Network(task.Clock(), AnswerAll)
+        network = MemoryNetwork(Factory.forProtocol(AnswerAll), task.Clock())
         session = session_with(network)
         self.assertRaises(ValueError, session.ask, b"a\nb")
         self.assertEqual(network.pumps, [])
@@ -1147,8 +1127,7 @@ class EchoSessionEdgeTests(SynchronousTestCase):
         close could get them reset away unread).
         """
         clock = task.Clock()
-        servers: list[Protocol] = [AnswerOnceThenClose(), AnswerAll(), AnswerAll(), AnswerAll()]
-        network = Network(clock, lambda: servers.pop(0))
+        network = MemoryNetwork(Servers(AnswerOnceThenClose(), AnswerAll(), AnswerAll(), AnswerAll()), clock)
         session = session_with(network)
         replies = [session.ask(m) for m in (b"a", b"b", b"c")]
         network.flush()
@@ -1176,7 +1155,7 @@ class EchoSessionEdgeTests(SynchronousTestCase):
         with nothing sent on it; C{close} fires once it has gone.
         """
         clock = task.Clock()
-        network = Network(clock, ManualServer)
+        network = MemoryNetwork(Factory.forProtocol(ManualServer), clock)
         connections: list[EchoClient] = []
 
         def deliver_anyway(d: defer.Deferred[EchoClient]) -> None:

@@ -9,8 +9,9 @@ import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from timezones import use_time_zone
 from tsecho import timestamps
-from tsecho.testing import EXAMPLE_STAMP, EXAMPLE_TIME, use_time_zone
+from tsecho.testing import EXAMPLE_STAMP, EXAMPLE_TIME
 from tsecho.timestamps import Timestamper, format_timestamp, validate_time_format
 
 
