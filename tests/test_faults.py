@@ -201,7 +201,7 @@ async def test_resets_mid_line_and_mid_reply() -> None:
             mid_line.reset()
             mid_reply.reset()
             await server.settled()
-            assert await server.round_trip() < 2.0
+            assert await server.round_trip() < 10.0  # seconds: answered, however loaded the machine
         logged = [formatEvent(e) for e in events]
         for port in ports:
             assert any(f"127.0.0.1:{port}" in text and "closed" in text for text in logged), (port, logged)
@@ -276,7 +276,7 @@ async def test_no_descriptor_or_connection_leak() -> None:
         assert sorted(connected) == list(range(4000))
         assert server.factory.connections == set()
         assert fd_count() == before
-        assert await server.round_trip() < 2.0
+        assert await server.round_trip() < 10.0  # seconds: answered, however loaded the machine
     finally:
         await server.stop()
 
