@@ -87,8 +87,8 @@ class TestingHelperTests(SynchronousTestCase):
     def test_tcp_transport(self) -> None:
         """
         A L{TCPStringTransport} provides all of L{ITCPTransport} (socket
-        options included), and tells the protocol when its sending side is
-        shut down.
+        options included), and records the server shutting down its sending
+        side.
         """
         echo = connected_echo(one_shot=True, transport_type=TCPStringTransport)
         transport = echo.transport
