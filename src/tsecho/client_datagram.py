@@ -159,9 +159,7 @@ class DatagramClient(DatagramProtocol):
             self._stop(Failure(CannotSendError(self.target, e.strerror or str(e))))
 
     def _timed_out(self) -> None:
-        self._timer = None
-        if self._failure is not None:
-            return
+        self._timer = None  # _stop cancels it: no failure yet
         if self._tried < self._tries:
             log.debug("no reply from {target} yet; sending again", target=self.target)
             self._send()
