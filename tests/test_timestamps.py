@@ -125,11 +125,12 @@ class TimestamperTests(SynchronousTestCase):
     def test_undecodable_byte_in_pattern(self) -> None:
         """
         A byte that is not UTF-8 in a pattern given on the command line
-        (which Python decodes to a lone surrogate) becomes C{?} in the
-        prefix instead of failing every reply.
+        (which Python decodes to a lone surrogate, and CPython's strftime
+        passes through) becomes C{?} in the prefix instead of failing every
+        reply.
         """
-        pattern = b"%Y \xff".decode("utf-8", "surrogateescape")
-        self.assertEqual(Timestamper(pattern, utc=True).prefix(EXAMPLE_TIME), b"[2026 ?] ")
+        self.patch(timestamps, "format_timestamp", lambda *_: b"2026 \xff".decode("utf-8", "surrogateescape"))
+        self.assertEqual(Timestamper("%Y", utc=True).prefix(EXAMPLE_TIME), b"[2026 ?] ")
 
     def test_cached_per_second(self) -> None:
         """
