@@ -78,7 +78,7 @@ class FormatTests(SynchronousTestCase):
         use_time_zone(self, "EST5")
         self.assertEqual(format_timestamp(EXAMPLE_TIME, utc=True), "Thu Nov 26 14:09:48 2026")
         self.assertEqual(format_timestamp(EXAMPLE_TIME, "iso", True), "2026-11-26T14:09:48+00:00")
-        self.assertEqual(format_timestamp(EXAMPLE_TIME, "%H:%M %z", True), "14:09 +0000")
+        self.assertEqual(format_timestamp(EXAMPLE_TIME, "%H:%M", True), "14:09")
 
     def test_fraction_dropped(self) -> None:
         """
