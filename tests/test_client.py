@@ -19,9 +19,9 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import defer, error, task
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import StringTransport, StringTransportWithDisconnection
-from twisted.logger import LogLevel, capturedLogs
+from twisted.logger import LogEvent, LogLevel, capturedLogs, formatEvent
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 from twisted.test import iosim
@@ -37,6 +37,7 @@ from tsecho.client_errors import (
 from tsecho.client_input import InputLines, InputTooLongError, InputUnreadableError, StdinReader
 from tsecho.client_protocol import ConnectionEndedError, EchoClient, EchoSession
 from tsecho.protocol import ServerConfig, TimestampEchoFactory
+from tsecho.testing import MemoryNetwork
 from tsecho.timestamps import Timestamper
 
 TARGET = "localhost:21567"
@@ -87,40 +88,20 @@ class AbortableTransport(StringTransport):
         self.aborted = True
 
 
-class Network:
+class Servers(Factory):
     """
-    A C{connect} function for L{EchoSession} that joins each new
-    L{EchoClient} to a fresh server protocol in memory.
-
-    @ivar pumps: one per connection made.
+    Hands out the given server protocols, one per connection, in order.
     """
 
-    def __init__(self, clock: task.Clock, make_server: Callable[[], Protocol | None]) -> None:
-        self.clock = clock
-        self.make_server = make_server
-        self.pumps: list[iosim.IOPump] = []
-        self.servers: list[Protocol | None] = []
+    def __init__(self, *servers: Protocol) -> None:
+        self.servers = list(servers)
 
-    def connect(self) -> defer.Deferred[EchoClient]:
-        client, server, pump = iosim.connectedServerAndClient(self.make_server, EchoClient, clock=self.clock)
-        self.pumps.append(pump)
-        self.servers.append(server)
-        return defer.succeed(client)
-
-    def flush(self) -> None:
-        """
-        Move bytes (and disconnections) until nothing moves, over every
-        connection, including those opened while flushing.
-        """
-        moved = True
-        while moved:
-            moved = False
-            for pump in list(self.pumps):
-                moved = pump.flush(advanceClock=False) or moved
+    def buildProtocol(self, addr: object) -> Protocol:
+        return self.servers.pop(0)
 
 
-def session_with(network: Network, timeout: float | None = 5.0) -> EchoSession:
-    return EchoSession(network.connect, network.clock, TARGET, timeout)
+def session_with(network: MemoryNetwork, timeout: float | None = 5.0) -> EchoSession:
+    return network.session(timeout, TARGET)
 
 
 def error_line(test: SynchronousTestCase, d: defer.Deferred[Any]) -> str:
@@ -287,9 +268,8 @@ class EchoSessionTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = task.Clock()
 
-    def real_server(self, **config: Any) -> Network:
-        factory = server_factory(self.clock, **config)
-        return Network(self.clock, lambda: factory.buildProtocol(None))
+    def real_server(self, **config: Any) -> MemoryNetwork:
+        return MemoryNetwork(server_factory(self.clock, **config))
 
     def on_string_transports(self) -> tuple[EchoSession, list[EchoClient]]:
         """
@@ -345,7 +325,7 @@ class EchoSessionTests(SynchronousTestCase):
         Against the original server (a repr reply without line ending, then
         close) every message is answered on a connection of its own.
         """
-        network = Network(self.clock, OriginalServer)
+        network = MemoryNetwork(Factory.forProtocol(OriginalServer), self.clock)
         session = session_with(network)
         replies = [session.ask(m) for m in (b"hello", b"world")]
         network.flush()
@@ -373,18 +353,18 @@ class EchoSessionTests(SynchronousTestCase):
         """
         If the server closed an idle connection, the next message opens a new one.
         """
-        network = self.real_server(timeout=30, close_timeout=1)
+        network = self.real_server(timeout=30)
         session = session_with(network, timeout=None)
         self.successResultOf(self.flushed(network, session.ask(b"a")))
-        self.clock.advance(30)  # the server closes the idle connection...
-        self.clock.advance(1)  # ...lingering for a second, as iosim has no half-close
+        self.clock.advance(30)  # the server closes the idle connection
         network.flush()
+        self.assertFalse(network.clients[0].open)
         self.assertEqual(
-            self.successResultOf(self.flushed(network, session.ask(b"b"))), b"[Thu Jan  1 00:00:31 1970] b"
+            self.successResultOf(self.flushed(network, session.ask(b"b"))), b"[Thu Jan  1 00:00:30 1970] b"
         )
         self.assertEqual(len(network.pumps), 2)
 
-    def flushed(self, network: Network, d: defer.Deferred[bytes]) -> defer.Deferred[bytes]:
+    def flushed(self, network: MemoryNetwork, d: defer.Deferred[bytes]) -> defer.Deferred[bytes]:
         network.flush()
         return d
 
@@ -393,7 +373,7 @@ class EchoSessionTests(SynchronousTestCase):
         A connection that closes without answering anything fails every
         message with one line: the server closed before answering.
         """
-        network = Network(self.clock, ClosingServer)
+        network = MemoryNetwork(Factory.forProtocol(ClosingServer), self.clock)
         session = session_with(network)
         replies = [session.ask(m) for m in (b"a", b"b")]
         network.flush()
@@ -434,7 +414,7 @@ class EchoSessionTests(SynchronousTestCase):
         No reply within the timeout fails the message with one line, and the
         connection is dropped; just before the timeout nothing has happened.
         """
-        network = Network(self.clock, SilentServer)
+        network = MemoryNetwork(Factory.forProtocol(SilentServer), self.clock)
         session = session_with(network, timeout=5)
         reply = session.ask(b"a")
         network.flush()
@@ -449,7 +429,7 @@ class EchoSessionTests(SynchronousTestCase):
         The timeout runs from the previous reply: replies 4 seconds apart
         each arrive within a 5 second timeout.
         """
-        network = Network(self.clock, ManualServer)
+        network = MemoryNetwork(Factory.forProtocol(ManualServer), self.clock)
         session = session_with(network, timeout=5)
         first, second = session.ask(b"a"), session.ask(b"b")
         network.flush()
@@ -484,7 +464,7 @@ class EchoSessionTests(SynchronousTestCase):
         C{close} fails what is unanswered with L{ClosedError}, closes the
         connection, and fires once it has closed.
         """
-        network = Network(self.clock, SilentServer)
+        network = MemoryNetwork(Factory.forProtocol(SilentServer), self.clock)
         session = session_with(network)
         reply = session.ask(b"a")
         network.flush()
@@ -498,7 +478,7 @@ class EchoSessionTests(SynchronousTestCase):
         """
         Closing a session that never connected is immediate.
         """
-        session = session_with(Network(self.clock, SilentServer))
+        session = session_with(MemoryNetwork(Factory.forProtocol(SilentServer), self.clock))
         self.successResultOf(session.close())
 
     def test_reply_too_long_stops(self) -> None:
@@ -579,6 +559,236 @@ class EchoSessionTests(SynchronousTestCase):
         session.close()
         self.failureResultOf(second, ClosedError)
         self.assertTrue(clients[0].transport.aborted)  # type: ignore[union-attr]
+
+
+def logged(events: list[LogEvent]) -> list[tuple[LogLevel, str]]:
+    """
+    Each captured event's level and text, as an operator would read it.
+    """
+    return [(e["log_level"], formatEvent(e)) for e in events]
+
+
+class PendingConnections:
+    """
+    A C{connect} function for L{EchoSession} whose connections open only
+    when the test says so, each an L{EchoClient} on an L{AbortableTransport}.
+
+    @ivar pending: the attempts not opened yet, oldest first.
+    @ivar clients: the connections opened so far, in order.
+    """
+
+    def __init__(self) -> None:
+        self.pending: list[defer.Deferred[EchoClient]] = []
+        self.clients: list[EchoClient] = []
+        self.attempts = 0
+
+    def connect(self) -> defer.Deferred[EchoClient]:
+        self.attempts += 1
+        attempt: defer.Deferred[EchoClient] = defer.Deferred()
+        self.pending.append(attempt)
+        return attempt
+
+    def open_next(self) -> EchoClient:
+        """
+        Complete the oldest attempt; return its connection.
+        """
+        client = EchoClient()
+        client.makeConnection(AbortableTransport())
+        self.clients.append(client)
+        self.pending.pop(0).callback(client)
+        return client
+
+
+def written(client: EchoClient) -> bytes:
+    """
+    What C{client} has sent so far.
+    """
+    assert isinstance(client.transport, AbortableTransport)
+    return client.transport.value()
+
+
+class EchoSessionRulesTests(SynchronousTestCase):
+    """
+    The rules of L{EchoSession} that the outcome of a whole exchange does not
+    show: how a fresh connection starts, how a connection is replaced, how
+    closing and timing out end connections, and the texts users and
+    operators read.
+    """
+
+    def setUp(self) -> None:
+        self.clock = task.Clock()
+        self.connections = PendingConnections()
+        self.session = EchoSession(self.connections.connect, self.clock, TARGET, 5)
+
+    def test_fresh_connection_sends_one_until_answered(self) -> None:
+        """
+        A new connection carries one message until it has answered once (the
+        server may close after each reply); then the rest go out pipelined.
+        """
+        replies = [self.session.ask(m) for m in (b"a", b"b", b"c")]
+        client = self.connections.open_next()
+        self.assertEqual(written(client), b"a\r\n")
+        client.dataReceived(b"[x] a\r\n")
+        self.assertEqual(written(client), b"a\r\nb\r\nc\r\n")
+        client.dataReceived(b"[x] b\r\n[x] c\r\n")
+        self.assertEqual([self.successResultOf(r) for r in replies], [b"[x] a", b"[x] b", b"[x] c"])
+
+    def one_per_connection(self) -> tuple[defer.Deferred[bytes], ...]:
+        """
+        Get the session into one-message-per-connection mode: the first
+        connection answers C{a} and closes with C{b} unanswered, the second
+        connection answers C{b}, and C{c} is asked.  The second connection is
+        then being replaced: it is closing, and a third attempt is pending.
+        """
+        a, b = self.session.ask(b"a"), self.session.ask(b"b")
+        first = self.connections.open_next()
+        first.dataReceived(b"[x] a\r\n")
+        first.connectionLost(Failure(error.ConnectionDone()))
+        second = self.connections.open_next()
+        self.assertEqual(written(second), b"b\r\n")
+        second.dataReceived(b"[x] b\r\n")
+        self.assertEqual(self.connections.attempts, 2)
+        return a, b, self.session.ask(b"c")
+
+    def test_retired_connection_closed_politely(self) -> None:
+        """
+        A connection that answered its one message is closed politely (its
+        reply is in, so there is nothing to cut short), not aborted.
+        """
+        self.one_per_connection()
+        transport = self.connections.clients[1].transport
+        assert isinstance(transport, AbortableTransport)
+        self.assertTrue(transport.disconnecting)
+        self.assertFalse(transport.aborted)
+
+    def test_ask_while_replacing_a_connection(self) -> None:
+        """
+        Messages asked while a connection is being replaced wait for the new
+        one: no second attempt is made, and each is answered in turn on a
+        connection of its own.
+        """
+        a, b, c = self.one_per_connection()
+        self.assertEqual(self.connections.attempts, 3)
+        d = self.session.ask(b"d")
+        self.assertEqual(self.connections.attempts, 3)
+        third = self.connections.open_next()
+        self.assertEqual(written(third), b"c\r\n")
+        third.dataReceived(b"[x] c\r\n")
+        fourth = self.connections.open_next()
+        self.assertEqual(written(fourth), b"d\r\n")
+        fourth.dataReceived(b"[x] d\r\n")
+        self.assertEqual([self.successResultOf(r) for r in (a, b, c, d)], [b"[x] a", b"[x] b", b"[x] c", b"[x] d"])
+
+    def test_close_waits_for_every_connection(self) -> None:
+        """
+        C{close} fires only once every connection has ended, the one being
+        replaced included, not when the current one has.
+        """
+        c = self.one_per_connection()[-1]
+        c.addErrback(lambda f: f.trap(ClosedError))
+        second, third = self.connections.clients[1], self.connections.open_next()
+        closed = self.session.close()
+        third.connectionLost(Failure(error.ConnectionDone()))
+        self.assertNoResult(closed)
+        second.connectionLost(Failure(error.ConnectionDone()))
+        self.assertIsNone(self.successResultOf(closed))
+
+    def test_timed_out_connection_aborted(self) -> None:
+        """
+        A connection whose reply did not come in time is aborted: a server
+        that does not answer may not read either, and a polite close would
+        wait for it.
+        """
+        reply = self.session.ask(b"a")
+        client = self.connections.open_next()
+        self.clock.advance(5)
+        self.assertEqual(error_line(self, reply), f"no reply from {TARGET} within 5 seconds")
+        assert isinstance(client.transport, AbortableTransport)
+        self.assertTrue(client.transport.aborted)
+
+    def test_line_break_text(self) -> None:
+        """
+        A message with a line break is refused with a sentence saying why.
+        """
+        e = self.assertRaises(ValueError, self.session.ask, b"a\nb")
+        self.assertEqual(str(e), "a message cannot contain a line break")
+        e = self.assertRaises(ValueError, EchoClient().send, b"a\nb")
+        self.assertEqual(str(e), "a message cannot contain a line break")
+
+    def test_logged_texts(self) -> None:
+        """
+        Connecting, and a server that closes after each reply, are logged
+        (at debug level) in words naming the target and the counts.
+        """
+        with capturedLogs() as events:
+            self.session.ask(b"a")
+            self.session.ask(b"b")
+            first = self.connections.open_next()
+            first.dataReceived(b"[x] a\r\n")
+            first.connectionLost(Failure(error.ConnectionDone()))
+        self.assertEqual(
+            logged(events),
+            [
+                (LogLevel.debug, f"connecting to {TARGET}"),
+                (LogLevel.debug, f"{TARGET} closed after 1 replies; resending 1 messages one per connection"),
+                (LogLevel.debug, f"connecting to {TARGET}"),
+            ],
+        )
+
+
+class EchoClientTextTests(SynchronousTestCase):
+    """
+    What L{EchoClient} says when a message cannot be answered, and what it
+    logs about lines it does not use.
+    """
+
+    def test_send_before_connected(self) -> None:
+        """
+        Sending before the connection is made fails the message cleanly
+        (no assertion, no exception), saying it is not connected.
+        """
+        failure = self.failureResultOf(EchoClient().send(b"m"), ConnectionEndedError)
+        self.assertEqual(str(failure.value), "Connection was closed cleanly: not connected.")
+
+    def test_connection_ended_text(self) -> None:
+        """
+        L{ConnectionEndedError} reads as the reason the connection ended.
+        """
+        client = EchoClient()
+        client.makeConnection(StringTransport())
+        reply = client.send(b"m")
+        client.connectionLost(Failure(error.ConnectionLost("reset by peer")))
+        failure = self.failureResultOf(reply, ConnectionEndedError)
+        self.assertEqual(
+            str(failure.value), "Connection to the other side was lost in a non-clean fashion: reset by peer."
+        )
+
+    def test_logged_texts(self) -> None:
+        """
+        A line nobody asked for and a reply over the limit are logged as
+        warnings, and the bytes of an unfinished line dropped at a broken
+        connection at debug level, each in words.
+        """
+        client = EchoClient()
+        client.MAX_LENGTH = 8
+        client.makeConnection(StringTransport())
+        with capturedLogs() as events:
+            client.dataReceived(b"[x] \xff?\r\n")
+            client.send(b"m").addErrback(lambda f: f.trap(ReplyTooLongError))
+            client.dataReceived(b"[x] 123456789")
+        other = EchoClient()
+        other.makeConnection(StringTransport())
+        with capturedLogs() as more:
+            other.dataReceived(b"[x] hel")
+            other.connectionLost(Failure(error.ConnectionLost()))
+        self.assertEqual(
+            logged(events) + logged(more),
+            [
+                (LogLevel.warn, "ignoring a line nobody asked for: b'[x] \\xff?'"),
+                (LogLevel.warn, "reply longer than 8 bytes; closing"),
+                (LogLevel.debug, "dropping 7 bytes of an unfinished line"),
+            ],
+        )
 
 
 class ClosingServer(Protocol):
@@ -689,6 +899,40 @@ class DatagramClientTests(SynchronousTestCase):
         self.assertNoResult(second)
         self.client.datagramReceived(EPOCH + b"two", ("127.0.0.1", 21567))
         self.assertEqual((self.successResultOf(first), self.successResultOf(second)), (EPOCH + b"one", EPOCH + b"two"))
+
+    def test_late_reply_ending_like_the_message_ignored(self) -> None:
+        """
+        A late reply to C{hello}, retried, does not answer a later C{lo}
+        (nor C{x] lo} answer C{lo}): a reply is the timestamp and then the
+        message exactly, not any datagram that ends with the message.
+        """
+        first = self.client.ask(b"hello")
+        self.clock.advance(2)  # no answer in time: sent again
+        self.client.datagramReceived(EPOCH + b"hello", ("127.0.0.1", 21567))
+        second = self.client.ask(b"lo")
+        self.client.datagramReceived(EPOCH + b"hello", ("127.0.0.1", 21567))  # the answer to the retry
+        self.client.datagramReceived(EPOCH + b"x] lo", ("127.0.0.1", 21567))
+        self.client.datagramReceived(b"lo", ("127.0.0.1", 21567))
+        self.assertNoResult(second)
+        self.client.datagramReceived(EPOCH + b"lo", ("127.0.0.1", 21567))
+        self.assertEqual((self.successResultOf(first), self.successResultOf(second)), (EPOCH + b"hello", EPOCH + b"lo"))
+
+    def test_logged_texts(self) -> None:
+        """
+        A retry and an ignored datagram are logged at debug level, in words,
+        the datagram escaped.
+        """
+        self.client.ask(b"hello")  # Twisted logs the start of the protocol
+        with capturedLogs() as events:
+            self.clock.advance(2)
+            self.client.datagramReceived(b"[x] \xffhi\n", ("127.0.0.1", 21567))
+        self.assertEqual(
+            logged(events),
+            [
+                (LogLevel.debug, "no reply from localhost:21567 (UDP) yet; sending again"),
+                (LogLevel.debug, "ignoring a datagram that answers no message in flight: b'[x] \\xffhi\\n'"),
+            ],
+        )
 
     def test_error_datagram_is_a_reply(self) -> None:
         """
@@ -869,7 +1113,7 @@ class EchoSessionEdgeTests(SynchronousTestCase):
         A message holding a line break is refused at once, before anything
         is sent or any connection is opened.
         """
-        network = Network(task.Clock(), AnswerAll)
+        network = MemoryNetwork(Factory.forProtocol(AnswerAll), task.Clock())
         session = session_with(network)
         self.assertRaises(ValueError, session.ask, b"a\nb")
         self.assertEqual(network.pumps, [])
@@ -883,8 +1127,7 @@ class EchoSessionEdgeTests(SynchronousTestCase):
         close could get them reset away unread).
         """
         clock = task.Clock()
-        servers: list[Protocol] = [AnswerOnceThenClose(), AnswerAll(), AnswerAll(), AnswerAll()]
-        network = Network(clock, lambda: servers.pop(0))
+        network = MemoryNetwork(Servers(AnswerOnceThenClose(), AnswerAll(), AnswerAll(), AnswerAll()), clock)
         session = session_with(network)
         replies = [session.ask(m) for m in (b"a", b"b", b"c")]
         network.flush()
@@ -912,7 +1155,7 @@ class EchoSessionEdgeTests(SynchronousTestCase):
         with nothing sent on it; C{close} fires once it has gone.
         """
         clock = task.Clock()
-        network = Network(clock, ManualServer)
+        network = MemoryNetwork(Factory.forProtocol(ManualServer), clock)
         connections: list[EchoClient] = []
 
         def deliver_anyway(d: defer.Deferred[EchoClient]) -> None:

@@ -16,18 +16,17 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import alsoProvides
 
-from tsecho.protocol import BUSY, ServerConfig, TimestampEcho, describe_address
+from timezones import use_time_zone
+from tsecho.protocol import BUSY, ServerConfig, describe_address
 from tsecho.testing import (
     EXAMPLE_PEER,
     EXAMPLE_STAMP,
     EXAMPLE_TIME,
     ClosingStringTransport,
-    EchoConnection,
     TCPStringTransport,
     connect,
     connected_echo,
     make_factory,
-    use_time_zone,
 )
 
 STAMP = EXAMPLE_STAMP
@@ -468,12 +467,12 @@ class MaxConnectionsTests(SynchronousTestCase):
         factory = make_factory(
             ServerConfig(max_connections=1, timeout=5, max_line=4, one_shot=close_path == "one-shot")
         )
-        echo = connect(factory, close_at_once=True)
+        echo = connect(factory, transport_type=ClosingStringTransport)
         self.assertEqual(len(factory.connections), 1, close_path)
         close(echo)  # type: ignore[operator]
         self.assertEqual(factory.connections, set(), close_path)
         self.assertEqual(echo.factory.clock.getDelayedCalls(), [], close_path)
-        self.assertNotEqual(connect(factory, close_at_once=True).take(), BUSY, close_path)
+        self.assertNotEqual(connect(factory, transport_type=ClosingStringTransport).take(), BUSY, close_path)
 
     def test_released_on_every_close_path(self) -> None:
         """
@@ -495,9 +494,9 @@ class MaxConnectionsTests(SynchronousTestCase):
         A refused connection closing does not count down admitted ones.
         """
         factory = make_factory(ServerConfig(max_connections=1))
-        kept = connect(factory, close_at_once=True)
+        kept = connect(factory, transport_type=ClosingStringTransport)
         for _ in range(3):
-            busy = connect(factory, close_at_once=True)
+            busy = connect(factory, transport_type=ClosingStringTransport)
             self.assertEqual(busy.take(), BUSY)
         self.assertEqual(factory.connections, {kept.protocol})
 
@@ -726,7 +725,10 @@ class DrainTests(SynchronousTestCase):
         the result fires when the last is gone.
         """
         factory = make_factory(ServerConfig(drain_quiet=0.5))
-        one, two = connect(factory, close_at_once=True), connect(factory, close_at_once=True)
+        one, two = (
+            connect(factory, transport_type=ClosingStringTransport),
+            connect(factory, transport_type=ClosingStringTransport),
+        )
         d = factory.drain()
         factory.clock.advance(0.4)  # type: ignore[attr-defined]
         self.assertNoResult(d)
@@ -742,7 +744,7 @@ class DrainTests(SynchronousTestCase):
         A connection that keeps sending is answered until it goes quiet.
         """
         factory = make_factory(ServerConfig(drain_quiet=0.5))
-        echo = connect(factory, close_at_once=True)
+        echo = connect(factory, transport_type=ClosingStringTransport)
         d = factory.drain()
         for n in range(10):
             factory.clock.advance(0.4)  # type: ignore[attr-defined]
@@ -787,7 +789,7 @@ class DrainTests(SynchronousTestCase):
         factory = make_factory(ServerConfig(drain_quiet=1))
         first = connect(factory)
         factory.drain()
-        late = connect(factory, close_at_once=True)
+        late = connect(factory, transport_type=ClosingStringTransport)
         factory.clock.advance(1)  # type: ignore[attr-defined]
         self.assertTrue(late.transport.disconnecting)
         self.assertTrue(first.transport.disconnecting)
@@ -846,7 +848,7 @@ class LingeringCloseTests(SynchronousTestCase):
         After the one-shot reply the server half-closes, drops later lines
         unanswered, and closes fully at the client's end of input.
         """
-        echo = connected_echo(one_shot=True, tcp=True)
+        echo = connected_echo(one_shot=True, transport_type=TCPStringTransport)
         transport = echo.transport
         assert isinstance(transport, TCPStringTransport)
         self.assertEqual(echo.send(b"first\nsecond\n"), STAMP + b"first\n")
@@ -861,7 +863,7 @@ class LingeringCloseTests(SynchronousTestCase):
         The ERROR line is followed by a half-close, not a reset: the rest of
         the over-long line is read and dropped.
         """
-        echo = connected_echo(max_line=4, tcp=True)
+        echo = connected_echo(max_line=4, transport_type=TCPStringTransport)
         error = b"ERROR line too long (limit 4 bytes)\r\n"
         self.assertEqual(echo.send(b"ok\n", b"12345", b"6789\n"), STAMP + b"ok\n" + error)
         self.assertFalse(echo.transport.disconnecting)
@@ -873,7 +875,7 @@ class LingeringCloseTests(SynchronousTestCase):
         Once everything owed is sent, a client that does not close is given
         C{linger} seconds, then the connection is closed anyway.
         """
-        echo = connected_echo(one_shot=True, linger=2, tcp=True)
+        echo = connected_echo(one_shot=True, linger=2, transport_type=TCPStringTransport)
         echo.send(b"x\n")
         echo.clock.advance(1.9)
         self.assertFalse(echo.transport.disconnecting)
@@ -886,7 +888,7 @@ class LingeringCloseTests(SynchronousTestCase):
         If the replies cannot be sent (the client reads nothing), the close
         is cut short after C{close_timeout} seconds, with a warning.
         """
-        echo = connected_echo(one_shot=True, close_timeout=5, tcp=True)
+        echo = connected_echo(one_shot=True, close_timeout=5, transport_type=TCPStringTransport)
         transport = echo.transport
         assert isinstance(transport, TCPStringTransport)
         transport.flush_at_once = False
@@ -901,7 +903,7 @@ class LingeringCloseTests(SynchronousTestCase):
         A connection paused by back-pressure when it starts closing resumes
         reading, so that what the client sends is dropped, not left unread.
         """
-        echo = connected_echo(max_line=4, tcp=True)
+        echo = connected_echo(max_line=4, transport_type=TCPStringTransport)
         echo.protocol.pauseProducing()
         self.assertEqual(echo.transport.producerState, "paused")
         echo.protocol.resumeProducing()
@@ -915,7 +917,7 @@ class LingeringCloseTests(SynchronousTestCase):
         After the client's end of input there is nothing to drop: the server
         answers and closes fully.
         """
-        echo = connected_echo(tcp=True)
+        echo = connected_echo(transport_type=TCPStringTransport)
         self.assertEqual(echo.send(b"last"), b"")
         self.assertEqual(echo.half_close(), STAMP + b"last\r\n")
         transport = echo.transport
@@ -927,7 +929,7 @@ class LingeringCloseTests(SynchronousTestCase):
         """
         TLS closes with its own close_notify: the server closes it fully.
         """
-        echo = connected_echo(one_shot=True, tcp=True)
+        echo = connected_echo(one_shot=True, transport_type=TCPStringTransport)
         transport = echo.transport
         assert isinstance(transport, TCPStringTransport)
         alsoProvides(transport, INegotiated)
@@ -958,41 +960,3 @@ class ServerConfigTests(SynchronousTestCase):
         for field, value in (("max_line", 0), ("max_connections", -1), ("drain_quiet", 0), ("timeout", -1)):
             e = self.assertRaises(ValueError, ServerConfig, **{field: value})
             self.assertIn(field, str(e))
-
-
-class TestingHelperTests(SynchronousTestCase):
-    """
-    L{tsecho.testing} builds what these tests rely on.
-    """
-
-    def test_connected_echo(self) -> None:
-        """
-        L{connected_echo} gives a connected L{TimestampEcho} at L{EXAMPLE_TIME}.
-        """
-        echo = connected_echo()
-        self.assertIsInstance(echo, EchoConnection)
-        self.assertIsInstance(echo.protocol, TimestampEcho)
-        self.assertEqual(echo.clock.seconds(), EXAMPLE_TIME)
-        self.assertIs(echo.protocol.transport, echo.transport)
-        self.assertEqual(echo.transport.getPeer(), EXAMPLE_PEER)
-
-    def test_shared_clock(self) -> None:
-        """
-        L{make_factory} uses a given clock as it is.
-        """
-        from twisted.internet.task import Clock
-
-        clock = Clock()
-        echo = connect(make_factory(clock=clock))
-        self.assertIs(echo.clock, clock)
-        self.assertEqual(echo.send(b"x\n"), b"[Thu Jan  1 00:00:00 1970] x\n")
-
-    def test_close_at_once(self) -> None:
-        """
-        With C{close_at_once}, closing the transport ends the connection.
-        """
-        echo = connected_echo(close_at_once=True)
-        self.assertIsInstance(echo.transport, ClosingStringTransport)
-        echo.transport.loseConnection()
-        self.assertTrue(echo.transport.disconnecting)
-        self.assertEqual(echo.factory.connections, set())

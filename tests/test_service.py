@@ -20,7 +20,7 @@ from zope.interface import implementer
 
 from tsecho.protocol import ServerConfig, TimestampEchoFactory
 from tsecho.service import StartupError, TimestampEchoService
-from tsecho.testing import EXAMPLE_STAMP, connect, make_factory
+from tsecho.testing import EXAMPLE_STAMP, ClosingStringTransport, connect, make_factory
 
 
 @implementer(IListeningPort)
@@ -272,7 +272,7 @@ class StopTests(SynchronousTestCase):
         result fires then, before the grace period.
         """
         service, factory, port = self.started(ServerConfig(drain_quiet=0.5))
-        echo = connect(factory, close_at_once=True)
+        echo = connect(factory, transport_type=ClosingStringTransport)
         d = service.stopService()
         self.assertTrue(port.stopped)
         self.assertNoResult(d)
@@ -287,7 +287,7 @@ class StopTests(SynchronousTestCase):
         A connection still sending during the stop is answered in full.
         """
         service, factory, _ = self.started(ServerConfig(drain_quiet=0.5))
-        echo = connect(factory, close_at_once=True)
+        echo = connect(factory, transport_type=ClosingStringTransport)
         d = service.stopService()
         self.assertEqual(echo.send(b"owed\r\n"), EXAMPLE_STAMP + b"owed\r\n")
         factory.clock.advance(0.5)  # type: ignore[attr-defined]

@@ -36,7 +36,16 @@ class CannotSendError(ClientError):
 
 
 def _echoes(datagram: bytes, message: bytes) -> bool:
-    return datagram.startswith(b"[") and datagram.endswith(message)
+    """
+    Whether C{datagram} is a reply to C{message}: C{[TIMESTAMP] } then the
+    message byte for byte.  The timestamp ends at the first C{"] "}, so a
+    reply to an earlier message that ends with this one (C{hello} for
+    C{lo}) does not count.
+    """
+    if not datagram.startswith(b"["):
+        return False
+    _stamp, separator, payload = datagram[1:].partition(b"] ")
+    return separator == b"] " and payload == message
 
 
 @attrs.define
@@ -50,8 +59,10 @@ class DatagramClient(DatagramProtocol):
     Ask a timestamp echo server over a connected datagram socket.
 
     One message is in flight at a time, so replies cannot be confused with
-    each other, except for a late answer to an earlier try: a datagram that
-    neither echoes the message in flight nor is an C{ERROR} line is ignored.
+    each other, except for a late answer to an earlier message or try: a
+    datagram that is neither exactly C{[TIMESTAMP] } followed by the message
+    in flight, nor an C{ERROR} line, is ignored.  (So a C{--time-format}
+    whose timestamps contain C{"] "} is not understood.)
 
     @param open: called with this protocol at the first C{ask}; starts it on
         a datagram port connected to the server (C{reactor.listenUDP} then
@@ -148,9 +159,7 @@ class DatagramClient(DatagramProtocol):
             self._stop(Failure(CannotSendError(self.target, e.strerror or str(e))))
 
     def _timed_out(self) -> None:
-        self._timer = None
-        if self._failure is not None:
-            return
+        self._timer = None  # _stop cancels it: no failure yet
         if self._tried < self._tries:
             log.debug("no reply from {target} yet; sending again", target=self.target)
             self._send()
