@@ -1,5 +1,5 @@
 """
-Tests for L{tsecho.proxy}: the PROXY protocol (v1, v2) in front of tsecho,
+Tests for L{tsecho._proxy}: the PROXY protocol (v1, v2) in front of tsecho,
 with half-close kept and the real client named in the log.
 """
 
@@ -20,14 +20,9 @@ from twisted.logger import LogEvent, capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from realsockets import raw_exchange, serving, tcp_port
+from tsecho._proxy import HEADER_TIMEOUT, ProxyProtocolWrapper, ProxyServerEndpoint, ProxyWrappingFactory
+from tsecho.listeners import server_from_string
 from tsecho.protocol import TimestampEcho
-from tsecho.proxy import (
-    HEADER_TIMEOUT,
-    ProxyProtocolWrapper,
-    ProxyServerEndpoint,
-    ProxyWrappingFactory,
-    server_from_string,
-)
 from tsecho.testing import EXAMPLE_STAMP, ClosingStringTransport, make_factory
 
 BALANCER = IPv4Address("TCP", "10.0.0.2", 51000)

@@ -1,5 +1,5 @@
 """
-Tests for L{tsecho.tls}: C{ssl:} endpoints that keep the SPEC's half-close
+Tests for L{tsecho._tls}: C{ssl:} endpoints that keep the SPEC's half-close
 rule, in memory.  The server is the protocol that the C{ssl:} route builds,
 on a L{StringTransport}; the client is pyOpenSSL on memory BIOs.  No
 sockets, no real time: the reactor's clock never moves, so nothing here
@@ -14,17 +14,20 @@ import tempfile
 from pathlib import Path
 
 import trustme
+import twisted
 from OpenSSL import SSL
 from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import IHalfCloseableProtocol, IProtocol, IProtocolFactory
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import capturedLogs, formatEvent
 from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.trial.unittest import SynchronousTestCase
 
-from tsecho import tls
+from tsecho import _tls, listeners
+from tsecho._proxy import ProxyWrappingFactory
+from tsecho.listeners import server_from_string
 from tsecho.protocol import TimestampEcho
-from tsecho.proxy import ProxyWrappingFactory, server_from_string
 from tsecho.testing import EXAMPLE_STAMP, make_factory
 
 PEER = IPv4Address("TCP", "127.0.0.1", 54321)
@@ -120,7 +123,7 @@ class MemoryTLSClient:
 class RouteTests(SynchronousTestCase):
     """
     L{server_from_string} builds C{ssl:} endpoints from Twisted's own
-    parser, listening on TCP with L{tls.HalfCloseTLSFactory}.
+    parser, listening on TCP with L{_tls.HalfCloseTLSFactory}.
     """
 
     def setUp(self) -> None:
@@ -135,7 +138,7 @@ class RouteTests(SynchronousTestCase):
         """
         return f"ssl:8443:privateKey={self.paths['key']}:certKey={self.paths['cert']}{extra}"
 
-    def listen(self, description: str, factory: IProtocolFactory) -> tls.HalfCloseTLSFactory:
+    def listen(self, description: str, factory: IProtocolFactory) -> _tls.HalfCloseTLSFactory:
         """
         Listen on C{description} with C{factory}; return the TLS factory
         that the reactor was asked to listen with on TCP.
@@ -143,7 +146,7 @@ class RouteTests(SynchronousTestCase):
         server_from_string(self.reactor, description).listen(factory)
         self.assertEqual(self.reactor.sslServers, [])
         [(_port, tls_factory, _backlog, _interface)] = self.reactor.tcpServers
-        assert isinstance(tls_factory, tls.HalfCloseTLSFactory)
+        assert isinstance(tls_factory, _tls.HalfCloseTLSFactory)
         return tls_factory
 
     def connect(
@@ -158,19 +161,12 @@ class RouteTests(SynchronousTestCase):
             extra = f":extraCertChain={self.paths['chain']}"
         tls_factory = self.listen(self.description(extra), factory)
         server = tls_factory.buildProtocol(PEER)
-        assert isinstance(server, tls.HalfCloseTLSProtocol)
+        assert isinstance(server, _tls.HalfCloseTLSProtocol)
         transport = StringTransport(peerAddress=PEER)
         server.makeConnection(transport)
         client = MemoryTLSClient(server, transport, self.paths["ca"], max_version)
         client.handshake()
         return server, client
-
-    def test_hook_available(self) -> None:
-        """
-        The Twisted under test has the hook the half-close fix needs, so the
-        C{ssl:} route is in use (every supported Twisted, 23.10 to 26.10).
-        """
-        self.assertTrue(tls.HALF_CLOSE_SUPPORTED)
 
     def test_options_kept(self) -> None:
         """
@@ -210,25 +206,39 @@ class RouteTests(SynchronousTestCase):
 
     def test_reactor_forwards_the_rest(self) -> None:
         """
-        L{tls.HalfCloseTLSReactor} changes C{listenSSL} only: C{connectSSL}
+        L{_tls.HalfCloseTLSReactor} changes C{listenSSL} only: C{connectSSL}
         and every other attribute are the wrapped reactor's.
         """
-        wrapper = tls.HalfCloseTLSReactor(self.reactor)
+        wrapper = _tls.HalfCloseTLSReactor(self.reactor)
         factory = ClientFactory.forProtocol(Protocol)
         wrapper.connectSSL("127.0.0.1", 8443, factory, None)
         self.assertEqual([c[:3] for c in self.reactor.sslClients], [("127.0.0.1", 8443, factory)])
         self.assertEqual(wrapper.seconds(), self.reactor.seconds())
 
-    def test_fallback_without_hook(self) -> None:
+    def test_fallback_when_internals_change(self) -> None:
         """
-        On a Twisted without the hook, C{ssl:} is Twisted's own endpoint.
+        On a Twisted whose TLS internals changed, C{ssl:} (and
+        C{haproxy:ssl:}) listeners are Twisted's own, and one warning, however
+        many listeners, names the Twisted version, the change and what is lost.
         """
-        self.patch(tls, "HALF_CLOSE_SUPPORTED", False)
+        self.patch(_tls, "missing_internals", lambda: "TLSMemoryBIOProtocol._shutdownTLS(self) is gone or changed")
+        listeners._tls_reactor.cache_clear()
+        self.addCleanup(listeners._tls_reactor.cache_clear)
         factory = make_factory()
-        server_from_string(self.reactor, self.description()).listen(factory)
+        with capturedLogs() as events:
+            server_from_string(self.reactor, self.description()).listen(factory)
+            server_from_string(self.reactor, "haproxy:" + self.description()).listen(factory)
         self.assertEqual(self.reactor.tcpServers, [])
-        [(port, listening_factory, _context, _backlog, _interface)] = self.reactor.sslServers
+        [(port, listening_factory, _context, _backlog, _interface), (_, proxy_factory, *_)] = self.reactor.sslServers
         self.assertEqual((port, listening_factory), (8443, factory))
+        self.assertIsInstance(proxy_factory, ProxyWrappingFactory)
+        [warning] = [formatEvent(e) for e in events]
+        self.assertEqual(
+            warning,
+            f"Twisted {twisted.__version__} lacks what tsecho's ssl: listeners rely on "
+            "(TLSMemoryBIOProtocol._shutdownTLS(self) is gone or changed): they are Twisted's own, without "
+            "half-close over TLS (replies owed when a client ends with close_notify or a TCP FIN may be lost)",
+        )
 
     def test_close_notify_every_slice_size(self) -> None:
         """
@@ -329,7 +339,7 @@ class RouteTests(SynchronousTestCase):
             client.connection.sendall(part)
             client.flush()
         self.assertTrue(IHalfCloseableProtocol.providedBy(server))
-        assert isinstance(server, tls.HalfCloseTLSProtocol)
+        assert isinstance(server, _tls.HalfCloseTLSProtocol)
         server.readConnectionLost()
         client.flush()
         return server, client.receive()
@@ -386,7 +396,7 @@ class RouteTests(SynchronousTestCase):
         """
         tls_factory = self.listen(self.description(), make_factory())
         server = tls_factory.buildProtocol(PEER)
-        assert isinstance(server, tls.HalfCloseTLSProtocol)
+        assert isinstance(server, _tls.HalfCloseTLSProtocol)
         transport = StringTransport(peerAddress=PEER)
         server.makeConnection(transport)
         server.readConnectionLost()

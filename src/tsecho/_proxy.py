@@ -1,5 +1,9 @@
 """
-The PROXY protocol (v1 and v2) in front of tsecho, without losing half-close.
+The workaround behind C{haproxy:} listeners: the PROXY protocol (v1 and v2)
+in front of tsecho, without losing half-close.  Private: it is built on
+Twisted's private C{twisted.protocols.haproxy._*} modules, so
+L{tsecho.listeners} imports it only for C{haproxy:} descriptions, and only
+once L{missing_internals} finds nothing missing.
 
 Twisted's C{haproxy:} endpoint wraps each connection in
 C{HAProxyProtocolWrapper}, a C{ProtocolWrapper} that does not provide
@@ -10,16 +14,25 @@ balancer's address, not the client's.
 
 L{ProxyProtocolWrapper} fixes both: it forwards half-close to the wrapped
 protocol, and connects the wrapped protocol only once the header has named
-the real client.  L{server_from_string} routes C{haproxy:} descriptions
-through it.
+the real client.  L{ProxyServerEndpoint} puts it in front of any stream
+endpoint.
 
-It subclasses Twisted's wrapper and reuses its header parsers, which live in
-private modules of C{twisted.protocols.haproxy} (stable since Twisted 16.1);
-the tests in C{tests/test_proxy.py} would notice if they changed.
+What it relies on, beyond Twisted's interfaces (stable since Twisted 16.1;
+L{missing_internals} checks it at run time, C{tests/test_proxy.py}'s canary
+checks the behaviour):
+  - C{HAProxyProtocolWrapper} and C{HAProxyWrappingFactory}
+    (C{twisted.protocols.haproxy._wrapper}): the wrapper's C{_parser} and
+    C{_proxyInfo}, from which its C{getPeer} and C{getHost} answer;
+  - C{V1Parser} and C{V2Parser}: their C{PROXYSTR} and C{PREFIX}, and
+    C{feed(data)} returning C{(ProxyInfo, rest)} or C{(None, None)}, with
+    C{V1Parser.feed} calling the class method C{parse} (which
+    L{_V1Parser} overrides);
+  - C{ProxyInfo(header, source, destination)} and C{InvalidProxyHeader}.
 """
 
 from __future__ import annotations
 
+import inspect
 import ipaddress
 from typing import Any, cast
 
@@ -44,10 +57,7 @@ from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper, HAProxyWr
 from twisted.python.failure import Failure
 from zope.interface import directlyProvides, implementer, providedBy
 
-from tsecho import tls
 from tsecho.protocol import describe_address
-
-PREFIX = "haproxy:"
 
 HEADER_TIMEOUT = 30.0
 """
@@ -269,12 +279,30 @@ class ProxyServerEndpoint:
         return self.wrapped.listen(ProxyWrappingFactory(protocolFactory))
 
 
-def server_from_string(reactor: Any, description: str) -> IStreamServerEndpoint:
+def missing_internals() -> str | None:
     """
-    Like L{endpoints.serverFromString}, but C{haproxy:INNER} descriptions get
-    L{ProxyServerEndpoint}, which keeps half-close and logs the real client,
-    and C{ssl:} ones (also as C{INNER}) keep half-close (L{tsecho.tls}).
+    Say what of Twisted's private PROXY-protocol code this module relies on
+    is missing or changed in the running Twisted, or return C{None} if all
+    is there.  (A module that is gone fails the import of this one first.)
     """
-    if description.startswith(PREFIX):
-        return ProxyServerEndpoint(tls.server_from_string(reactor, description[len(PREFIX) :]))
-    return tls.server_from_string(reactor, description)
+    checks = (
+        (isinstance(getattr(V1Parser, "PROXYSTR", None), bytes), "V1Parser.PROXYSTR"),
+        (isinstance(getattr(V2Parser, "PREFIX", None), bytes), "V2Parser.PREFIX"),
+        (isinstance(inspect.getattr_static(V1Parser, "parse", None), classmethod), "the class method V1Parser.parse"),
+        (_refers_to(V1Parser, "feed", "parse"), "V1Parser.feed calling parse"),
+        (_refers_to(V2Parser, "feed", "parse"), "V2Parser.feed"),
+        (_refers_to(HAProxyProtocolWrapper, "__init__", "_parser"), "HAProxyProtocolWrapper._parser"),
+        (_refers_to(HAProxyProtocolWrapper, "getPeer", "_proxyInfo"), "HAProxyProtocolWrapper.getPeer from _proxyInfo"),
+        (_refers_to(HAProxyProtocolWrapper, "getHost", "_proxyInfo"), "HAProxyProtocolWrapper.getHost from _proxyInfo"),
+        (list(inspect.signature(ProxyInfo).parameters) == ["header", "source", "destination"], "ProxyInfo's fields"),
+    )
+    missing = [what for present, what in checks if not present]
+    return f"changed or gone: {', '.join(missing)}" if missing else None
+
+
+def _refers_to(cls: type, method: str, name: str) -> bool:
+    """
+    Whether C{cls.method} exists and its code names C{name}.
+    """
+    code = getattr(getattr(cls, method, None), "__code__", None)
+    return name in getattr(code, "co_names", ())
