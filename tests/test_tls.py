@@ -12,6 +12,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import trustme
 import twisted
@@ -19,9 +20,10 @@ from OpenSSL import SSL
 from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import IHalfCloseableProtocol, IProtocol, IProtocolFactory
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
+from twisted.internet.ssl import Certificate, PrivateCertificate
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import capturedLogs, formatEvent
-from twisted.protocols.tls import TLSMemoryBIOProtocol
+from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.trial.unittest import SynchronousTestCase
 
 from tsecho import _tls, listeners
@@ -34,6 +36,7 @@ PEER = IPv4Address("TCP", "127.0.0.1", 54321)
 PAYLOAD = b"one\ntwo\r\n\xff\x00three\r"
 REPLIES = EXAMPLE_STAMP + b"one\n" + EXAMPLE_STAMP + b"two\r\n" + EXAMPLE_STAMP + b"\xff\x00three\r\r\n"
 SLICE_SIZES = (1, 2, 3, 5, 7, 64, 1 << 20)
+TWISTED_CHANGED = f"Twisted {twisted.__version__} changed what tsecho._tls relies on"
 
 
 def write_certificates(directory: Path) -> dict[str, Path]:
@@ -401,3 +404,93 @@ class RouteTests(SynchronousTestCase):
         server.makeConnection(transport)
         server.readConnectionLost()
         self.assertTrue(transport.disconnecting)
+
+
+class RecordingTLSProtocol(BufferingTLSTransport):
+    """
+    Twisted's own TLS protocol, recording each call of C{_shutdownTLS} as
+    whether the peer's C{close_notify} had arrived by then.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.shutdown_calls: list[bool] = []
+
+    def _shutdownTLS(self) -> None:
+        handle = self.getHandle()
+        self.shutdown_calls.append(bool(handle.get_shutdown() & SSL.RECEIVED_SHUTDOWN))
+        super()._shutdownTLS()
+
+
+class TwistedInternalsCanary(SynchronousTestCase):
+    """
+    What L{tsecho._tls} relies on in Twisted's TLS code, beyond Twisted's
+    interfaces, still holds in the Twisted under test.  If one of these
+    fails, that Twisted changed it: C{tsecho._tls} must be updated (until
+    then, if L{_tls.missing_internals} notices, C{ssl:} listeners fall back
+    to Twisted's own).
+    """
+
+    def connect(self, protocol: type[Protocol]) -> tuple[RecordingTLSProtocol, MemoryTLSClient]:
+        """
+        Twisted's TLS layer (recording) around C{protocol}, handshaken with
+        an in-memory client.
+        """
+        directory = Path(tempfile.mkdtemp(prefix="tsecho-tls-"))
+        self.addCleanup(shutil.rmtree, directory)
+        paths = write_certificates(directory)
+        pem = paths["key"].read_bytes() + paths["cert"].read_bytes() + paths["chain"].read_bytes()
+        options = PrivateCertificate.loadPEM(pem).options()
+        options.extraCertChain = [Certificate.loadPEM(paths["chain"].read_bytes()).original]
+        factory = TLSMemoryBIOFactory(options, False, Factory.forProtocol(protocol), clock=MemoryReactorClock())
+        factory.protocol = RecordingTLSProtocol
+        server = factory.buildProtocol(PEER)
+        assert isinstance(server, RecordingTLSProtocol)
+        transport = StringTransport(peerAddress=PEER)
+        server.makeConnection(transport)
+        client = MemoryTLSClient(server, transport, paths["ca"])
+        client.handshake()
+        return server, client
+
+    def test_nothing_missing(self) -> None:
+        """
+        L{_tls.missing_internals} finds all it looks for, so C{ssl:}
+        listeners use the workaround (every supported Twisted, 23.10 to 26.10).
+        """
+        self.assertIsNone(_tls.missing_internals(), TWISTED_CHANGED)
+
+    def test_shutdown_hook_called_at_close_notify(self) -> None:
+        """
+        Twisted calls C{_shutdownTLS} once the peer's C{close_notify} is in
+        (the hook L{_tls.HalfCloseTLSProtocol} overrides), before the wrapped
+        protocol hears C{connectionLost}; and C{_shutdownTLS} sends our
+        C{close_notify}.
+        """
+        server, client = self.connect(Protocol)
+        client.connection.shutdown()
+        client.flush()
+        self.assertEqual(server.shutdown_calls, [True], f"{TWISTED_CHANGED}: _shutdownTLS at the peer's close_notify")
+        self.assertTrue(server.wrappedProtocol.connected, f"{TWISTED_CHANGED}: connectionLost before _shutdownTLS")
+        self.assertEqual(client.receive(), (b"", True), f"{TWISTED_CHANGED}: _shutdownTLS sends close_notify")
+
+    def test_lose_connection_sends_held_writes(self) -> None:
+        """
+        L{BufferingTLSTransport} holds a write back for a later reactor turn,
+        and C{loseConnection} sends it before our C{close_notify}, setting
+        C{disconnecting}: L{_tls.HalfCloseTLSProtocol} closes that way to
+        send the replies to what came with the peer's C{close_notify}.
+        """
+
+        class Answer(Protocol):
+            def dataReceived(self, data: bytes) -> None:
+                assert self.transport is not None
+                self.transport.write(data.upper())
+
+        server, client = self.connect(Answer)
+        client.connection.sendall(b"held")
+        client.flush()
+        self.assertEqual(client.receive(), (b"", False), f"{TWISTED_CHANGED}: BufferingTLSTransport holds writes")
+        server.loseConnection()
+        client.flush()
+        self.assertTrue(server.disconnecting, TWISTED_CHANGED)
+        self.assertEqual(client.receive(), (b"HELD", True), f"{TWISTED_CHANGED}: loseConnection sends held writes")
