@@ -12,14 +12,19 @@ from collections.abc import Iterator
 
 import pytest
 import pytest_twisted
+import twisted
 from twisted.internet import endpoints
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import IHalfCloseableProtocol
-from twisted.internet.testing import MemoryReactor
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.logger import LogEvent, capturedLogs, formatEvent
+from twisted.protocols.haproxy._info import ProxyInfo
+from twisted.protocols.haproxy._wrapper import HAProxyWrappingFactory
 from twisted.trial.unittest import SynchronousTestCase
 
 from realsockets import raw_exchange, serving, tcp_port
+from tsecho import _proxy, listeners
 from tsecho._proxy import HEADER_TIMEOUT, ProxyProtocolWrapper, ProxyServerEndpoint, ProxyWrappingFactory
 from tsecho.listeners import server_from_string
 from tsecho.protocol import TimestampEcho
@@ -28,6 +33,7 @@ from tsecho.testing import EXAMPLE_STAMP, ClosingStringTransport, make_factory
 BALANCER = IPv4Address("TCP", "10.0.0.2", 51000)
 V1 = b"PROXY TCP4 192.0.2.7 192.0.2.1 40000 21567\r\n"
 V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
+TWISTED_CHANGED = f"Twisted {twisted.__version__} changed what tsecho._proxy relies on"
 
 
 def v2_header(
@@ -339,6 +345,95 @@ class ServerFromStringTests(SynchronousTestCase):
         """
         with pytest.raises((ValueError, TypeError)):
             server_from_string(MemoryReactor(), "haproxy:nonsense:1")
+
+    def test_fallback_when_internals_change(self) -> None:
+        """
+        On a Twisted whose PROXY-protocol internals changed, C{haproxy:}
+        listeners are Twisted's own, and one warning, however many
+        listeners, names the Twisted version, the change and what is lost.
+        """
+        self.patch(_proxy, "missing_internals", lambda: "changed or gone: V1Parser.PROXYSTR")
+        listeners._proxy_endpoint.cache_clear()
+        self.addCleanup(listeners._proxy_endpoint.cache_clear)
+        reactor = MemoryReactor()
+        with capturedLogs() as events:
+            for port in (21567, 21568):
+                server_from_string(reactor, f"haproxy:tcp:{port}").listen(make_factory())
+        for _port, factory, *_ in reactor.tcpServers:
+            self.assertIs(type(factory), HAProxyWrappingFactory)
+        [warning] = [formatEvent(e) for e in events]
+        self.assertEqual(
+            warning,
+            f"Twisted {twisted.__version__} lacks what tsecho's haproxy: listeners rely on "
+            "(changed or gone: V1Parser.PROXYSTR): they are Twisted's own, without half-close behind PROXY "
+            "(replies owed at a client's end of input are lost), the client's own address in connection "
+            "log lines, the PROXY header timeout and the strict PROXY v1 checks",
+        )
+
+
+class TwistedInternalsCanary(SynchronousTestCase):
+    """
+    What L{tsecho._proxy} relies on in Twisted's private
+    C{twisted.protocols.haproxy} modules still holds in the Twisted under
+    test.  If one of these fails, that Twisted changed it: C{tsecho._proxy}
+    must be updated (until then, if its import fails or
+    L{_proxy.missing_internals} notices, C{haproxy:} listeners fall back to
+    Twisted's own).
+    """
+
+    def test_nothing_missing(self) -> None:
+        """
+        L{_proxy.missing_internals} finds all it looks for, so C{haproxy:}
+        listeners use the workaround (every supported Twisted, 23.10 to 26.10).
+        """
+        self.assertIsNone(_proxy.missing_internals(), TWISTED_CHANGED)
+
+    def test_parsers(self) -> None:
+        """
+        C{feed} returns C{(None, None)} until a header is complete (given at
+        least 16 bytes, as tsecho's wrapper does for v2), then the
+        L{ProxyInfo} and the bytes after it; C{V1Parser.feed} goes through the
+        class method C{parse} (which tsecho overrides); a bad v1 header
+        raises C{InvalidProxyHeader}.
+        """
+        from twisted.protocols.haproxy._exceptions import InvalidProxyHeader
+        from twisted.protocols.haproxy._v1parser import V1Parser
+        from twisted.protocols.haproxy._v2parser import V2Parser
+
+        source = IPv4Address("TCP", "192.0.2.7", 40000)
+        destination = IPv4Address("TCP", "192.0.2.1", 21567)
+        parsed: list[bytes] = []
+
+        class Recording(V1Parser):
+            @classmethod
+            def parse(cls, line: bytes) -> ProxyInfo:
+                parsed.append(line)
+                return super().parse(line)
+
+        for parser, header in ((Recording(), V1), (V2Parser(), v2_header())):
+            self.assertEqual(parser.feed(header[:16]), (None, None), TWISTED_CHANGED)
+            info, rest = parser.feed(header[16:] + b"x\n")
+            assert isinstance(info, ProxyInfo), TWISTED_CHANGED
+            self.assertEqual((info.source, info.destination, rest), (source, destination, b"x\n"), TWISTED_CHANGED)
+        self.assertEqual(parsed, [V1.rstrip(b"\r\n")], f"{TWISTED_CHANGED}: V1Parser.feed calls parse")
+        self.assertRaises(InvalidProxyHeader, V1Parser.parse, b"PROXY TCP4 192.0.2.7")
+
+    def test_wrapper_answers_from_proxy_info(self) -> None:
+        """
+        C{HAProxyProtocolWrapper} starts with no C{_parser} and no
+        C{_proxyInfo}, and once C{_proxyInfo} is set its C{getPeer} and
+        C{getHost} name the addresses it holds.
+        """
+        from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper
+
+        wrapper = HAProxyWrappingFactory(Factory.forProtocol(Protocol)).buildProtocol(BALANCER)
+        assert isinstance(wrapper, HAProxyProtocolWrapper), TWISTED_CHANGED
+        self.assertEqual((wrapper._parser, wrapper._proxyInfo), (None, None), TWISTED_CHANGED)
+        wrapper.makeConnection(StringTransport(peerAddress=BALANCER))
+        source = IPv4Address("TCP", "192.0.2.7", 40000)
+        destination = IPv4Address("TCP", "192.0.2.1", 21567)
+        wrapper._proxyInfo = ProxyInfo(V1, source, destination)
+        self.assertEqual((wrapper.getPeer(), wrapper.getHost()), (source, destination), TWISTED_CHANGED)
 
 
 @pytest.mark.parametrize("header", [V1, v2_header()], ids=["v1", "v2"])
