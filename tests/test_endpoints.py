@@ -1,8 +1,10 @@
 """
 Every stream endpoint of SPEC.md's "Server lifecycle", proven over real
 sockets: C{tcp6}, C{unix}, C{ssl}, C{systemd} (socket activation) and several
-C{--listen} at once.  (C{haproxy:} is in C{test_proxy.py}, datagrams in
-C{test_datagram.py}.)
+C{--listen} at once; and that L{tsecho.listeners} needs Twisted's internals
+only for the listeners that use them: C{twistd tsecho} on a Twisted without
+them still starts and serves.  (C{haproxy:} is in C{test_proxy.py}, datagrams
+in C{test_datagram.py}.)
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
 """
 Tests for L{tsecho._proxy}: the PROXY protocol (v1, v2) in front of tsecho,
-with half-close kept and the real client named in the log.
+with half-close kept and the real client named in the log; the route from
+L{tsecho.listeners.server_from_string}, its fallback, and a canary for what
+the workaround relies on in Twisted's private PROXY modules.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ rule, in memory.  The server is the protocol that the C{ssl:} route builds,
 on a L{StringTransport}; the client is pyOpenSSL on memory BIOs.  No
 sockets, no real time: the reactor's clock never moves, so nothing here
 waits for a later reactor turn.  (The same over real sockets is in
-C{test_endpoints.py}.)
+C{test_endpoints.py}.)  L{TwistedInternalsCanary} checks what the workaround
+relies on in Twisted's TLS code.
 """
 
 from __future__ import annotations

@@ -106,13 +106,13 @@ def _proxy_endpoint() -> Callable[[IStreamServerEndpoint], IStreamServerEndpoint
 def _workaround(prefix: str, load: Callable[[], tuple[str | None, _T]]) -> _T | None:
     """
     Import the workaround for C{prefix} listeners with C{load}, which also
-    says what it relies on that is missing; if anything is (or the import
-    fails), log why and what is lost, and return C{None}.
+    says what it relies on that is missing; if anything is (or the import,
+    or the check, fails), log why and what is lost, and return C{None}.
     """
     try:
         why, workaround = load()
-    except ImportError as e:
-        why = str(e)
+    except Exception as e:  # gone (ImportError), or changed beyond what the check foresaw
+        why = f"{type(e).__name__}: {e}"
     else:
         if why is None:
             return workaround
