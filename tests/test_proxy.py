@@ -390,6 +390,27 @@ class TwistedInternalsCanary(SynchronousTestCase):
         """
         self.assertIsNone(_proxy.missing_internals(), TWISTED_CHANGED)
 
+    def test_changes_detected(self) -> None:
+        """
+        L{_proxy.missing_internals} names every change it finds.
+        """
+
+        class Bare:
+            pass
+
+        self.patch(_proxy, "V1Parser", Bare)
+        self.patch(_proxy, "HAProxyProtocolWrapper", Bare)
+        self.patch(_proxy, "ProxyInfo", lambda header, source: None)
+        self.assertEqual(
+            _proxy.missing_internals(),
+            "changed or gone: V1Parser.PROXYSTR, the class method V1Parser.parse, V1Parser.feed calling parse, "
+            "HAProxyProtocolWrapper._parser, HAProxyProtocolWrapper.getPeer from _proxyInfo, "
+            "HAProxyProtocolWrapper.getHost from _proxyInfo, ProxyInfo's fields",
+        )
+        self.patch(_proxy, "V2Parser", Bare)
+        self.assertIn("V2Parser.PREFIX, ", _proxy.missing_internals() or "")
+        self.assertIn("V2Parser.feed, ", _proxy.missing_internals() or "")
+
     def test_parsers(self) -> None:
         """
         C{feed} returns C{(None, None)} until a header is complete (given at

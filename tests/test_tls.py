@@ -244,6 +244,25 @@ class RouteTests(SynchronousTestCase):
             "half-close over TLS (replies owed when a client ends with close_notify or a TCP FIN may be lost)",
         )
 
+    def test_fallback_when_the_check_fails(self) -> None:
+        """
+        A check that itself fails (here, Twisted code changed beyond what it
+        foresaw) also means Twisted's own C{ssl:}, with the error named.
+        """
+
+        def broken() -> str | None:
+            raise TypeError("unexpected")
+
+        self.patch(_tls, "missing_internals", broken)
+        listeners._tls_reactor.cache_clear()
+        self.addCleanup(listeners._tls_reactor.cache_clear)
+        with capturedLogs() as events:
+            server_from_string(self.reactor, self.description()).listen(make_factory())
+        self.assertEqual(self.reactor.tcpServers, [])
+        self.assertEqual(len(self.reactor.sslServers), 1)
+        [warning] = [formatEvent(e) for e in events]
+        self.assertIn("ssl: listeners rely on (TypeError: unexpected): they are Twisted's own", warning)
+
     def test_close_notify_every_slice_size(self) -> None:
         """
         Lines, an unterminated last line and the client's C{close_notify},
@@ -459,6 +478,39 @@ class TwistedInternalsCanary(SynchronousTestCase):
         listeners use the workaround (every supported Twisted, 23.10 to 26.10).
         """
         self.assertIsNone(_tls.missing_internals(), TWISTED_CHANGED)
+
+    def test_changes_detected(self) -> None:
+        """
+        L{_tls.missing_internals} tells each change it looks for:
+        C{_shutdownTLS} gone or taking arguments, C{_flushReceiveBIO} no
+        longer calling it, a factory that takes no clock.
+        """
+
+        class Gone:
+            def _flushReceiveBIO(self) -> None:
+                self._shutdownTLS()  # type: ignore[attr-defined]
+
+        class Changed(Gone):
+            def _shutdownTLS(self, reason: object) -> None:
+                pass
+
+        class NotCalled:
+            def _shutdownTLS(self) -> None:
+                pass
+
+            def _flushReceiveBIO(self) -> None:
+                pass
+
+        for fake, why in (
+            (Gone, "TLSMemoryBIOProtocol._shutdownTLS(self) is gone or changed"),
+            (Changed, "TLSMemoryBIOProtocol._shutdownTLS(self) is gone or changed"),
+            (NotCalled, "TLSMemoryBIOProtocol._flushReceiveBIO no longer calls _shutdownTLS"),
+        ):
+            self.patch(_tls, "TLSMemoryBIOProtocol", fake)
+            self.assertEqual(_tls.missing_internals(), why)
+        self.patch(_tls, "TLSMemoryBIOProtocol", TLSMemoryBIOProtocol)
+        self.patch(_tls, "TLSMemoryBIOFactory", lambda context, is_client, wrapped: None)
+        self.assertEqual(_tls.missing_internals(), "TLSMemoryBIOFactory takes no clock")
 
     def test_shutdown_hook_called_at_close_notify(self) -> None:
         """
