@@ -24,14 +24,20 @@ from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from twisted.internet.ssl import Certificate, PrivateCertificate
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import capturedLogs, formatEvent
-from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.trial.unittest import SynchronousTestCase
 
-from tsecho import _tls, listeners
+from tsecho import listeners
 from tsecho._proxy import ProxyWrappingFactory
 from tsecho.listeners import server_from_string
 from tsecho.protocol import TimestampEcho
 from tsecho.testing import EXAMPLE_STAMP, make_factory
+
+try:
+    from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory, TLSMemoryBIOProtocol
+
+    from tsecho import _tls
+except ImportError as e:  # the canary's first cry
+    raise ImportError(f"Twisted {twisted.__version__} changed what tsecho._tls relies on: {e}") from e
 
 PEER = IPv4Address("TCP", "127.0.0.1", 54321)
 PAYLOAD = b"one\ntwo\r\n\xff\x00three\r"

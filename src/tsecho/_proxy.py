@@ -1,7 +1,7 @@
 """
 The workaround behind C{haproxy:} listeners: the PROXY protocol (v1 and v2)
 in front of tsecho, without losing half-close.  Private: it is built on
-Twisted's private C{twisted.protocols.haproxy._*} modules, so
+the header parsers in Twisted's private C{twisted.protocols.haproxy._*} modules, so
 L{tsecho.listeners} imports it only for C{haproxy:} descriptions, and only
 once L{missing_internals} finds nothing missing.
 
@@ -17,12 +17,11 @@ protocol, and connects the wrapped protocol only once the header has named
 the real client.  L{ProxyServerEndpoint} puts it in front of any stream
 endpoint.
 
-What it relies on, beyond Twisted's interfaces (stable since Twisted 16.1;
-L{missing_internals} checks it at run time, C{tests/test_proxy.py}'s canary
-checks the behaviour):
-  - C{HAProxyProtocolWrapper} and C{HAProxyWrappingFactory}
-    (C{twisted.protocols.haproxy._wrapper}): the wrapper's C{_parser} and
-    C{_proxyInfo}, from which its C{getPeer} and C{getHost} answer;
+The wrapper is built on Twisted's public L{policies.ProtocolWrapper}; what
+it relies on beyond Twisted's public API are the header parsers of
+C{twisted.protocols.haproxy} (private modules, stable since Twisted 16.1;
+L{missing_internals} checks them at run time, C{tests/test_proxy.py}'s
+canary checks their behaviour):
   - C{V1Parser} and C{V2Parser}: their C{PROXYSTR} and C{PREFIX}, and
     C{feed(data)} returning C{(ProxyInfo, rest)} or C{(None, None)}, with
     C{V1Parser.feed} calling the class method C{parse} (which
@@ -38,6 +37,7 @@ from typing import Any, cast
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
+    IAddress,
     IHalfCloseableProtocol,
     IListeningPort,
     IProtocol,
@@ -53,7 +53,7 @@ from twisted.protocols.haproxy._exceptions import InvalidProxyHeader
 from twisted.protocols.haproxy._info import ProxyInfo
 from twisted.protocols.haproxy._v1parser import V1Parser
 from twisted.protocols.haproxy._v2parser import V2Parser
-from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper, HAProxyWrappingFactory
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 from zope.interface import directlyProvides, implementer, providedBy
 
@@ -124,7 +124,7 @@ def check_v1_fields(line: bytes) -> None:
 
 
 @implementer(IHalfCloseableProtocol)
-class ProxyProtocolWrapper(HAProxyProtocolWrapper):
+class ProxyProtocolWrapper(ProtocolWrapper):
     """
     Read a PROXY v1 or v2 header, then connect the wrapped protocol, whose
     C{transport.getPeer()} now names the client the header announced.
@@ -140,6 +140,8 @@ class ProxyProtocolWrapper(HAProxyProtocolWrapper):
 
     def __init__(self, factory: ProxyWrappingFactory, wrappedProtocol: IProtocol) -> None:  # noqa: N803 (Twisted's name)
         super().__init__(factory, wrappedProtocol)  # type: ignore[arg-type]
+        self._parser: _V1Parser | V2Parser | None = None
+        self._info: ProxyInfo | None = None
         self._pending = b""
         self._inner_connected = False
         self._header_timer: Any = None
@@ -172,12 +174,31 @@ class ProxyProtocolWrapper(HAProxyProtocolWrapper):
             return
         if info is None:
             return
-        self._proxyInfo = info
+        self._info = info
         self._cancel_header_timer()
         self._inner_connected = True
         self.wrappedProtocol.makeConnection(cast(ITransport, self))
         if remaining:
             self.wrappedProtocol.dataReceived(remaining)
+
+    def getPeer(self) -> IAddress:
+        """
+        The client the header named; until then, or if it named none
+        (C{PROXY UNKNOWN}, C{LOCAL}), the load balancer.
+        """
+        if self._info is not None and self._info.source is not None:
+            return self._info.source
+        assert self.transport is not None
+        return self.transport.getPeer()
+
+    def getHost(self) -> IAddress:
+        """
+        The address the header says the client connected to, or ours.
+        """
+        if self._info is not None and self._info.destination is not None:
+            return self._info.destination
+        assert self.transport is not None
+        return self.transport.getHost()
 
     def _choose_parser(self, head: bytes) -> _V1Parser | V2Parser | None:
         """
@@ -243,7 +264,7 @@ class ProxyProtocolWrapper(HAProxyProtocolWrapper):
             self.factory.unregisterProtocol(self)
 
 
-class ProxyWrappingFactory(HAProxyWrappingFactory):
+class ProxyWrappingFactory(WrappingFactory):
     """
     Wrap each connection of C{wrappedFactory} in a L{ProxyProtocolWrapper}.
 
@@ -252,7 +273,7 @@ class ProxyWrappingFactory(HAProxyWrappingFactory):
     @ivar header_timeout: seconds allowed for the PROXY header.
     """
 
-    protocol = ProxyProtocolWrapper  # type: ignore[assignment]
+    protocol = ProxyProtocolWrapper
     noisy = False  # the service logs its listeners
     header_timeout = HEADER_TIMEOUT
 
@@ -291,9 +312,6 @@ def missing_internals() -> str | None:
         (isinstance(inspect.getattr_static(V1Parser, "parse", None), classmethod), "the class method V1Parser.parse"),
         (_refers_to(V1Parser, "feed", "parse"), "V1Parser.feed calling parse"),
         (_refers_to(V2Parser, "feed", "parse"), "V2Parser.feed"),
-        (_refers_to(HAProxyProtocolWrapper, "__init__", "_parser"), "HAProxyProtocolWrapper._parser"),
-        (_refers_to(HAProxyProtocolWrapper, "getPeer", "_proxyInfo"), "HAProxyProtocolWrapper.getPeer from _proxyInfo"),
-        (_refers_to(HAProxyProtocolWrapper, "getHost", "_proxyInfo"), "HAProxyProtocolWrapper.getHost from _proxyInfo"),
         (list(inspect.signature(ProxyInfo).parameters) == ["header", "source", "destination"], "ProxyInfo's fields"),
     )
     missing = [what for present, what in checks if not present]
