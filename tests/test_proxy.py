@@ -88,7 +88,8 @@ class WrapperTests(SynchronousTestCase):
         """
         A v1 header followed by lines, delivered in pieces of every size, gets
         exactly the replies plain TCP would, and the server logs the client
-        the header names, not the load balancer.
+        the header names, not the load balancer; C{getHost} is the address
+        the header says the client connected to.
         """
         data = V1 + b"a\nb\r\n\xff\x00c\n"
         expected = EXAMPLE_STAMP + b"a\n" + EXAMPLE_STAMP + b"b\r\n" + EXAMPLE_STAMP + b"\xff\x00c\n"
@@ -100,6 +101,7 @@ class WrapperTests(SynchronousTestCase):
             self.assertEqual(transport.value(), expected, f"slice size {size}")
             self.assertEqual(connected_from(list(events)), ["192.0.2.7:40000"])
             self.assertEqual(wrapper.getPeer(), IPv4Address("TCP", "192.0.2.7", 40000))
+            self.assertEqual(wrapper.getHost(), IPv4Address("TCP", "192.0.2.1", 21567))
 
     def test_v2_every_slice_size(self) -> None:
         """
@@ -135,12 +137,13 @@ class WrapperTests(SynchronousTestCase):
     def test_unknown_source_falls_back_to_balancer(self) -> None:
         """
         C{PROXY UNKNOWN} (a header without addresses) leaves the load
-        balancer as the peer.
+        balancer as the peer, and our own address as the host.
         """
         with capturedLogs() as events:
             wrapper, transport, _ = self.connect()
             wrapper.dataReceived(b"PROXY UNKNOWN\r\nq\n")
         self.assertEqual(transport.value(), EXAMPLE_STAMP + b"q\n")
+        self.assertEqual((wrapper.getPeer(), wrapper.getHost()), (BALANCER, transport.getHost()))
         self.assertEqual(connected_from(list(events)), ["10.0.0.2:51000"])
 
     def test_half_close_answers_everything(self) -> None:
