@@ -21,8 +21,9 @@ that kind of listener is Twisted's own endpoint, with one warning logged
 from __future__ import annotations
 
 import functools
+import importlib
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, cast
 
 import twisted
 from twisted.internet import endpoints
@@ -44,7 +45,6 @@ What each kind of listener loses when its workaround cannot be used.
 """
 
 log = Logger()
-_T = TypeVar("_T")
 
 
 def server_from_string(reactor: Any, description: str) -> IStreamServerEndpoint:
@@ -79,13 +79,7 @@ def _tls_reactor() -> Callable[[Any], Any] | None:
     L{tsecho._tls.HalfCloseTLSReactor}, or C{None} (after one warning) if
     this Twisted does not have what it relies on.
     """
-
-    def load() -> tuple[str | None, Callable[[Any], Any]]:
-        from tsecho import _tls
-
-        return _tls.missing_internals(), _tls.HalfCloseTLSReactor
-
-    return _workaround(SSL, load)
+    return cast("Callable[[Any], Any] | None", _workaround(SSL, "tsecho._tls", "HalfCloseTLSReactor"))
 
 
 @functools.cache
@@ -94,28 +88,24 @@ def _proxy_endpoint() -> Callable[[IStreamServerEndpoint], IStreamServerEndpoint
     L{tsecho._proxy.ProxyServerEndpoint}, or C{None} (after one warning) if
     this Twisted does not have what it relies on.
     """
-
-    def load() -> tuple[str | None, Callable[[IStreamServerEndpoint], IStreamServerEndpoint]]:
-        from tsecho import _proxy
-
-        return _proxy.missing_internals(), _proxy.ProxyServerEndpoint
-
-    return _workaround(HAPROXY, load)
+    endpoint = _workaround(HAPROXY, "tsecho._proxy", "ProxyServerEndpoint")
+    return cast("Callable[[IStreamServerEndpoint], IStreamServerEndpoint] | None", endpoint)
 
 
-def _workaround(prefix: str, load: Callable[[], tuple[str | None, _T]]) -> _T | None:
+def _workaround(prefix: str, module_name: str, name: str) -> object:
     """
-    Import the workaround for C{prefix} listeners with C{load}, which also
-    says what it relies on that is missing; if anything is (or the import,
-    or the check, fails), log why and what is lost, and return C{None}.
+    Import C{module_name}, the workaround for C{prefix} listeners, and
+    return its C{name}, unless the module's C{missing_internals()} finds
+    something it relies on missing (or the import, or the check, fails):
+    then log why and what is lost, and return C{None}.
     """
     try:
-        why, workaround = load()
+        module = importlib.import_module(module_name)
+        why = module.missing_internals()
     except Exception as e:  # gone (ImportError), or changed beyond what the check foresaw
         why = f"{type(e).__name__}: {e}"
-    else:
-        if why is None:
-            return workaround
+    if why is None:
+        return getattr(module, name)
     log.warn(
         "Twisted {twisted_version} lacks what tsecho's {prefix} listeners rely on ({why}): "
         "they are Twisted's own, without {lost}",
