@@ -610,7 +610,7 @@ def test_hidden_twisted_internals(
     shim = tmp_path / "shim"
     shim.mkdir()
     (shim / "sitecustomize.py").write_text(HIDE_INTERNALS)
-    monkeypatch.setenv("PYTHONPATH", str(shim))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(shim), os.environ.get("PYTHONPATH")])))
     options = (
         "--listen=tcp:0:interface=127.0.0.1",
         "--listen=haproxy:tcp:0:interface=127.0.0.1",
