@@ -537,7 +537,9 @@ class TwistedInternalsCanary(SynchronousTestCase):
         L{BufferingTLSTransport} holds a write back for a later reactor turn,
         and C{loseConnection} sends it before our C{close_notify}, setting
         C{disconnecting}: L{_tls.HalfCloseTLSProtocol} closes that way to
-        send the replies to what came with the peer's C{close_notify}.
+        send the replies to what came with the peer's C{close_notify}.  And
+        it goes through C{_shutdownTLS}, where, after a TCP FIN, the
+        workaround closes TCP itself.
         """
 
         class Answer(Protocol):
@@ -553,3 +555,4 @@ class TwistedInternalsCanary(SynchronousTestCase):
         client.flush()
         self.assertTrue(server.disconnecting, TWISTED_CHANGED)
         self.assertEqual(client.receive(), (b"HELD", True), f"{TWISTED_CHANGED}: loseConnection sends held writes")
+        self.assertEqual(server.shutdown_calls, [False], f"{TWISTED_CHANGED}: loseConnection goes through _shutdownTLS")
