@@ -1,8 +1,10 @@
 """
 Every stream endpoint of SPEC.md's "Server lifecycle", proven over real
 sockets: C{tcp6}, C{unix}, C{ssl}, C{systemd} (socket activation) and several
-C{--listen} at once.  (C{haproxy:} is in C{test_proxy.py}, datagrams in
-C{test_datagram.py}.)
+C{--listen} at once; and that L{tsecho.listeners} needs Twisted's internals
+only for the listeners that use them: C{twistd tsecho} on a Twisted without
+them still starts and serves.  (C{haproxy:} is in C{test_proxy.py}, datagrams
+in C{test_datagram.py}.)
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 import pytest
 import pytest_twisted
 import trustme
+import twisted
 from twisted.internet import defer, endpoints, error
 from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.protocol import Factory, Protocol, connectionDone
@@ -527,3 +530,126 @@ def test_several_listeners_in_one_process(tmp_path: Path, certificates: dict[str
         server.stop()
     assert not unix_path.exists()
     assert not dgram_path.exists()
+
+
+def loaded_after(*arguments: str) -> set[str]:
+    """
+    Which of tsecho's listener workarounds, and of Twisted's PROXY-protocol
+    modules, a fresh Python has loaded after importing C{tsecho.tap} and,
+    if C{arguments} are given, parsing them as C{twistd tsecho} options.
+    """
+    script = (
+        "import sys\n"
+        "import tsecho.tap\n"
+        "if sys.argv[1:]:\n"
+        "    tsecho.tap.Options().parseOptions(sys.argv[1:])\n"
+        "print(' '.join(m for m in sys.modules if m.startswith(('twisted.protocols.haproxy', 'tsecho._'))))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, *arguments], capture_output=True, text=True, timeout=60, check=True
+    )
+    return set(result.stdout.split())
+
+
+def test_workarounds_imported_only_when_used(certificates: dict[str, Path]) -> None:
+    """
+    C{import tsecho.tap}, and options with C{tcp:} and C{unix:} listeners,
+    load neither tsecho's TLS and PROXY workarounds nor Twisted's private
+    PROXY modules; an C{ssl:} listener loads the TLS one alone, a
+    C{haproxy:} listener the PROXY one (and Twisted's modules it builds on).
+    """
+    assert loaded_after() == set()
+    assert loaded_after("--listen", "tcp:0", "--listen", "unix:/nonexistent/tsecho.sock") == set()
+    assert loaded_after("--listen", ssl_description(certificates)) == {"tsecho._tls"}
+    proxied = loaded_after("--listen", "haproxy:tcp:0")
+    assert "tsecho._tls" not in proxied
+    assert {"tsecho._proxy", "twisted.protocols.haproxy._v1parser", "twisted.protocols.haproxy._wrapper"} <= proxied
+
+
+HIDE_INTERNALS = '''
+"""
+Run before twistd: a Twisted whose private modules and methods that tsecho's
+workarounds use are gone, while its public API (and its own use of them) works.
+"""
+import sys
+
+import twisted.protocols.haproxy
+from twisted.protocols import tls
+
+for name in ("_exceptions", "_info", "_v1parser", "_v2parser", "_wrapper"):
+    sys.modules["twisted.protocols.haproxy." + name] = None  # import fails
+    delattr(twisted.protocols.haproxy, name)
+
+# The class loses _shutdownTLS; Twisted's own calls still reach it per instance.
+shutdown = tls.TLSMemoryBIOProtocol._shutdownTLS
+del tls.TLSMemoryBIOProtocol._shutdownTLS
+init = tls.TLSMemoryBIOProtocol.__init__
+
+
+def __init__(self, *args, **kwargs):
+    init(self, *args, **kwargs)
+    self._shutdownTLS = shutdown.__get__(self)
+
+
+tls.TLSMemoryBIOProtocol.__init__ = __init__
+'''
+
+
+def test_hidden_twisted_internals(
+    tmp_path: Path, certificates: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    On a Twisted without the private PROXY modules and TLS method that tsecho's
+    workarounds rely on, C{twistd tsecho} still starts and serves C{tcp:} as
+    always, and C{haproxy:} and C{ssl:} (twice each, once as
+    C{haproxy:ssl:}) as Twisted's own endpoints do, with one warning for
+    each kind naming the Twisted version and what is lost.
+    """
+    import ssl
+
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "sitecustomize.py").write_text(HIDE_INTERNALS)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(shim), os.environ.get("PYTHONPATH")])))
+    options = (
+        "--listen=tcp:0:interface=127.0.0.1",
+        "--listen=haproxy:tcp:0:interface=127.0.0.1",
+        f"--listen={ssl_description(certificates)}",
+        f"--listen=haproxy:{ssl_description(certificates)}",
+    )
+    with running_server(tmp_path, options, listeners=4) as server:
+        tcp, proxied, tls, _ = (int(a.rsplit(":", 1)[1]) for a in server.addresses)
+        with socket.create_connection(("127.0.0.1", tcp), timeout=TIMEOUT) as sock:
+            sock.sendall(PAYLOAD)
+            sock.shutdown(socket.SHUT_WR)
+            assert_replies(read_all(sock))
+        with socket.create_connection(("127.0.0.1", proxied), timeout=TIMEOUT) as sock:
+            sock.sendall(b"PROXY TCP4 198.51.100.9 192.0.2.1 45678 21567\r\nbehind\n")
+            assert re.fullmatch(STAMP + rb"behind\n", read_line(sock))
+        context = ssl.create_default_context(cafile=str(certificates["ca"]))
+        with (
+            socket.create_connection(("127.0.0.1", tls), timeout=TIMEOUT) as raw,
+            context.wrap_socket(raw, server_hostname="localhost") as sock,
+        ):
+            sock.sendall(b"secure\n")
+            assert re.fullmatch(STAMP + rb"secure\n", read_line(sock))
+        log = server.log()
+    for prefix, why in (("haproxy:", "twisted.protocols.haproxy._"), ("ssl:", "_shutdownTLS(self) is gone")):
+        warnings = [line for line in log.splitlines() if f"lacks what tsecho's {prefix} listeners rely on" in line]
+        assert len(warnings) == 1, log
+        assert f"Twisted {twisted.__version__} lacks" in warnings[0]
+        assert why in warnings[0]
+        assert "without half-close" in warnings[0]
+    assert "Traceback" not in log
+
+
+def read_line(sock: socket.socket) -> bytes:
+    """
+    Read from C{sock} up to and including the first C{\\n}.
+    """
+    received = b""
+    while not received.endswith(b"\n"):
+        data = sock.recv(1024)
+        assert data, received
+        received += data
+    return received

@@ -1,6 +1,8 @@
 """
-Tests for L{tsecho.proxy}: the PROXY protocol (v1, v2) in front of tsecho,
-with half-close kept and the real client named in the log.
+Tests for L{tsecho._proxy}: the PROXY protocol (v1, v2) in front of tsecho,
+with half-close kept and the real client named in the log; the route from
+L{tsecho.listeners.server_from_string}, its fallback, and a canary for what
+the workaround relies on in Twisted's private PROXY modules.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 import pytest_twisted
+import twisted
 from twisted.internet import endpoints
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import IHalfCloseableProtocol
@@ -20,19 +23,23 @@ from twisted.logger import LogEvent, capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from realsockets import raw_exchange, serving, tcp_port
+from tsecho import listeners
+from tsecho.listeners import server_from_string
 from tsecho.protocol import TimestampEcho
-from tsecho.proxy import (
-    HEADER_TIMEOUT,
-    ProxyProtocolWrapper,
-    ProxyServerEndpoint,
-    ProxyWrappingFactory,
-    server_from_string,
-)
 from tsecho.testing import EXAMPLE_STAMP, ClosingStringTransport, make_factory
+
+try:
+    from twisted.protocols.haproxy._info import ProxyInfo
+
+    from tsecho import _proxy
+    from tsecho._proxy import HEADER_TIMEOUT, ProxyProtocolWrapper, ProxyServerEndpoint, ProxyWrappingFactory
+except ImportError as e:  # the canary's first cry
+    raise ImportError(f"Twisted {twisted.__version__} changed what tsecho._proxy relies on: {e}") from e
 
 BALANCER = IPv4Address("TCP", "10.0.0.2", 51000)
 V1 = b"PROXY TCP4 192.0.2.7 192.0.2.1 40000 21567\r\n"
 V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
+TWISTED_CHANGED = f"Twisted {twisted.__version__} changed what tsecho._proxy relies on"
 
 
 def v2_header(
@@ -81,7 +88,8 @@ class WrapperTests(SynchronousTestCase):
         """
         A v1 header followed by lines, delivered in pieces of every size, gets
         exactly the replies plain TCP would, and the server logs the client
-        the header names, not the load balancer.
+        the header names, not the load balancer; C{getHost} is the address
+        the header says the client connected to.
         """
         data = V1 + b"a\nb\r\n\xff\x00c\n"
         expected = EXAMPLE_STAMP + b"a\n" + EXAMPLE_STAMP + b"b\r\n" + EXAMPLE_STAMP + b"\xff\x00c\n"
@@ -93,6 +101,7 @@ class WrapperTests(SynchronousTestCase):
             self.assertEqual(transport.value(), expected, f"slice size {size}")
             self.assertEqual(connected_from(list(events)), ["192.0.2.7:40000"])
             self.assertEqual(wrapper.getPeer(), IPv4Address("TCP", "192.0.2.7", 40000))
+            self.assertEqual(wrapper.getHost(), IPv4Address("TCP", "192.0.2.1", 21567))
 
     def test_v2_every_slice_size(self) -> None:
         """
@@ -128,12 +137,13 @@ class WrapperTests(SynchronousTestCase):
     def test_unknown_source_falls_back_to_balancer(self) -> None:
         """
         C{PROXY UNKNOWN} (a header without addresses) leaves the load
-        balancer as the peer.
+        balancer as the peer, and our own address as the host.
         """
         with capturedLogs() as events:
             wrapper, transport, _ = self.connect()
             wrapper.dataReceived(b"PROXY UNKNOWN\r\nq\n")
         self.assertEqual(transport.value(), EXAMPLE_STAMP + b"q\n")
+        self.assertEqual((wrapper.getPeer(), wrapper.getHost()), (BALANCER, transport.getHost()))
         self.assertEqual(connected_from(list(events)), ["10.0.0.2:51000"])
 
     def test_half_close_answers_everything(self) -> None:
@@ -344,6 +354,97 @@ class ServerFromStringTests(SynchronousTestCase):
         """
         with pytest.raises((ValueError, TypeError)):
             server_from_string(MemoryReactor(), "haproxy:nonsense:1")
+
+    def test_fallback_when_internals_change(self) -> None:
+        """
+        On a Twisted whose PROXY-protocol internals changed, C{haproxy:}
+        listeners are Twisted's own, and one warning, however many
+        listeners, names the Twisted version, the change and what is lost.
+        """
+        self.patch(_proxy, "missing_internals", lambda: "changed or gone: V1Parser.PROXYSTR")
+        listeners._proxy_endpoint.cache_clear()
+        self.addCleanup(listeners._proxy_endpoint.cache_clear)
+        reactor = MemoryReactor()
+        with capturedLogs() as events:
+            for port in (21567, 21568):
+                server_from_string(reactor, f"haproxy:tcp:{port}").listen(make_factory())
+        for _port, factory, *_ in reactor.tcpServers:
+            self.assertEqual(type(factory).__name__, "HAProxyWrappingFactory")  # Twisted's own
+        [warning] = [formatEvent(e) for e in events]
+        self.assertEqual(
+            warning,
+            f"Twisted {twisted.__version__} lacks what tsecho's haproxy: listeners rely on "
+            "(changed or gone: V1Parser.PROXYSTR): they are Twisted's own, without half-close behind PROXY "
+            "(replies owed at a client's end of input are lost), the client's own address in connection "
+            "log lines, the PROXY header timeout and the strict PROXY v1 checks",
+        )
+
+
+class TwistedInternalsCanary(SynchronousTestCase):
+    """
+    What L{tsecho._proxy} relies on in Twisted's private
+    C{twisted.protocols.haproxy} modules still holds in the Twisted under
+    test.  If one of these fails, that Twisted changed it: C{tsecho._proxy}
+    must be updated (until then, if its import fails or
+    L{_proxy.missing_internals} notices, C{haproxy:} listeners fall back to
+    Twisted's own).
+    """
+
+    def test_nothing_missing(self) -> None:
+        """
+        L{_proxy.missing_internals} finds all it looks for, so C{haproxy:}
+        listeners use the workaround (every supported Twisted, 23.10 to 26.10).
+        """
+        self.assertIsNone(_proxy.missing_internals(), TWISTED_CHANGED)
+
+    def test_changes_detected(self) -> None:
+        """
+        L{_proxy.missing_internals} names every change it finds.
+        """
+
+        class Bare:
+            pass
+
+        self.patch(_proxy, "V1Parser", Bare)
+        self.patch(_proxy, "ProxyInfo", lambda header, source: None)
+        self.assertEqual(
+            _proxy.missing_internals(),
+            "changed or gone: V1Parser.PROXYSTR, the class method V1Parser.parse, V1Parser.feed calling parse, "
+            "ProxyInfo's fields",
+        )
+        self.patch(_proxy, "V2Parser", Bare)
+        self.assertIn("V2Parser.PREFIX, ", _proxy.missing_internals() or "")
+        self.assertIn("V2Parser.feed, ", _proxy.missing_internals() or "")
+
+    def test_parsers(self) -> None:
+        """
+        C{feed} returns C{(None, None)} until a header is complete (given at
+        least 16 bytes, as tsecho's wrapper does for v2), then the
+        L{ProxyInfo} and the bytes after it; C{V1Parser.feed} goes through the
+        class method C{parse} (which tsecho overrides); a bad v1 header
+        raises C{InvalidProxyHeader}.
+        """
+        from twisted.protocols.haproxy._exceptions import InvalidProxyHeader
+        from twisted.protocols.haproxy._v1parser import V1Parser
+        from twisted.protocols.haproxy._v2parser import V2Parser
+
+        source = IPv4Address("TCP", "192.0.2.7", 40000)
+        destination = IPv4Address("TCP", "192.0.2.1", 21567)
+        parsed: list[bytes] = []
+
+        class Recording(V1Parser):
+            @classmethod
+            def parse(cls, line: bytes) -> ProxyInfo:
+                parsed.append(line)
+                return super().parse(line)
+
+        for parser, header in ((Recording(), V1), (V2Parser(), v2_header())):
+            self.assertEqual(parser.feed(header[:16]), (None, None), TWISTED_CHANGED)
+            info, rest = parser.feed(header[16:] + b"x\n")
+            assert isinstance(info, ProxyInfo), TWISTED_CHANGED
+            self.assertEqual((info.source, info.destination, rest), (source, destination, b"x\n"), TWISTED_CHANGED)
+        self.assertEqual(parsed, [V1.rstrip(b"\r\n")], f"{TWISTED_CHANGED}: V1Parser.feed calls parse")
+        self.assertRaises(InvalidProxyHeader, V1Parser.parse, b"PROXY TCP4 192.0.2.7")
 
 
 @pytest.mark.parametrize("header", [V1, v2_header()], ids=["v1", "v2"])

@@ -1,10 +1,11 @@
 """
-Tests for L{tsecho.tls}: C{ssl:} endpoints that keep the SPEC's half-close
+Tests for L{tsecho._tls}: C{ssl:} endpoints that keep the SPEC's half-close
 rule, in memory.  The server is the protocol that the C{ssl:} route builds,
 on a L{StringTransport}; the client is pyOpenSSL on memory BIOs.  No
 sockets, no real time: the reactor's clock never moves, so nothing here
 waits for a later reactor turn.  (The same over real sockets is in
-C{test_endpoints.py}.)
+C{test_endpoints.py}.)  L{TwistedInternalsCanary} checks what the workaround
+relies on in Twisted's TLS code.
 """
 
 from __future__ import annotations
@@ -12,25 +13,37 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import trustme
+import twisted
 from OpenSSL import SSL
 from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import IHalfCloseableProtocol, IProtocol, IProtocolFactory
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
+from twisted.internet.ssl import Certificate, PrivateCertificate
 from twisted.internet.testing import MemoryReactorClock, StringTransport
-from twisted.protocols.tls import TLSMemoryBIOProtocol
+from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
-from tsecho import tls
+from tsecho import listeners
+from tsecho._proxy import ProxyWrappingFactory
+from tsecho.listeners import server_from_string
 from tsecho.protocol import TimestampEcho
-from tsecho.proxy import ProxyWrappingFactory, server_from_string
 from tsecho.testing import EXAMPLE_STAMP, make_factory
+
+try:
+    from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory, TLSMemoryBIOProtocol
+
+    from tsecho import _tls
+except ImportError as e:  # the canary's first cry
+    raise ImportError(f"Twisted {twisted.__version__} changed what tsecho._tls relies on: {e}") from e
 
 PEER = IPv4Address("TCP", "127.0.0.1", 54321)
 PAYLOAD = b"one\ntwo\r\n\xff\x00three\r"
 REPLIES = EXAMPLE_STAMP + b"one\n" + EXAMPLE_STAMP + b"two\r\n" + EXAMPLE_STAMP + b"\xff\x00three\r\r\n"
 SLICE_SIZES = (1, 2, 3, 5, 7, 64, 1 << 20)
+TWISTED_CHANGED = f"Twisted {twisted.__version__} changed what tsecho._tls relies on"
 
 
 def write_certificates(directory: Path) -> dict[str, Path]:
@@ -120,7 +133,7 @@ class MemoryTLSClient:
 class RouteTests(SynchronousTestCase):
     """
     L{server_from_string} builds C{ssl:} endpoints from Twisted's own
-    parser, listening on TCP with L{tls.HalfCloseTLSFactory}.
+    parser, listening on TCP with L{_tls.HalfCloseTLSFactory}.
     """
 
     def setUp(self) -> None:
@@ -135,7 +148,7 @@ class RouteTests(SynchronousTestCase):
         """
         return f"ssl:8443:privateKey={self.paths['key']}:certKey={self.paths['cert']}{extra}"
 
-    def listen(self, description: str, factory: IProtocolFactory) -> tls.HalfCloseTLSFactory:
+    def listen(self, description: str, factory: IProtocolFactory) -> _tls.HalfCloseTLSFactory:
         """
         Listen on C{description} with C{factory}; return the TLS factory
         that the reactor was asked to listen with on TCP.
@@ -143,7 +156,7 @@ class RouteTests(SynchronousTestCase):
         server_from_string(self.reactor, description).listen(factory)
         self.assertEqual(self.reactor.sslServers, [])
         [(_port, tls_factory, _backlog, _interface)] = self.reactor.tcpServers
-        assert isinstance(tls_factory, tls.HalfCloseTLSFactory)
+        assert isinstance(tls_factory, _tls.HalfCloseTLSFactory)
         return tls_factory
 
     def connect(
@@ -158,19 +171,12 @@ class RouteTests(SynchronousTestCase):
             extra = f":extraCertChain={self.paths['chain']}"
         tls_factory = self.listen(self.description(extra), factory)
         server = tls_factory.buildProtocol(PEER)
-        assert isinstance(server, tls.HalfCloseTLSProtocol)
+        assert isinstance(server, _tls.HalfCloseTLSProtocol)
         transport = StringTransport(peerAddress=PEER)
         server.makeConnection(transport)
         client = MemoryTLSClient(server, transport, self.paths["ca"], max_version)
         client.handshake()
         return server, client
-
-    def test_hook_available(self) -> None:
-        """
-        The Twisted under test has the hook the half-close fix needs, so the
-        C{ssl:} route is in use (every supported Twisted, 23.10 to 26.10).
-        """
-        self.assertTrue(tls.HALF_CLOSE_SUPPORTED)
 
     def test_options_kept(self) -> None:
         """
@@ -210,25 +216,58 @@ class RouteTests(SynchronousTestCase):
 
     def test_reactor_forwards_the_rest(self) -> None:
         """
-        L{tls.HalfCloseTLSReactor} changes C{listenSSL} only: C{connectSSL}
+        L{_tls.HalfCloseTLSReactor} changes C{listenSSL} only: C{connectSSL}
         and every other attribute are the wrapped reactor's.
         """
-        wrapper = tls.HalfCloseTLSReactor(self.reactor)
+        wrapper = _tls.HalfCloseTLSReactor(self.reactor)
         factory = ClientFactory.forProtocol(Protocol)
         wrapper.connectSSL("127.0.0.1", 8443, factory, None)
         self.assertEqual([c[:3] for c in self.reactor.sslClients], [("127.0.0.1", 8443, factory)])
         self.assertEqual(wrapper.seconds(), self.reactor.seconds())
 
-    def test_fallback_without_hook(self) -> None:
+    def test_fallback_when_internals_change(self) -> None:
         """
-        On a Twisted without the hook, C{ssl:} is Twisted's own endpoint.
+        On a Twisted whose TLS internals changed, C{ssl:} (and
+        C{haproxy:ssl:}) listeners are Twisted's own, and one warning, however
+        many listeners, names the Twisted version, the change and what is lost.
         """
-        self.patch(tls, "HALF_CLOSE_SUPPORTED", False)
+        self.patch(_tls, "missing_internals", lambda: "TLSMemoryBIOProtocol._shutdownTLS(self) is gone or changed")
+        listeners._tls_reactor.cache_clear()
+        self.addCleanup(listeners._tls_reactor.cache_clear)
         factory = make_factory()
-        server_from_string(self.reactor, self.description()).listen(factory)
+        with capturedLogs() as events:
+            server_from_string(self.reactor, self.description()).listen(factory)
+            server_from_string(self.reactor, "haproxy:" + self.description()).listen(factory)
         self.assertEqual(self.reactor.tcpServers, [])
-        [(port, listening_factory, _context, _backlog, _interface)] = self.reactor.sslServers
+        [(port, listening_factory, _context, _backlog, _interface), (_, proxy_factory, *_)] = self.reactor.sslServers
         self.assertEqual((port, listening_factory), (8443, factory))
+        self.assertIsInstance(proxy_factory, ProxyWrappingFactory)
+        [warning] = [formatEvent(e) for e in events]
+        self.assertEqual(
+            warning,
+            f"Twisted {twisted.__version__} lacks what tsecho's ssl: listeners rely on "
+            "(TLSMemoryBIOProtocol._shutdownTLS(self) is gone or changed): they are Twisted's own, without "
+            "half-close over TLS (replies owed when a client ends with close_notify or a TCP FIN may be lost)",
+        )
+
+    def test_fallback_when_the_check_fails(self) -> None:
+        """
+        A check that itself fails (here, Twisted code changed beyond what it
+        foresaw) also means Twisted's own C{ssl:}, with the error named.
+        """
+
+        def broken() -> str | None:
+            raise TypeError("unexpected")
+
+        self.patch(_tls, "missing_internals", broken)
+        listeners._tls_reactor.cache_clear()
+        self.addCleanup(listeners._tls_reactor.cache_clear)
+        with capturedLogs() as events:
+            server_from_string(self.reactor, self.description()).listen(make_factory())
+        self.assertEqual(self.reactor.tcpServers, [])
+        self.assertEqual(len(self.reactor.sslServers), 1)
+        [warning] = [formatEvent(e) for e in events]
+        self.assertIn("ssl: listeners rely on (TypeError: unexpected): they are Twisted's own", warning)
 
     def test_close_notify_every_slice_size(self) -> None:
         """
@@ -329,7 +368,7 @@ class RouteTests(SynchronousTestCase):
             client.connection.sendall(part)
             client.flush()
         self.assertTrue(IHalfCloseableProtocol.providedBy(server))
-        assert isinstance(server, tls.HalfCloseTLSProtocol)
+        assert isinstance(server, _tls.HalfCloseTLSProtocol)
         server.readConnectionLost()
         client.flush()
         return server, client.receive()
@@ -386,8 +425,134 @@ class RouteTests(SynchronousTestCase):
         """
         tls_factory = self.listen(self.description(), make_factory())
         server = tls_factory.buildProtocol(PEER)
-        assert isinstance(server, tls.HalfCloseTLSProtocol)
+        assert isinstance(server, _tls.HalfCloseTLSProtocol)
         transport = StringTransport(peerAddress=PEER)
         server.makeConnection(transport)
         server.readConnectionLost()
         self.assertTrue(transport.disconnecting)
+
+
+class RecordingTLSProtocol(BufferingTLSTransport):
+    """
+    Twisted's own TLS protocol, recording each call of C{_shutdownTLS} as
+    whether the peer's C{close_notify} had arrived by then.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.shutdown_calls: list[bool] = []
+
+    def _shutdownTLS(self) -> None:
+        handle = self.getHandle()
+        self.shutdown_calls.append(bool(handle.get_shutdown() & SSL.RECEIVED_SHUTDOWN))
+        super()._shutdownTLS()
+
+
+class TwistedInternalsCanary(SynchronousTestCase):
+    """
+    What L{tsecho._tls} relies on in Twisted's TLS code, beyond Twisted's
+    interfaces, still holds in the Twisted under test.  If one of these
+    fails, that Twisted changed it: C{tsecho._tls} must be updated (until
+    then, if L{_tls.missing_internals} notices, C{ssl:} listeners fall back
+    to Twisted's own).
+    """
+
+    def connect(self, protocol: type[Protocol]) -> tuple[RecordingTLSProtocol, MemoryTLSClient]:
+        """
+        Twisted's TLS layer (recording) around C{protocol}, handshaken with
+        an in-memory client.
+        """
+        directory = Path(tempfile.mkdtemp(prefix="tsecho-tls-"))
+        self.addCleanup(shutil.rmtree, directory)
+        paths = write_certificates(directory)
+        pem = paths["key"].read_bytes() + paths["cert"].read_bytes() + paths["chain"].read_bytes()
+        options = PrivateCertificate.loadPEM(pem).options()
+        options.extraCertChain = [Certificate.loadPEM(paths["chain"].read_bytes()).original]
+        factory = TLSMemoryBIOFactory(options, False, Factory.forProtocol(protocol), clock=MemoryReactorClock())
+        factory.protocol = RecordingTLSProtocol
+        server = factory.buildProtocol(PEER)
+        assert isinstance(server, RecordingTLSProtocol)
+        transport = StringTransport(peerAddress=PEER)
+        server.makeConnection(transport)
+        client = MemoryTLSClient(server, transport, paths["ca"])
+        client.handshake()
+        return server, client
+
+    def test_nothing_missing(self) -> None:
+        """
+        L{_tls.missing_internals} finds all it looks for, so C{ssl:}
+        listeners use the workaround (every supported Twisted, 23.10 to 26.10).
+        """
+        self.assertIsNone(_tls.missing_internals(), TWISTED_CHANGED)
+
+    def test_changes_detected(self) -> None:
+        """
+        L{_tls.missing_internals} tells each change it looks for:
+        C{_shutdownTLS} gone or taking arguments, C{_flushReceiveBIO} no
+        longer calling it, a factory that takes no clock.
+        """
+
+        class Gone:
+            def _flushReceiveBIO(self) -> None:
+                self._shutdownTLS()  # type: ignore[attr-defined]
+
+        class Changed(Gone):
+            def _shutdownTLS(self, reason: object) -> None:
+                pass
+
+        class NotCalled:
+            def _shutdownTLS(self) -> None:
+                pass
+
+            def _flushReceiveBIO(self) -> None:
+                pass
+
+        for fake, why in (
+            (Gone, "TLSMemoryBIOProtocol._shutdownTLS(self) is gone or changed"),
+            (Changed, "TLSMemoryBIOProtocol._shutdownTLS(self) is gone or changed"),
+            (NotCalled, "TLSMemoryBIOProtocol._flushReceiveBIO no longer calls _shutdownTLS"),
+        ):
+            self.patch(_tls, "TLSMemoryBIOProtocol", fake)
+            self.assertEqual(_tls.missing_internals(), why)
+        self.patch(_tls, "TLSMemoryBIOProtocol", TLSMemoryBIOProtocol)
+        self.patch(_tls, "TLSMemoryBIOFactory", lambda context, is_client, wrapped: None)
+        self.assertEqual(_tls.missing_internals(), "TLSMemoryBIOFactory takes no clock")
+
+    def test_shutdown_hook_called_at_close_notify(self) -> None:
+        """
+        Twisted calls C{_shutdownTLS} once the peer's C{close_notify} is in
+        (the hook L{_tls.HalfCloseTLSProtocol} overrides), before the wrapped
+        protocol hears C{connectionLost}; and C{_shutdownTLS} sends our
+        C{close_notify}.
+        """
+        server, client = self.connect(Protocol)
+        client.connection.shutdown()
+        client.flush()
+        self.assertEqual(server.shutdown_calls, [True], f"{TWISTED_CHANGED}: _shutdownTLS at the peer's close_notify")
+        self.assertTrue(server.wrappedProtocol.connected, f"{TWISTED_CHANGED}: connectionLost before _shutdownTLS")
+        self.assertEqual(client.receive(), (b"", True), f"{TWISTED_CHANGED}: _shutdownTLS sends close_notify")
+
+    def test_lose_connection_sends_held_writes(self) -> None:
+        """
+        L{BufferingTLSTransport} holds a write back for a later reactor turn,
+        and C{loseConnection} sends it before our C{close_notify}, setting
+        C{disconnecting}: L{_tls.HalfCloseTLSProtocol} closes that way to
+        send the replies to what came with the peer's C{close_notify}.  And
+        it goes through C{_shutdownTLS}, where, after a TCP FIN, the
+        workaround closes TCP itself.
+        """
+
+        class Answer(Protocol):
+            def dataReceived(self, data: bytes) -> None:
+                assert self.transport is not None
+                self.transport.write(data.upper())
+
+        server, client = self.connect(Answer)
+        client.connection.sendall(b"held")
+        client.flush()
+        self.assertEqual(client.receive(), (b"", False), f"{TWISTED_CHANGED}: BufferingTLSTransport holds writes")
+        server.loseConnection()
+        client.flush()
+        self.assertTrue(server.disconnecting, TWISTED_CHANGED)
+        self.assertEqual(client.receive(), (b"HELD", True), f"{TWISTED_CHANGED}: loseConnection sends held writes")
+        self.assertEqual(server.shutdown_calls, [False], f"{TWISTED_CHANGED}: loseConnection goes through _shutdownTLS")

@@ -16,8 +16,8 @@ from twisted.python import usage
 
 from tsecho.cli import stdout_may_close
 from tsecho.datagram import TimestampDatagram, parse_udp_address, udp_listener, unix_datagram_listener
+from tsecho.listeners import server_from_string
 from tsecho.protocol import DEFAULT_PORT, ServerConfig, TimestampEchoFactory
-from tsecho.proxy import server_from_string
 from tsecho.service import TimestampEchoService
 from tsecho.timestamps import Timestamper, validate_time_format
 

@@ -1,5 +1,9 @@
 """
-The PROXY protocol (v1 and v2) in front of tsecho, without losing half-close.
+The workaround behind C{haproxy:} listeners: the PROXY protocol (v1 and v2)
+in front of tsecho, without losing half-close.  Private: it is built on
+the header parsers in Twisted's private C{twisted.protocols.haproxy._*} modules, so
+L{tsecho.listeners} imports it only for C{haproxy:} descriptions, and only
+once L{missing_internals} finds nothing missing.
 
 Twisted's C{haproxy:} endpoint wraps each connection in
 C{HAProxyProtocolWrapper}, a C{ProtocolWrapper} that does not provide
@@ -10,21 +14,30 @@ balancer's address, not the client's.
 
 L{ProxyProtocolWrapper} fixes both: it forwards half-close to the wrapped
 protocol, and connects the wrapped protocol only once the header has named
-the real client.  L{server_from_string} routes C{haproxy:} descriptions
-through it.
+the real client.  L{ProxyServerEndpoint} puts it in front of any stream
+endpoint.
 
-It subclasses Twisted's wrapper and reuses its header parsers, which live in
-private modules of C{twisted.protocols.haproxy} (stable since Twisted 16.1);
-the tests in C{tests/test_proxy.py} would notice if they changed.
+The wrapper is built on Twisted's public L{policies.ProtocolWrapper}; what
+it relies on beyond Twisted's public API are the header parsers of
+C{twisted.protocols.haproxy} (private modules, stable since Twisted 16.1;
+L{missing_internals} checks them at run time, C{tests/test_proxy.py}'s
+canary checks their behaviour):
+  - C{V1Parser} and C{V2Parser}: their C{PROXYSTR} and C{PREFIX}, and
+    C{feed(data)} returning C{(ProxyInfo, rest)} or C{(None, None)}, with
+    C{V1Parser.feed} calling the class method C{parse} (which
+    L{_V1Parser} overrides);
+  - C{ProxyInfo(header, source, destination)} and C{InvalidProxyHeader}.
 """
 
 from __future__ import annotations
 
+import inspect
 import ipaddress
 from typing import Any, cast
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
+    IAddress,
     IHalfCloseableProtocol,
     IListeningPort,
     IProtocol,
@@ -40,14 +53,11 @@ from twisted.protocols.haproxy._exceptions import InvalidProxyHeader
 from twisted.protocols.haproxy._info import ProxyInfo
 from twisted.protocols.haproxy._v1parser import V1Parser
 from twisted.protocols.haproxy._v2parser import V2Parser
-from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper, HAProxyWrappingFactory
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 from zope.interface import directlyProvides, implementer, providedBy
 
-from tsecho import tls
 from tsecho.protocol import describe_address
-
-PREFIX = "haproxy:"
 
 HEADER_TIMEOUT = 30.0
 """
@@ -114,7 +124,7 @@ def check_v1_fields(line: bytes) -> None:
 
 
 @implementer(IHalfCloseableProtocol)
-class ProxyProtocolWrapper(HAProxyProtocolWrapper):
+class ProxyProtocolWrapper(ProtocolWrapper):
     """
     Read a PROXY v1 or v2 header, then connect the wrapped protocol, whose
     C{transport.getPeer()} now names the client the header announced.
@@ -130,6 +140,8 @@ class ProxyProtocolWrapper(HAProxyProtocolWrapper):
 
     def __init__(self, factory: ProxyWrappingFactory, wrappedProtocol: IProtocol) -> None:  # noqa: N803 (Twisted's name)
         super().__init__(factory, wrappedProtocol)  # type: ignore[arg-type]
+        self._parser: _V1Parser | V2Parser | None = None
+        self._info: ProxyInfo | None = None
         self._pending = b""
         self._inner_connected = False
         self._header_timer: Any = None
@@ -162,12 +174,31 @@ class ProxyProtocolWrapper(HAProxyProtocolWrapper):
             return
         if info is None:
             return
-        self._proxyInfo = info
+        self._info = info
         self._cancel_header_timer()
         self._inner_connected = True
         self.wrappedProtocol.makeConnection(cast(ITransport, self))
         if remaining:
             self.wrappedProtocol.dataReceived(remaining)
+
+    def getPeer(self) -> IAddress:
+        """
+        The client the header named; until then, or if it named none
+        (C{PROXY UNKNOWN}, C{LOCAL}), the load balancer.
+        """
+        if self._info is not None and self._info.source is not None:
+            return self._info.source
+        assert self.transport is not None
+        return self.transport.getPeer()
+
+    def getHost(self) -> IAddress:
+        """
+        The address the header says the client connected to, or ours.
+        """
+        if self._info is not None and self._info.destination is not None:
+            return self._info.destination
+        assert self.transport is not None
+        return self.transport.getHost()
 
     def _choose_parser(self, head: bytes) -> _V1Parser | V2Parser | None:
         """
@@ -233,7 +264,7 @@ class ProxyProtocolWrapper(HAProxyProtocolWrapper):
             self.factory.unregisterProtocol(self)
 
 
-class ProxyWrappingFactory(HAProxyWrappingFactory):
+class ProxyWrappingFactory(WrappingFactory):
     """
     Wrap each connection of C{wrappedFactory} in a L{ProxyProtocolWrapper}.
 
@@ -242,7 +273,7 @@ class ProxyWrappingFactory(HAProxyWrappingFactory):
     @ivar header_timeout: seconds allowed for the PROXY header.
     """
 
-    protocol = ProxyProtocolWrapper  # type: ignore[assignment]
+    protocol = ProxyProtocolWrapper
     noisy = False  # the service logs its listeners
     header_timeout = HEADER_TIMEOUT
 
@@ -269,12 +300,27 @@ class ProxyServerEndpoint:
         return self.wrapped.listen(ProxyWrappingFactory(protocolFactory))
 
 
-def server_from_string(reactor: Any, description: str) -> IStreamServerEndpoint:
+def missing_internals() -> str | None:
     """
-    Like L{endpoints.serverFromString}, but C{haproxy:INNER} descriptions get
-    L{ProxyServerEndpoint}, which keeps half-close and logs the real client,
-    and C{ssl:} ones (also as C{INNER}) keep half-close (L{tsecho.tls}).
+    Say what of Twisted's private PROXY-protocol code this module relies on
+    is missing or changed in the running Twisted, or return C{None} if all
+    is there.  (A module that is gone fails the import of this one first.)
     """
-    if description.startswith(PREFIX):
-        return ProxyServerEndpoint(tls.server_from_string(reactor, description[len(PREFIX) :]))
-    return tls.server_from_string(reactor, description)
+    checks = (
+        (isinstance(getattr(V1Parser, "PROXYSTR", None), bytes), "V1Parser.PROXYSTR"),
+        (isinstance(getattr(V2Parser, "PREFIX", None), bytes), "V2Parser.PREFIX"),
+        (isinstance(inspect.getattr_static(V1Parser, "parse", None), classmethod), "the class method V1Parser.parse"),
+        (_refers_to(V1Parser, "feed", "parse"), "V1Parser.feed calling parse"),
+        (_refers_to(V2Parser, "feed", "parse"), "V2Parser.feed"),
+        (list(inspect.signature(ProxyInfo).parameters) == ["header", "source", "destination"], "ProxyInfo's fields"),
+    )
+    missing = [what for present, what in checks if not present]
+    return f"changed or gone: {', '.join(missing)}" if missing else None
+
+
+def _refers_to(cls: type, method: str, name: str) -> bool:
+    """
+    Whether C{cls.method} exists and its code names C{name}.
+    """
+    code = getattr(getattr(cls, method, None), "__code__", None)
+    return name in getattr(code, "co_names", ())

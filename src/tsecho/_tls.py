@@ -1,5 +1,8 @@
 """
-TLS (C{ssl:} endpoints) that keeps the SPEC's half-close rule.
+The workaround behind C{ssl:} listeners: a TLS layer that keeps the SPEC's
+half-close rule.  Private: it subclasses Twisted's TLS protocol and overrides
+a private method; L{tsecho.listeners} imports it only for C{ssl:}
+descriptions, and only once L{missing_internals} finds nothing missing.
 
 Over TLS a client ends its side with a C{close_notify} alert.  Twisted's
 L{TLSMemoryBIOProtocol} answers it at once with its own C{close_notify} and
@@ -31,40 +34,47 @@ the data is not authenticated (a truncation would look the same); for an
 echo the only effect is that the answer covers less, so what arrived is
 answered as on every other stream transport.
 
-The hook is Twisted's private C{_shutdownTLS}, which
-C{TLSMemoryBIOProtocol._flushReceiveBIO} calls on the peer's C{close_notify}
-(Twisted 11.1 to 26.10 at least).  If a Twisted release drops it,
-L{HALF_CLOSE_SUPPORTED} is false and L{server_from_string} leaves C{ssl:}
-endpoints exactly as Twisted builds them.
+What it relies on, beyond Twisted's interfaces (L{missing_internals} checks
+it at run time, C{tests/test_tls.py}'s canary checks the behaviour):
+  - C{TLSMemoryBIOProtocol._shutdownTLS(self)}, private, which
+    C{_flushReceiveBIO} calls on the peer's C{close_notify} and which
+    flushes the TLS send buffer (Twisted 11.1 to 26.10 at least);
+  - L{BufferingTLSTransport}, whose C{loseConnection} flushes the writes it
+    holds back, and the C{clock} argument of L{TLSMemoryBIOFactory};
+  - C{disconnecting}, C{connected}, C{wrappedProtocol} and C{getHandle()} of
+    the TLS protocol (L{ProtocolWrapper}'s and L{ISystemHandle}'s).
 
-L{server_from_string} serves C{ssl:} descriptions through Twisted's own
-parser (every option: C{privateKey}, C{certKey}, C{extraCertChain},
-C{dhParameters}, C{sslmethod}, C{interface}, C{backlog}), handing it a
-reactor whose C{listenSSL} listens on TCP with L{HalfCloseTLSFactory}.
+L{HalfCloseTLSReactor} hands the layer to Twisted's own C{ssl:} parser
+(every option: C{privateKey}, C{certKey}, C{extraCertChain},
+C{dhParameters}, C{sslmethod}, C{interface}, C{backlog}): its C{listenSSL}
+listens on TCP with L{HalfCloseTLSFactory}.
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from OpenSSL import SSL
-from twisted.internet import endpoints
-from twisted.internet.interfaces import (
-    IHalfCloseableProtocol,
-    IListeningPort,
-    IProtocolFactory,
-    IReactorSSL,
-    IStreamServerEndpoint,
-)
-from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory
+from twisted.internet.interfaces import IHalfCloseableProtocol, IListeningPort, IProtocolFactory, IReactorSSL
+from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from zope.interface import implementer
 
-PREFIX = "ssl:"
 
-HALF_CLOSE_SUPPORTED: bool = callable(getattr(BufferingTLSTransport, "_shutdownTLS", None))
-"""
-Whether this Twisted has the hook L{HalfCloseTLSProtocol} needs.
-"""
+def missing_internals() -> str | None:
+    """
+    Say what of Twisted's TLS internals this module relies on is missing or
+    changed in the running Twisted, or return C{None} if all is there.
+    """
+    shutdown = inspect.getattr_static(TLSMemoryBIOProtocol, "_shutdownTLS", None)
+    if not inspect.isfunction(shutdown) or list(inspect.signature(shutdown).parameters) != ["self"]:
+        return "TLSMemoryBIOProtocol._shutdownTLS(self) is gone or changed"
+    receive = getattr(TLSMemoryBIOProtocol, "_flushReceiveBIO", None)
+    if "_shutdownTLS" not in getattr(getattr(receive, "__code__", None), "co_names", ()):
+        return "TLSMemoryBIOProtocol._flushReceiveBIO no longer calls _shutdownTLS"
+    if "clock" not in inspect.signature(TLSMemoryBIOFactory).parameters:
+        return "TLSMemoryBIOFactory takes no clock"
+    return None
 
 
 @implementer(IHalfCloseableProtocol)
@@ -174,14 +184,3 @@ class HalfCloseTLSReactor:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._reactor, name)
-
-
-def server_from_string(reactor: Any, description: str) -> IStreamServerEndpoint:
-    """
-    Like L{endpoints.serverFromString}, but C{ssl:} endpoints keep half-close
-    (when this Twisted allows it; see L{HALF_CLOSE_SUPPORTED}).
-    """
-    if HALF_CLOSE_SUPPORTED and description.startswith(PREFIX):
-        reactor = HalfCloseTLSReactor(reactor)
-    endpoint: IStreamServerEndpoint = endpoints.serverFromString(reactor, description)
-    return endpoint
