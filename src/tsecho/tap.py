@@ -19,6 +19,7 @@ from tsecho.datagram import TimestampDatagram, udp_listener, unix_datagram_liste
 from tsecho.protocol import DEFAULT_PORT, ServerConfig, TimestampEchoFactory
 from tsecho.proxy import server_from_string
 from tsecho.service import TimestampEchoService
+from tsecho.startup import keep_stderr
 from tsecho.timestamps import Timestamper, validate_time_format
 
 
@@ -140,6 +141,8 @@ def makeService(options: Options) -> IService:
     """
     Build the whole server from parsed L{Options}.
     """
+    if options.parent is not None:  # a command (twistd, twist): it may daemonize after this
+        keep_stderr()
     reactor = options.reactor
     if reactor is None:
         from twisted.internet import reactor
