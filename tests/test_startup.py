@@ -71,7 +71,8 @@ def busy_port() -> Iterator[int]:
 def _expected(port: int) -> str:
     return (
         f"tsecho: cannot listen on tcp:{port}:interface=127.0.0.1: "
-        f"Couldn't listen on 127.0.0.1:{port}: [Errno 98] Address already in use.\n"
+        f"Couldn't listen on 127.0.0.1:{port}: [Errno 98] Address already in use. "
+        "Another program listens there: stop it, or choose another port.\n"
     )
 
 
@@ -129,3 +130,92 @@ def test_twist_port_in_use(tmp_path: Path, busy_port: int) -> None:
     result = _run([str(twist), "tsecho", "--listen", f"tcp:{busy_port}:interface=127.0.0.1"], tmp_path)
     assert result.returncode == 1, result
     assert result.stderr == _expected(busy_port)
+
+
+def _stale_socket(path: Path) -> None:
+    leftover = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    leftover.bind(str(path))
+    leftover.close()
+
+
+def _held_lock(path: Path) -> None:
+    # What a server killed a moment ago (or still running) leaves: PATH.lock
+    # naming a live process.
+    os.symlink(str(os.getpid()), f"{path}.lock")
+
+
+@pytest.mark.parametrize(
+    ("prepare", "listen", "message"),
+    [
+        (
+            None,
+            "unix:{tmp}/missing/x.sock",
+            "tsecho: cannot listen on unix:{tmp}/missing/x.sock: the directory {tmp}/missing does not exist: "
+            "create it, or choose a path in an existing directory",
+        ),
+        (
+            _stale_socket,
+            "unix:{tmp}/st.sock:lockfile=0",
+            "tsecho: cannot listen on unix:{tmp}/st.sock:lockfile=0: {tmp}/st.sock already exists: if no server uses "
+            "it any more, remove it (without lockfile=0, a socket left by a crashed tsecho is removed for you)",
+        ),
+        (
+            _held_lock,
+            "unix:{tmp}/st.sock",
+            "tsecho: cannot listen on unix:{tmp}/st.sock: {tmp}/st.sock.lock says process {pid} is serving "
+            "{tmp}/st.sock: stop that server first (if it was just killed, try again in a moment)",
+        ),
+    ],
+    ids=["missing directory", "stale socket without lockfile", "lock held"],
+)
+def test_unix_listener_messages(tmp_path: Path, prepare: object, listen: str, message: str) -> None:
+    """
+    A UNIX listener that cannot be opened: one line on standard error naming
+    the file and what to do, status 1.
+    """
+    if callable(prepare):
+        prepare(tmp_path / "st.sock")
+    fill = {"tmp": tmp_path, "pid": os.getpid()}
+    result = _run(twistd_command("--listen", listen.format(**fill)), tmp_path)
+    assert (result.returncode, result.stderr) == (1, message.format(**fill) + "\n")
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--port", "notaport"], "twistd tsecho: 'notaport' is not a port number (0 to 65535)"),
+        (
+            ["--listen", "tcp:interface=127.0.0.1"],
+            "twistd tsecho: --listen tcp:interface=127.0.0.1: no port given: add port=...",
+        ),
+        (
+            ["--listen", "systemd:domain=INET:index=0"],
+            "twistd tsecho: --listen systemd:domain=INET:index=0: no socket at that index was passed by systemd: "
+            "start tsecho from its .socket unit (see contrib/systemd), "
+            "or set LISTEN_PID, LISTEN_FDS and LISTEN_FDNAMES",
+        ),
+    ],
+    ids=["port", "tcp without port", "systemd without sockets"],
+)
+def test_option_messages(tmp_path: Path, options: list[str], message: str) -> None:
+    """
+    A bad option: one line on standard error naming the input, status 1.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LISTEN_")}
+    result = subprocess.run(
+        twistd_command(*options), capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env, check=False
+    )
+    assert (result.returncode, result.stderr, result.stdout) == (1, f"{message} (see twistd tsecho --help)\n", "")
+
+
+def test_version() -> None:
+    """
+    C{twistd tsecho --version} names tsecho's version, then Twisted's.
+    """
+    from twisted import __version__ as twisted_version
+
+    from tsecho import __version__
+
+    result = subprocess.run(twistd_command("--version"), capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0
+    assert result.stdout.startswith(f"tsecho {__version__} (Twisted {twisted_version}, ")

@@ -41,6 +41,7 @@ from tsecho.client_datagram import DatagramClient
 from tsecho.client_errors import ClientError, ServerError, one_line
 from tsecho.client_input import InputLines, StdinReader
 from tsecho.client_protocol import EchoClient, EchoSession
+from tsecho.endpoint_errors import explain_description_error
 from tsecho.framing import LF
 from tsecho.protocol import DEFAULT_PORT
 
@@ -153,7 +154,7 @@ class BadEndpointError(ClientError):
     """
 
     def __init__(self, description: str, why: str) -> None:
-        super().__init__(f"bad --connect description {description!r}: {why}")
+        super().__init__(f"bad --connect description {description}: {why}")
 
 
 def open_asker(reactor: Any, options: ClientOptions) -> Asker:
@@ -180,7 +181,7 @@ def open_asker(reactor: Any, options: ClientOptions) -> Asker:
         try:
             endpoint = endpoints.clientFromString(reactor, description)
         except Exception as e:  # Twisted raises ValueError, KeyError, TypeError... for bad strings
-            raise BadEndpointError(description, one_line(str(e) or type(e).__name__)) from None
+            raise BadEndpointError(description, explain_description_error(description, e)) from None
     else:
         endpoint = endpoints.HostnameEndpoint(reactor, str(options["host"]), int(options["port"]))
     factory = Factory.forProtocol(EchoClient)

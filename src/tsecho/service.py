@@ -13,6 +13,7 @@ from twisted.internet.interfaces import IListeningPort, IReactorTime, IStreamSer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from tsecho.listen_errors import explain_listen_failure
 from tsecho.protocol import TimestampEchoFactory, describe_address
 from tsecho.startup import StartupError, fail, release_stderr
 
@@ -57,7 +58,7 @@ class TimestampEchoService(MultiService):
             failure = self._listen(description, endpoint)
             if failure is not None:
                 self._stop_listening()
-                raise fail(f"tsecho: cannot listen on {description}: {failure.getErrorMessage()}")
+                raise fail(f"tsecho: cannot listen on {description}: {explain_listen_failure(failure)}")
         try:
             super().privilegedStartService()
         except Exception as e:

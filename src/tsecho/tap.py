@@ -14,8 +14,9 @@ from twisted.application.service import IService
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.python import usage
 
-from tsecho.cli import stdout_may_close
+from tsecho.cli import port_number, stdout_may_close, usage_error_text, version_text
 from tsecho.datagram import TimestampDatagram, udp_listener, unix_datagram_listener
+from tsecho.endpoint_errors import explain_description_error
 from tsecho.protocol import DEFAULT_PORT, ServerConfig, TimestampEchoFactory
 from tsecho.proxy import server_from_string
 from tsecho.service import TimestampEchoService
@@ -64,7 +65,7 @@ class Options(usage.Options):
             "p",
             None,
             f"TCP port on all interfaces; may be combined with --listen [default: {DEFAULT_PORT} when no --listen]",
-            usage.portCoerce,
+            port_number,
         ],
         ["udp", None, None, "Also answer UDP datagrams on this port [default: off]", usage.portCoerce],
         ["unix-datagram", None, None, "Also answer datagrams on a UNIX datagram socket at this path [default: off]"],
@@ -96,7 +97,14 @@ class Options(usage.Options):
         except usage.UsageError as e:
             if self.parent is None:
                 raise
-            raise SystemExit(f"twistd tsecho: {e} (see twistd tsecho --help)") from None
+            raise SystemExit(f"twistd tsecho: {usage_error_text(e)} (see twistd tsecho --help)") from None
+
+    def opt_version(self) -> None:
+        """
+        Display the versions of tsecho, Twisted and Python, and exit.
+        """
+        print(version_text())
+        raise SystemExit(0)
 
     def opt_listen(self, description: str) -> None:
         """
@@ -105,6 +113,9 @@ class Options(usage.Options):
         systemd:domain=INET:index=0, haproxy:tcp:21567. Repeatable.
         """
         self["listen"].append(description)
+
+    # --help shows the docstring as written: one line, no indentation.
+    opt_listen.__doc__ = " ".join((opt_listen.__doc__ or "").split())
 
     def postOptions(self) -> None:
         descriptions = list(self["listen"])
@@ -122,7 +133,7 @@ class Options(usage.Options):
         try:
             return server_from_string(self.reactor, description)
         except Exception as e:
-            raise usage.UsageError(f"--listen {description!r}: {e or type(e).__name__}") from None
+            raise usage.UsageError(f"--listen {description}: {explain_description_error(description, e)}") from None
 
     def config(self) -> ServerConfig:
         """
