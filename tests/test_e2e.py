@@ -44,10 +44,10 @@ def test_book_client(tmp_path: Path) -> None:
         assert reply.endswith(b"] hello\r\n")
         assert len(reply) == len(b"[Thu Nov 26 14:09:48 2026] hello\r\n")
         deadline = time.monotonic() + 10
-        while "closed after 1 lines" not in server.log() and time.monotonic() < deadline:
+        while "closed after 1 line:" not in server.log() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert re.search(r"connected from 127\.0\.0\.1:\d+", server.log())
-        assert "closed after 1 lines" in server.log()
+        assert "closed after 1 line:" in server.log()
 
 
 def test_persistent_half_close_and_options(tmp_path: Path) -> None:
