@@ -122,7 +122,7 @@ def running_server(
             stderr=subprocess.STDOUT,
             cwd=tmp_path,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            preexec_fn=default_sigint(popen.pop("preexec_fn", None)),  # type: ignore[arg-type]
+            preexec_fn=default_sigint(popen.pop("preexec_fn", None)),  # type: ignore[arg-type]  # noqa: PLW1509
             **popen,  # type: ignore[call-overload]
         )
     server = ServerProcess(process, [], log_path)
