@@ -6,9 +6,11 @@ under C{twistd -n}, C{twistd} (daemonizing) and C{twist}, leaving no pid file.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -219,3 +221,26 @@ def test_version() -> None:
     result = subprocess.run(twistd_command("--version"), capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0
     assert result.stdout.startswith(f"tsecho {__version__} (Twisted {twisted_version}, ")
+
+
+def test_daemon_mode_starts(tmp_path: Path) -> None:
+    """
+    A daemon that starts holds no copy of its starter's standard error: the
+    command returns at once, even to a caller reading its output to the end.
+    """
+    pidfile = tmp_path / "twistd.pid"
+    command = _twistd(
+        f"--pidfile={pidfile}",
+        f"--logfile={tmp_path / 'twistd.log'}",
+        "tsecho",
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+    )
+    result = _run(command, tmp_path)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+    pid = int(pidfile.read_text())
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    while pidfile.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not pidfile.exists()
