@@ -88,20 +88,21 @@ def _twistd(*options: str) -> list[str]:
     return [*launcher, *options]
 
 
+def _daemon(tmp_path: Path, listen: str) -> list[str]:
+    """
+    C{twistd} without C{-n}, its pid file and log in C{tmp_path}.
+    """
+    pidfile, logfile = tmp_path / "twistd.pid", tmp_path / "twistd.log"
+    return _twistd(f"--pidfile={pidfile}", f"--logfile={logfile}", "tsecho", "--listen", listen)
+
+
 def test_daemon_mode_port_in_use(tmp_path: Path, busy_port: int) -> None:
     """
     Without C{-n}, C{twistd} forks: the command still ends, with status 1,
     the line first on standard error, and no pid file left behind.
     """
     pidfile = tmp_path / "twistd.pid"
-    command = _twistd(
-        f"--pidfile={pidfile}",
-        f"--logfile={tmp_path / 'twistd.log'}",
-        "tsecho",
-        "--listen",
-        f"tcp:{busy_port}:interface=127.0.0.1",
-    )
-    result = _run(command, tmp_path)
+    result = _run(_daemon(tmp_path, f"tcp:{busy_port}:interface=127.0.0.1"), tmp_path)
     assert result.returncode == 1, result
     assert result.stderr.startswith(_expected(busy_port)), result.stderr
     assert result.stdout == ""
@@ -229,14 +230,7 @@ def test_daemon_mode_starts(tmp_path: Path) -> None:
     command returns at once, even to a caller reading its output to the end.
     """
     pidfile = tmp_path / "twistd.pid"
-    command = _twistd(
-        f"--pidfile={pidfile}",
-        f"--logfile={tmp_path / 'twistd.log'}",
-        "tsecho",
-        "--listen",
-        "tcp:0:interface=127.0.0.1",
-    )
-    result = _run(command, tmp_path)
+    result = _run(_daemon(tmp_path, "tcp:0:interface=127.0.0.1"), tmp_path)
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
     pid = int(pidfile.read_text())
     os.kill(pid, signal.SIGTERM)
