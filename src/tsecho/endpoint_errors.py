@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 
+_NOT_A_NUMBER = re.compile(r"invalid literal for int\(\) with base 10: '(?P<value>.*)'")
 _MISSING = re.compile(r"missing \d+ required (?:positional |keyword-only )?arguments?: (?P<names>.*)")
 
 
@@ -24,6 +25,9 @@ def explain_description_error(description: str, error: Exception) -> str:
     if missing is not None:
         names = re.findall(r"'(\w+)'", missing["names"])
         return f"no {' or '.join(names)} given: add {':'.join(f'{name}=...' for name in names)}"
+    not_a_number = _NOT_A_NUMBER.search(str(error)) if isinstance(error, ValueError) else None
+    if not_a_number is not None:
+        return f"{not_a_number['value']} is not a number"
     if description.startswith("systemd:") and isinstance(error, (IndexError, KeyError)):
         which = f"named {error.args[0]}" if isinstance(error, KeyError) else "at that index"
         return (

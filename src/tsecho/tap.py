@@ -130,6 +130,8 @@ class Options(usage.Options):
             from twisted.internet import reactor
 
             self.reactor = reactor
+        if not description:
+            raise usage.UsageError(f"--listen needs an endpoint description, such as tcp:{DEFAULT_PORT}")
         try:
             return server_from_string(self.reactor, description)
         except Exception as e:
