@@ -114,7 +114,7 @@ class Options(usage.Options):
         """
         self["listen"].append(description)
 
-    # --help shows the docstring as written: one line, no indentation.
+    # --help would keep the docstring's line breaks and indentation as runs of spaces.
     opt_listen.__doc__ = " ".join((opt_listen.__doc__ or "").split())
 
     def postOptions(self) -> None:
