@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -83,6 +83,23 @@ def twistd_command(*options: str) -> list[str]:
     return [*launcher, "-n", "--pidfile=", "tsecho", *options]
 
 
+def default_sigint(then: Callable[[], object] | None = None) -> Callable[[], None]:
+    """
+    A C{preexec_fn} that puts SIGINT back to its default disposition in the
+    child, then calls C{then}.  Started in the background from a script (C{&},
+    C{nohup}), a process inherits SIGINT ignored, and C{twistd} then ignores it
+    too (Twisted installs its handler only over the default): the tests that
+    send SIGINT must not depend on how the test run was started.
+    """
+
+    def preexec() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        if then is not None:
+            then()
+
+    return preexec
+
+
 @contextmanager
 def running_server(
     tmp_path: Path,
@@ -105,6 +122,7 @@ def running_server(
             stderr=subprocess.STDOUT,
             cwd=tmp_path,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            preexec_fn=default_sigint(popen.pop("preexec_fn", None)),  # type: ignore[arg-type]  # noqa: PLW1509
             **popen,  # type: ignore[call-overload]
         )
     server = ServerProcess(process, [], log_path)

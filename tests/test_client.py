@@ -382,6 +382,22 @@ class EchoSessionTests(SynchronousTestCase):
         self.assertEqual(len(network.pumps), 1)
         self.assertEqual(error_line(self, session.ask(b"c")), f"{TARGET} closed the connection before answering")
 
+    def test_server_stopping_mid_stream(self) -> None:
+        """
+        A persistent server that closes after answering several messages is
+        stopping: the rest fail with one line saying how many went unanswered,
+        and no new connection is tried (it is no one-shot server).
+        """
+        session, connections = self.on_string_transports()
+        replies = [session.ask(m) for m in (b"a", b"b", b"c", b"d", b"e")]
+        connections[0].dataReceived(b"[x] a\r\n")  # pipelining starts
+        connections[0].dataReceived(b"[x] b\r\n")
+        connections[0].connectionLost(Failure(error.ConnectionDone()))
+        self.assertEqual(self.successResultOf(replies[1]), b"[x] b")
+        line = f"{TARGET} closed the connection with 3 messages unanswered (is the server stopping?)"
+        self.assertEqual([error_line(self, r) for r in replies[2:]], [line] * 3)
+        self.assertEqual(len(connections), 1)
+
     def test_broken_before_answering(self) -> None:
         """
         A connection broken (not closed cleanly) before any answer says so.

@@ -93,7 +93,7 @@ def test_twistd_persistent(tmp_path: Path) -> None:
         deadline = time.monotonic() + 10
         while server.log().count("closed after") < 3 and time.monotonic() < deadline:
             time.sleep(0.05)
-        counts = re.findall(r"closed after (\d+) lines", server.log())
+        counts = re.findall(r"closed after (\d+) lines?", server.log())
         assert counts == ["2", "3", str(lines)], server.log()
 
 
@@ -334,3 +334,24 @@ async def test_stdin_reader_pipe() -> None:
         if write_end >= 0:
             os.close(write_end)
         os.close(read_end)
+
+
+def test_reader_closes_early(tmp_path: Path) -> None:
+    """
+    C{tsecho-client … | head -1}: the reader closes the pipe after one reply;
+    the client ends quietly (nothing on standard error) with status 0.
+    """
+    messages = tmp_path / "messages"
+    messages.write_bytes(b"".join(b"message %d\n" % i for i in range(50000)))
+    with running_server(tmp_path) as server, messages.open("rb") as stdin:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tsecho.client", "--host", "127.0.0.1", "--port", str(server.port)],
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert process.stdout is not None
+        assert process.stdout.readline().endswith(b"] message 0\n")
+        process.stdout.close()  # what head does after its line
+        _, stderr = process.communicate(timeout=TIMEOUT)
+    assert (process.returncode, stderr) == (0, b"")

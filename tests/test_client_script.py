@@ -183,13 +183,14 @@ class Session:
         self.input: InputLines | None = None
         self.input_transport = StringTransport()
         self.pumps: list[iosim.IOPump] = []
+        self.stdout_closed: Any = lambda: None
 
     def serve(self, factory: Factory[Any], port: int = 21567) -> Session:
         self.reactor.listenTCP(port, factory)
         return self
 
     def start(self, make_asker: Any = open_asker) -> defer.Deferred[int]:
-        terminal = Terminal(self.stdout, self.stderr, self.interactive, self._read_input)
+        terminal = Terminal(self.stdout, self.stderr, self.interactive, self._read_input, self.stdout_closed)
         return defer.ensureDeferred(run(self.reactor, self.options, terminal, make_asker))
 
     def _read_input(self, lines: InputLines) -> None:
@@ -442,7 +443,18 @@ class RunTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(session.start()), USAGE)
         self.assertEqual(
             session.stderr.getvalue(),
-            "tsecho-client: bad --connect description 'bogus:x': Unknown endpoint type: 'bogus'\n",
+            "tsecho-client: bad --connect description bogus:x: Unknown endpoint type: 'bogus'\n",
+        )
+
+    def test_endpoint_without_port(self) -> None:
+        """
+        A C{--connect} description without a port says which part is missing.
+        """
+        session = Session("--connect", "tcp:host=127.0.0.1", "hello")
+        self.assertEqual(self.successResultOf(session.start()), USAGE)
+        self.assertEqual(
+            session.stderr.getvalue(),
+            "tsecho-client: bad --connect description tcp:host=127.0.0.1: no port given: add port=...\n",
         )
 
     def test_stdin_lines(self) -> None:
@@ -495,11 +507,23 @@ class RunTests(SynchronousTestCase):
         session.type(b"hello\n")
         session.exchange()
         self.assertEqual(session.stderr.getvalue(), "> > ")
-        session.end_input()
+        session.end_input()  # Ctrl-D at the prompt: end that line
         session.exchange()
         self.assertEqual(self.successResultOf(result), OK)
         self.assertEqual(session.output(), [EPOCH + b"hello"])
-        self.assertEqual(session.stderr.getvalue(), "> > ")
+        self.assertEqual(session.stderr.getvalue(), "> > \n")
+
+    def test_interrupted_at_prompt(self) -> None:
+        """
+        Ctrl-C at the prompt: the error goes on a line of its own, not after
+        the prompt and the terminal's C{^C}.
+        """
+        session = Session(interactive=True).serve(real_server())
+        result = session.start()
+        [(trigger, args, kwargs)] = session.reactor.triggers["before"]["shutdown"]
+        trigger(*args, **kwargs)
+        self.assertEqual(self.successResultOf(result), INTERRUPTED)
+        self.assertEqual(session.stderr.getvalue(), "> \ntsecho-client: interrupted\n")
 
     def test_no_prompt_for_arguments(self) -> None:
         """
@@ -525,18 +549,40 @@ class RunTests(SynchronousTestCase):
 
     def test_stdout_closed(self) -> None:
         """
-        If standard output cannot be written, that is the one error line.
+        If standard output's reader has gone (C{| head -1}), the client ends
+        quietly with status 0, and standard output is discarded from then on.
         """
 
         class Closed(io.BytesIO):
             def write(self, data: Any) -> int:
                 raise BrokenPipeError(32, "Broken pipe")
 
-        session = Session("hello", stdout=Closed()).serve(real_server())
+        session = Session("hello", "world", stdout=Closed()).serve(real_server())
+        discarded: list[bool] = []
+        session.stdout_closed = lambda: discarded.append(True)
+        result = session.start()
+        session.exchange()
+        self.assertEqual(self.successResultOf(result), OK)
+        self.assertEqual(session.stderr.getvalue(), "")
+        self.assertEqual(discarded, [True])
+
+    def test_stdout_fails(self) -> None:
+        """
+        If standard output cannot be written for another reason, that is the
+        one error line.
+        """
+
+        class Full(io.BytesIO):
+            def write(self, data: Any) -> int:
+                raise OSError(28, "No space left on device")
+
+        session = Session("hello", stdout=Full()).serve(real_server())
         result = session.start()
         session.exchange()
         self.assertEqual(self.successResultOf(result), FAILED)
-        self.assertEqual(session.stderr.getvalue(), "tsecho-client: cannot write to standard output: Broken pipe\n")
+        self.assertEqual(
+            session.stderr.getvalue(), "tsecho-client: cannot write to standard output: No space left on device\n"
+        )
 
     def test_unexpected_failure(self) -> None:
         """

@@ -49,10 +49,10 @@ def test_book_client(tmp_path: Path) -> None:
         assert reply.endswith(b"] hello\r\n")
         assert len(reply) == len(b"[Thu Nov 26 14:09:48 2026] hello\r\n")
         deadline = time.monotonic() + 10
-        while "closed after 1 lines" not in server.log() and time.monotonic() < deadline:
+        while "closed after 1 line:" not in server.log() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert re.search(r"connected from 127\.0\.0\.1:\d+", server.log())
-        assert "closed after 1 lines" in server.log()
+        assert "closed after 1 line:" in server.log()
 
 
 def test_persistent_half_close_and_options(tmp_path: Path) -> None:
@@ -148,7 +148,7 @@ def test_idle_connections_closed_promptly_on_shutdown(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        (["--port", "abc"], "Parameter type enforcement failed"),
+        (["--port", "abc"], "is not a port number"),
         (["--max-line", "-1"], "is not a positive whole number"),
         (["--time-format", "xx"], "is not 'ctime', 'iso' or a strftime pattern"),
         (["--listen", "nonsense:1"], "Unknown endpoint type"),

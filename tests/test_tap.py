@@ -239,7 +239,20 @@ class BadValueTests(SynchronousTestCase):
             e = self.assertRaises(usage.UsageError, options.parseOptions, [option, value])
             self.assertTrue(str(e), (option, value))
             if option == "--listen":
-                self.assertIn(repr(value), str(e))
+                self.assertIn(f"--listen {value}" if value else "--listen needs", str(e))
+
+    def test_listen_messages(self) -> None:
+        """
+        A bad C{--listen} says what is wrong, without Python's words for it.
+        """
+        cases = {
+            "": "--listen needs an endpoint description, such as tcp:21567",
+            "tcp:notaport": "--listen tcp:notaport: notaport is not a number",
+        }
+        for value, message in cases.items():
+            options = Options(reactor=MemoryReactorClock())
+            e = self.assertRaises(usage.UsageError, options.parseOptions, ["--listen", value])
+            self.assertEqual(str(e), message)
 
     def test_unknown_option(self) -> None:
         """

@@ -209,3 +209,22 @@ class ValidateTests(SynchronousTestCase):
         prefix = "bad strftime pattern '%Y\\x00': "  # then Python's reason, which varies between Pythons
         self.assertEqual(str(e)[: len(prefix)], prefix)
         self.assertGreater(len(str(e)), len(prefix))
+
+    def test_unknown_directives(self) -> None:
+        """
+        Directives strftime does not know (it would print them as they are)
+        are refused, each named once; C{%%} is a literal C{%}.
+        """
+        e = self.assertRaises(ValueError, validate_time_format, "%H:%M:%S %Q %Q %")
+        self.assertEqual(
+            str(e),
+            "time format '%H:%M:%S %Q %Q %' has directives strftime does not know: %Q, % (write %% for a literal %)",
+        )
+        self.assertEqual(validate_time_format("100%% at %-H:%_M"), "100%% at %-H:%_M")
+
+    def test_line_break_refused(self) -> None:
+        """
+        A pattern that makes a line break (C{%n}) would split every reply.
+        """
+        e = self.assertRaises(ValueError, validate_time_format, "%H%n")
+        self.assertIn("line break", str(e))

@@ -36,12 +36,13 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 
 from tsecho import __version__
-from tsecho.cli import stdout_may_close
+from tsecho.cli import discard_stdout, port_number, stdout_may_close, usage_error_text
 from tsecho.client_datagram import DatagramClient
 from tsecho.client_errors import ClientError, ServerError, one_line
 from tsecho.client_input import InputLines, StdinReader
 from tsecho.client_protocol import EchoClient, EchoSession
 from tsecho.client_tls import client_from_string
+from tsecho.endpoint_errors import explain_description_error
 from tsecho.framing import LF
 from tsecho.protocol import DEFAULT_PORT
 
@@ -67,7 +68,7 @@ def _seconds(value: str) -> float:
     return seconds
 
 
-_seconds.coerceDoc = "A positive number of seconds."  # type: ignore[attr-defined]
+_seconds.coerceDoc = "Must be a positive number of seconds."  # type: ignore[attr-defined]
 
 
 class ClientOptions(usage.Options):
@@ -81,14 +82,15 @@ class ClientOptions(usage.Options):
     longdesc = (
         "Send each MESSAGE (or, with none, each line of standard input until its end or an empty line) "
         "to a timestamp echo server and print each reply, one per line. Exit status: 0 when every message "
-        "was answered, 1 on any failure (one line on standard error), 2 for a bad command line."
+        "was answered (or when standard output closes early, as with | head), 1 on any failure (one line on "
+        "standard error), 2 for a bad command line, 130 when interrupted."
     )
     optFlags = [["udp", None, "Send each message as one UDP datagram (sent once more if no reply comes in time)."]]
     optParameters: list[list[Any]] = [
         ["host", None, None, "The server's host name or address [default: localhost]."],
-        ["port", None, None, f"The server's port [default: {DEFAULT_PORT}]", usage.portCoerce],
+        ["port", None, None, f"The server's port [default: {DEFAULT_PORT}]", port_number],
         ["connect", None, None, "A Twisted client endpoint: tcp:host=H:port=P, unix:path=P, tls:host=H:port=P, ..."],
-        ["timeout", None, DEFAULT_TIMEOUT, "Seconds to wait for each reply.", _seconds],
+        ["timeout", None, DEFAULT_TIMEOUT, "Seconds to wait for each reply", _seconds],
     ]
 
     def __init__(self) -> None:
@@ -154,7 +156,7 @@ class BadEndpointError(ClientError):
     """
 
     def __init__(self, description: str, why: str) -> None:
-        super().__init__(f"bad --connect description {description!r}: {why}")
+        super().__init__(f"bad --connect description {description}: {why}")
 
 
 def open_asker(reactor: Any, options: ClientOptions) -> Asker:
@@ -183,7 +185,7 @@ def open_asker(reactor: Any, options: ClientOptions) -> Asker:
         except ClientError:
             raise  # a file it names cannot be used: that error's own line
         except Exception as e:  # Twisted raises ValueError, KeyError, TypeError... for bad strings
-            raise BadEndpointError(description, one_line(str(e) or type(e).__name__)) from None
+            raise BadEndpointError(description, explain_description_error(description, e)) from None
     else:
         endpoint = endpoints.HostnameEndpoint(reactor, str(options["host"]), int(options["port"]))
     factory = Factory.forProtocol(EchoClient)
@@ -211,12 +213,15 @@ class Terminal:
     @ivar stderr: where the error line and the prompt go.
     @ivar interactive: whether standard input is a terminal (then prompt).
     @ivar read_input: starts feeding standard input to an L{InputLines}.
+    @ivar stdout_closed: called when standard output's reader has gone, to
+        keep the interpreter's last flush from failing again.
     """
 
     stdout: BinaryIO
     stderr: TextIO
     interactive: bool
     read_input: Callable[[InputLines], None]
+    stdout_closed: Callable[[], None] = lambda: None
 
 
 class InterruptError(ClientError):
@@ -245,6 +250,10 @@ class Conversation:
 
     While many replies are outstanding, the input is paused, so piping a large
     file in does not queue it all in memory.
+
+    @ivar reader_gone: standard output's reader closed it (C{| head}): the
+        conversation ended there, and that is no failure.
+    @ivar at_prompt: a prompt was written and no line has ended it yet.
     """
 
     HIGH_WATER = 1000
@@ -260,18 +269,25 @@ class Conversation:
         self._input_ended = False
         self._finished = False
         self._paused = False
+        self.reader_gone = False
+        self.at_prompt = False
 
     def start(self) -> None:
         """
         Ready for input: prompt, if prompting.
         """
+        self._show_prompt()
+
+    def _show_prompt(self) -> None:
         if self._prompt is not None:
             self._prompt()
+            self.at_prompt = True
 
     def message(self, message: bytes) -> None:
         """
         Send one more message.
         """
+        self.at_prompt = False
         if self._finished:
             return
         self._outstanding += 1
@@ -305,6 +321,10 @@ class Conversation:
         try:
             self._stdout.write(reply + b"\n")
             self._stdout.flush()
+        except BrokenPipeError:
+            self.reader_gone = True
+            self._finish(None)
+            return
         except OSError as e:
             self._finish(OutputError(e.strerror or str(e)))
             return
@@ -313,8 +333,8 @@ class Conversation:
         elif self._input_ended:
             if not self._outstanding:
                 self._finish(None)
-        elif not self._outstanding and self._prompt is not None:
-            self._prompt()
+        elif not self._outstanding:
+            self._show_prompt()
         if self._paused and self._outstanding <= self.LOW_WATER and not self._finished:
             self._paused = False
             assert self.input is not None
@@ -400,6 +420,10 @@ async def _converse(
         conversation.start()
         terminal.read_input(conversation.input)
     error = await conversation.done
+    if conversation.at_prompt:
+        terminal.stderr.write("\n")  # after "> " and the terminal's ^C or ^D
+    if conversation.reader_gone:
+        terminal.stdout_closed()
     closing = asker.close()
     if isinstance(error, InterruptError):
         return error, INTERRUPTED  # the reactor is stopping: no time to wait
@@ -427,7 +451,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         with stdout_may_close():
             options.parseOptions(argv)
     except usage.UsageError as e:
-        sys.stderr.write(f"{PROGRAM}: {e} (see --help)\n")
+        sys.stderr.write(f"{PROGRAM}: {usage_error_text(e)} (see --help)\n")
         raise SystemExit(USAGE) from None
 
     def read_stdin(lines: InputLines) -> None:
@@ -435,7 +459,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
 
         StdinReader(reactor).start(lines)  # type: ignore[arg-type]
 
-    terminal = Terminal(sys.stdout.buffer, sys.stderr, _isatty(sys.stdin), read_stdin)
+    terminal = Terminal(sys.stdout.buffer, sys.stderr, _isatty(sys.stdin), read_stdin, discard_stdout)
     react(_react_main, [options, terminal])
 
 

@@ -90,6 +90,18 @@ class ClosedEarlyError(ClientError):
         super().__init__(message)
 
 
+class ServerClosedError(ClientError):
+    """
+    A server that had answered several messages closed the connection with
+    more unanswered: it is stopping (a one-line-per-connection server closes
+    after its first reply).
+    """
+
+    def __init__(self, target: str, unanswered: int) -> None:
+        messages = "1 message" if unanswered == 1 else f"{unanswered} messages"
+        super().__init__(f"{target} closed the connection with {messages} unanswered (is the server stopping?)")
+
+
 class ServerError(ClientError):
     """
     The server answered with an C{ERROR ...} line.

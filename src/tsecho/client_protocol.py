@@ -33,6 +33,7 @@ from tsecho.client_errors import (
     ClosedError,
     NoReplyError,
     ReplyTooLongError,
+    ServerClosedError,
     explain,
     seconds,
 )
@@ -319,6 +320,11 @@ class EchoSession:
             return
         if self._sent and not connection.answered:
             self._stop(Failure(ClosedEarlyError(self.target, connection.lost_reason)))
+            return
+        if self._sent and connection.answered > 1:
+            # Persistent (it answered more than one), so not a server that
+            # closes after each reply: it is going away.
+            self._stop(Failure(ServerClosedError(self.target, len(self._sent) + len(self._queue))))
             return
         unanswered = list(self._sent)
         self._sent.clear()

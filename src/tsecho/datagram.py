@@ -55,7 +55,18 @@ def describe_sender(address: object) -> str:
     return escape(address if isinstance(address, (bytes, str)) else str(address))
 
 
-class TimestampDatagram(DatagramProtocol):
+class _NamedClass(type):
+    """
+    A class that shows as its bare name: Twisted logs a UNIX datagram port's
+    start with C{f"{protocol.__class__} starting on ..."}, which would
+    otherwise read C{<class 'tsecho.datagram.TimestampDatagram'>}.
+    """
+
+    def __repr__(cls) -> str:
+        return cls.__name__
+
+
+class TimestampDatagram(DatagramProtocol, metaclass=_NamedClass):
     """
     Answer each datagram with C{[TIMESTAMP] PAYLOAD}, PAYLOAD byte for byte.
 

@@ -364,8 +364,9 @@ class TimestampEcho(LineFramer, TimeoutMixin):
             self.factory.release(self)
             if not self.factory.config.quiet:
                 log.info(
-                    "connection from {peer} closed after {lines} lines: {reason}",
+                    "connection from {peer} closed after {answered}: {reason}",
                     peer=self._peer,
+                    answered="1 line" if self.lines_answered == 1 else f"{self.lines_answered} lines",
                     lines=self.lines_answered,
                     reason=reason.getErrorMessage(),
                 )

@@ -13,16 +13,13 @@ from twisted.internet.interfaces import IListeningPort, IReactorTime, IStreamSer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from tsecho.listen_errors import explain_listen_failure
 from tsecho.protocol import TimestampEchoFactory, describe_address
+from tsecho.startup import StartupError, fail, release_stderr
+
+__all__ = ["StartupError", "TimestampEchoService"]
 
 log = Logger()
-
-
-class StartupError(SystemExit):
-    """
-    A listener could not be opened.  As a L{SystemExit}, it ends C{twistd}
-    with its one-line message and exit status 1, not a traceback.
-    """
 
 
 class TimestampEchoService(MultiService):
@@ -53,19 +50,21 @@ class TimestampEchoService(MultiService):
     def privilegedStartService(self) -> None:
         """
         Open every listener now, before privileges are shed, and fail start-up
-        with one line naming the listener that could not be opened.
+        with one line naming the listener that could not be opened
+        (L{tsecho.startup.fail}).
         """
         self._listened = True
         for description, endpoint in self.endpoints:
             failure = self._listen(description, endpoint)
             if failure is not None:
                 self._stop_listening()
-                raise StartupError(f"tsecho: cannot listen on {description}: {failure.getErrorMessage()}")
+                raise fail(f"tsecho: cannot listen on {description}: {explain_listen_failure(failure)}")
         try:
             super().privilegedStartService()
         except Exception as e:
             self._stop_listening()
-            raise StartupError(f"tsecho: {e}") from None
+            raise fail(f"tsecho: {e}") from None
+        release_stderr()
 
     def startService(self) -> None:
         """

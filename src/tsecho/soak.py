@@ -36,6 +36,8 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.python import usage
 from twisted.python.failure import Failure
 
+from tsecho.cli import usage_error_text, version_text
+
 STAMP = re.compile(rb"\[(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\+00:00\] ")
 STAMP_LENGTH = len(b"[2026-11-26T14:09:48+00:00] ")
 LISTENING = re.compile(r"listening on \S+ \(127\.0\.0\.1:(\d+)\)")
@@ -370,13 +372,27 @@ class Options(usage.Options):
     The command line of C{python -m tsecho.soak}.
     """
 
-    synopsis = "[--duration SECONDS] [--seed N] [--max-rss MIB]"
+    synopsis = "Usage: python -m tsecho.soak [--duration SECONDS] [--clients N] [--seed N] [--max-rss MIB]"
+    longdesc = (
+        "A soak test for humans: a real server, a mixed crowd of clients, a verdict. "
+        "It starts twistd -n tsecho in a subprocess, then runs, for the whole duration, well-behaved "
+        "clients, pipelining clients, slow readers, clients that reset their connection and clients that send "
+        "over-long lines. Progress goes to standard error once a second; the summary and a PASS/FAIL "
+        "verdict go to standard output, and the exit status is 0 only on PASS (2 for a bad command line)."
+    )
     optParameters: list[list[Any]] = [
         ["duration", "d", 20.0, "How long to run the clients, in seconds", float],
         ["seed", None, 1, "Seed for the clients' random choices", int],
         ["max-rss", None, 150, "FAIL if the server's peak resident memory passes this many MiB", int],
         ["clients", None, 2, "Concurrent loops of each kind of client (polite clients: 4 times this)", int],
     ]
+
+    def opt_version(self) -> None:
+        """
+        Display the versions of tsecho, Twisted and Python, and exit.
+        """
+        print(version_text())
+        raise SystemExit(0)
 
 
 async def soak(reactor: Any, options: Options, server: ServerProcess) -> Tally:
@@ -427,7 +443,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         options.parseOptions(sys.argv[1:] if argv is None else list(argv))
     except usage.UsageError as e:
-        print(f"{options}\nerror: {e}", file=sys.stderr)
+        print(f"python -m tsecho.soak: {usage_error_text(e)} (see --help)", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="tsecho-soak-") as directory:
         server_options = ["--listen", "tcp:0:interface=127.0.0.1:backlog=1024", "--utc", "--time-format", "iso"]

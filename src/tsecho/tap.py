@@ -14,11 +14,13 @@ from twisted.application.service import IService
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.python import usage
 
-from tsecho.cli import stdout_may_close
+from tsecho.cli import port_number, stdout_may_close, usage_error_text, version_text
 from tsecho.datagram import TimestampDatagram, parse_udp_address, udp_listener, unix_datagram_listener
+from tsecho.endpoint_errors import explain_description_error
 from tsecho.listeners import server_from_string
 from tsecho.protocol import DEFAULT_PORT, ServerConfig, TimestampEchoFactory
 from tsecho.service import TimestampEchoService
+from tsecho.startup import keep_stderr
 from tsecho.timestamps import Timestamper, validate_time_format
 
 
@@ -63,7 +65,7 @@ class Options(usage.Options):
             "p",
             None,
             f"TCP port on all interfaces; may be combined with --listen [default: {DEFAULT_PORT} when no --listen]",
-            usage.portCoerce,
+            port_number,
         ],
         ["unix-datagram", None, None, "Also answer datagrams on a UNIX datagram socket at this path [default: off]"],
         ["time-format", None, "ctime", "'ctime', 'iso' (RFC 3339) or a strftime pattern", validate_time_format],
@@ -95,7 +97,14 @@ class Options(usage.Options):
         except usage.UsageError as e:
             if self.parent is None:
                 raise
-            raise SystemExit(f"twistd tsecho: {e} (see twistd tsecho --help)") from None
+            raise SystemExit(f"twistd tsecho: {usage_error_text(e)} (see twistd tsecho --help)") from None
+
+    def opt_version(self) -> None:
+        """
+        Display the versions of tsecho, Twisted and Python, and exit.
+        """
+        print(version_text())
+        raise SystemExit(0)
 
     def opt_listen(self, description: str) -> None:
         """
@@ -104,6 +113,9 @@ class Options(usage.Options):
         systemd:domain=INET:index=0, haproxy:tcp:21567. Repeatable.
         """
         self["listen"].append(description)
+
+    # --help would keep the docstring's line breaks and indentation as runs of spaces.
+    opt_listen.__doc__ = " ".join((opt_listen.__doc__ or "").split())
 
     def opt_udp(self, address: str) -> None:
         """
@@ -127,10 +139,12 @@ class Options(usage.Options):
             from twisted.internet import reactor
 
             self.reactor = reactor
+        if not description:
+            raise usage.UsageError(f"--listen needs an endpoint description, such as tcp:{DEFAULT_PORT}")
         try:
             return server_from_string(self.reactor, description)
         except Exception as e:
-            raise usage.UsageError(f"--listen {description!r}: {e or type(e).__name__}") from None
+            raise usage.UsageError(f"--listen {description}: {explain_description_error(description, e)}") from None
 
     def config(self) -> ServerConfig:
         """
@@ -149,6 +163,8 @@ def makeService(options: Options) -> IService:
     """
     Build the whole server from parsed L{Options}.
     """
+    if options.parent is not None:  # a command (twistd, twist): it may daemonize after this
+        keep_stderr()
     reactor = options.reactor
     if reactor is None:
         from twisted.internet import reactor

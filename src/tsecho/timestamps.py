@@ -7,6 +7,7 @@ L{Timestamper}, so there is one implementation of the reply prefix.
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import datetime, timezone
 
@@ -34,7 +35,27 @@ def validate_time_format(time_format: str) -> str:
         time.strftime(time_format, time.gmtime(0))
     except ValueError as e:
         raise ValueError(f"bad strftime pattern {time_format!r}: {e}") from None
+    unknown = [d for d in dict.fromkeys(_DIRECTIVE.findall(time_format)) if _unknown_directive(d)]
+    if unknown:
+        raise ValueError(
+            f"time format {time_format!r} has directives strftime does not know: {', '.join(unknown)} "
+            "(write %% for a literal %)"
+        )
+    if "\n" in format_timestamp(0, time_format, utc=True):
+        raise ValueError(f"time format {time_format!r} makes a line break, which would end the reply line")
     return time_format
+
+
+#: A strftime directive: C{%}, glibc's optional flags and modifier, one letter.
+_DIRECTIVE = re.compile(r"%[-_0^#]*[EO]?(?:.|$)", re.DOTALL)
+
+
+def _unknown_directive(directive: str) -> bool:
+    """
+    Whether the platform's strftime leaves C{directive} as it is (what glibc
+    does with a directive it does not know, such as C{%Q}).
+    """
+    return directive != "%%" and time.strftime(directive, time.gmtime(0)) == directive
 
 
 def format_timestamp(seconds: float, time_format: str = CTIME, utc: bool = False) -> str:

@@ -1,0 +1,73 @@
+"""
+Why a listener could not be opened, said so that a person can act on it.
+
+Twisted's own messages name the call that failed (C{Couldn't listen on
+any:b'/run/x.sock'}, C{No such file or directory: '1234' -> b'/run/x.sock.lock'},
+C{Cannot acquire lock}); these name the file or address and what to do.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+from twisted.internet.error import CannotListenError
+from twisted.python.failure import Failure
+
+
+def _text(path: object) -> str:
+    return os.fsdecode(path) if isinstance(path, (bytes, str)) else str(path)
+
+
+def _missing_directory(path: str) -> str:
+    directory = os.path.dirname(os.path.abspath(path))
+    return f"the directory {directory} does not exist: create it, or choose a path in an existing directory"
+
+
+def explain_listen_failure(failure: Failure) -> str:
+    """
+    One line saying why listening failed and what to do about it.
+
+    @param failure: what C{endpoint.listen} failed with.
+    """
+    error = failure.value
+    if isinstance(error, FileNotFoundError) and error.filename2 is not None:
+        # FilesystemLock could not create PATH.lock.
+        return _missing_directory(_text(error.filename2))
+    if not isinstance(error, CannotListenError):
+        return failure.getErrorMessage()
+    if isinstance(error.port, (bytes, str)):  # a UNIX socket path
+        return _unix(_text(error.port), error.socketError)
+    code = getattr(error.socketError, "errno", None)
+    if code == errno.EADDRINUSE:
+        return f"{error} Another program listens there: stop it, or choose another port."
+    if code == errno.EACCES:
+        return f"{error} Ports below 1024 need root (or CAP_NET_BIND_SERVICE): choose a port from 1024 up."
+    return str(error)
+
+
+def _unix(path: str, cause: object) -> str:
+    if cause == "Cannot acquire lock":
+        return _locked(path)
+    code = getattr(cause, "errno", None)
+    if code == errno.ENOENT:
+        return _missing_directory(path)
+    if code == errno.EADDRINUSE:
+        return (
+            f"{path} already exists: if no server uses it any more, remove it "
+            "(without lockfile=0, a socket left by a crashed tsecho is removed for you)"
+        )
+    if code == errno.EACCES:
+        return f"permission denied to create {path}: choose a directory this user can write to"
+    return f"{path}: {cause}"
+
+
+def _locked(path: str) -> str:
+    lock = f"{path}.lock"
+    try:
+        holder = f"process {int(os.readlink(lock))}"
+    except (OSError, ValueError):
+        holder = "another process"
+    return (
+        f"{lock} says {holder} is serving {path}: stop that server first (if it was just killed, try again in a moment)"
+    )
