@@ -27,15 +27,15 @@ from twisted.python.failure import Failure
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 
-from tsecho.client_datagram import DatagramClient
-from tsecho.client_errors import (
+from tsecho.client._datagram import DatagramClient
+from tsecho.client._errors import (
     ClientError,
     ClosedError,
     ReplyTooLongError,
     explain,
 )
-from tsecho.client_input import InputLines, InputTooLongError, InputUnreadableError, StdinReader
-from tsecho.client_protocol import ConnectionEndedError, EchoClient, EchoSession
+from tsecho.client._input import InputLines, InputTooLongError, InputUnreadableError, StdinReader
+from tsecho.client._stream import ConnectionEndedError, EchoClient, EchoSession
 from tsecho.protocol import ServerConfig, TimestampEchoFactory
 from tsecho.testing import MemoryNetwork
 from tsecho.timestamps import Timestamper

@@ -34,8 +34,8 @@ from twisted.logger import LogEvent, capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
 from realsockets import serving, tcp_port
-from tsecho.client import FAILED, OK, USAGE, ClientOptions, Terminal, run
-from tsecho.client_tls import client_from_string, split_description
+from tsecho.client._command import FAILED, OK, USAGE, ClientOptions, Terminal, run
+from tsecho.client._tls import client_from_string, split_description
 
 TIMEOUT = 10.0
 

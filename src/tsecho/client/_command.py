@@ -37,11 +37,11 @@ from twisted.python.failure import Failure
 
 from tsecho import __version__
 from tsecho.cli import stdout_may_close
-from tsecho.client_datagram import DatagramClient
-from tsecho.client_errors import ClientError, ServerError, one_line
-from tsecho.client_input import InputLines, StdinReader
-from tsecho.client_protocol import EchoClient, EchoSession
-from tsecho.client_tls import client_from_string
+from tsecho.client._datagram import DatagramClient
+from tsecho.client._errors import ClientError, ServerError, one_line
+from tsecho.client._input import InputLines, StdinReader
+from tsecho.client._stream import EchoClient, EchoSession
+from tsecho.client._tls import client_from_string
 from tsecho.framing import LF
 from tsecho.protocol import DEFAULT_PORT
 

@@ -26,7 +26,7 @@ from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from tsecho.client_errors import (
+from tsecho.client._errors import (
     CannotConnectError,
     ClientError,
     ClosedEarlyError,

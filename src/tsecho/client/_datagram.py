@@ -19,7 +19,7 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from tsecho.client_errors import CannotConnectError, ClientError, ClosedError, NoReplyError, explain
+from tsecho.client._errors import CannotConnectError, ClientError, ClosedError, NoReplyError, explain
 
 log = Logger()
 

@@ -40,7 +40,7 @@ from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from tsecho.client_errors import ClientError
+from tsecho.client._errors import ClientError
 from tsecho.logtext import escape
 
 PREFIX = "tls"
