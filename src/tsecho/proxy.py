@@ -45,7 +45,7 @@ from twisted.python.failure import Failure
 from zope.interface import directlyProvides, implementer, providedBy
 
 from tsecho import tls
-from tsecho.protocol import describe_address
+from tsecho.logtext import describe_address
 
 PREFIX = "haproxy:"
 

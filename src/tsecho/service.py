@@ -13,7 +13,8 @@ from twisted.internet.interfaces import IListeningPort, IReactorTime, IStreamSer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from tsecho.protocol import TimestampEchoFactory, describe_address
+from tsecho.logtext import describe_address
+from tsecho.protocol import TimestampEchoFactory
 
 log = Logger()
 

@@ -16,10 +16,11 @@ from twisted.python import usage
 
 from tsecho.cli import stdout_may_close
 from tsecho.datagram import TimestampDatagram, parse_udp_address, udp_listener, unix_datagram_listener
-from tsecho.protocol import DEFAULT_PORT, ServerConfig, TimestampEchoFactory
+from tsecho.protocol import ServerConfig, TimestampEchoFactory
 from tsecho.proxy import server_from_string
 from tsecho.service import TimestampEchoService
 from tsecho.timestamps import Timestamper, validate_time_format
+from tsecho.wire import DEFAULT_PORT
 
 
 def _number(kind: Callable[[str], float], minimum: float, what: str) -> Callable[[str], Any]:

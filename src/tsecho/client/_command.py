@@ -42,8 +42,7 @@ from tsecho.client._errors import ClientError, ServerError, one_line
 from tsecho.client._input import InputLines, StdinReader
 from tsecho.client._stream import EchoClient, EchoSession
 from tsecho.client._tls import client_from_string
-from tsecho.framing import LF
-from tsecho.protocol import DEFAULT_PORT
+from tsecho.wire import DEFAULT_PORT, ERROR_PREFIX, LF, host_port
 
 PROGRAM = "tsecho-client"
 DEFAULT_TIMEOUT = 10.0
@@ -51,8 +50,6 @@ PROMPT = "> "
 
 #: Exit statuses.
 OK, FAILED, USAGE, INTERRUPTED = 0, 1, 2, 130
-
-ERROR_PREFIX = b"ERROR "
 
 log = Logger()
 
@@ -127,8 +124,7 @@ class ClientOptions(usage.Options):
         """
         if self["connect"] is not None:
             return str(self["connect"])
-        host = str(self["host"])
-        name = f"[{host}]:{self['port']}" if ":" in host else f"{host}:{self['port']}"
+        name = host_port(str(self["host"]), int(self["port"]))
         return f"{name} (UDP)" if self["udp"] else name
 
 
@@ -444,7 +440,3 @@ def _isatty(stream: TextIO | None) -> bool:
         return stream is not None and stream.isatty()
     except (OSError, ValueError):
         return False
-
-
-if __name__ == "__main__":
-    main()

@@ -20,10 +20,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from tsecho.client._errors import CannotConnectError, ClientError, ClosedError, NoReplyError, explain
+from tsecho.wire import ERROR_PREFIX
 
 log = Logger()
-
-ERROR_PREFIX = b"ERROR "
 
 
 class CannotSendError(ClientError):

@@ -36,7 +36,8 @@ from tsecho.client._errors import (
     explain,
     seconds,
 )
-from tsecho.framing import CRLF, LF, LineFramer
+from tsecho.framing import LineFramer
+from tsecho.wire import CRLF, LF
 
 #: The longest reply line (and message) the client accepts, in bytes.
 MAX_LINE = 64 * 1024 * 1024
