@@ -1,5 +1,5 @@
 """
-Tests for L{tsecho.client_tls}: C{tsecho-client --connect tls:...} refuses
+Tests for L{tsecho.client._tls}: C{tsecho-client --connect tls:...} refuses
 every server it cannot verify, and says in one line why and what to do.
 
 The trust-root errors need no network (a memory reactor); the verification

@@ -11,8 +11,8 @@ exit status is 0 when every message was answered; otherwise one line on
 standard error says what went wrong and the status is 1 (2 for a bad command
 line).
 
-The work is done by L{tsecho.client_protocol.EchoSession} (streams) and
-L{tsecho.client_datagram.DatagramClient} (C{--udp}); this module only wires
+The work is done by L{tsecho.client.EchoSession} (streams) and
+L{tsecho.client.DatagramClient} (C{--udp}); this module only wires
 them to the command line and the standard streams, all of which L{run}
 takes as arguments so that tests need no terminal and no network.
 """

@@ -204,7 +204,7 @@ class EchoSession:
         Send C{message}; replies fire in the order messages were asked.
 
         @return: fires with the reply line (without its terminator), or fails
-            with a L{tsecho.client_errors.ClientError}; after one failure,
+            with a L{tsecho.client.ClientError}; after one failure,
             every later message fails the same way.
         @raise ValueError: if C{message} holds a line break.
         """
