@@ -706,6 +706,17 @@ class EchoSessionRulesTests(SynchronousTestCase):
         assert isinstance(client.transport, AbortableTransport)
         self.assertTrue(client.transport.aborted)
 
+    def test_connection_ended_by_client_error(self) -> None:
+        """
+        A connection that ends with a L{ClientError} of its own (a TLS server
+        that could not be verified) fails the waiting message with that error,
+        not with a generic one about the connection closing.
+        """
+        reply = self.session.ask(b"a")
+        client = self.connections.open_next()
+        client.connectionLost(Failure(ClientError("cannot verify the TLS server")))
+        self.assertEqual(error_line(self, reply), "cannot verify the TLS server")
+
     def test_line_break_text(self) -> None:
         """
         A message with a line break is refused with a sentence saying why.
