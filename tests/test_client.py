@@ -27,15 +27,15 @@ from twisted.python.failure import Failure
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 
-from tsecho.client_datagram import DatagramClient
-from tsecho.client_errors import (
+from tsecho.client._datagram import DatagramClient
+from tsecho.client._errors import (
     ClientError,
     ClosedError,
     ReplyTooLongError,
     explain,
 )
-from tsecho.client_input import InputLines, InputTooLongError, InputUnreadableError, StdinReader
-from tsecho.client_protocol import ConnectionEndedError, EchoClient, EchoSession
+from tsecho.client._input import InputLines, InputTooLongError, InputUnreadableError, StdinReader
+from tsecho.client._stream import ConnectionEndedError, EchoClient, EchoSession
 from tsecho.protocol import ServerConfig, TimestampEchoFactory
 from tsecho.testing import MemoryNetwork
 from tsecho.timestamps import Timestamper
@@ -721,6 +721,17 @@ class EchoSessionRulesTests(SynchronousTestCase):
         self.assertEqual(error_line(self, reply), f"no reply from {TARGET} within 5 seconds")
         assert isinstance(client.transport, AbortableTransport)
         self.assertTrue(client.transport.aborted)
+
+    def test_connection_ended_by_client_error(self) -> None:
+        """
+        A connection that ends with a L{ClientError} of its own (a TLS server
+        that could not be verified) fails the waiting message with that error,
+        not with a generic one about the connection closing.
+        """
+        reply = self.session.ask(b"a")
+        client = self.connections.open_next()
+        client.connectionLost(Failure(ClientError("cannot verify the TLS server")))
+        self.assertEqual(error_line(self, reply), "cannot verify the TLS server")
 
     def test_line_break_text(self) -> None:
         """

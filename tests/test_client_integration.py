@@ -24,9 +24,9 @@ from twisted.internet.protocol import Factory
 
 from realsockets import serving, tcp_port
 from serverprocess import running_server
-from tsecho.client_errors import ClientError
-from tsecho.client_input import InputLines, StdinReader
-from tsecho.client_protocol import EchoClient, EchoSession
+from tsecho.client._errors import ClientError
+from tsecho.client._input import InputLines, StdinReader
+from tsecho.client._stream import EchoClient, EchoSession
 
 TIMEOUT = 30.0
 CTIME = rb"\[(Mon|Tue|Wed|Thu|Fri|Sat|Sun) [A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \d{4}\] "

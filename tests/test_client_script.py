@@ -34,7 +34,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from tsecho import __version__
-from tsecho.client import (
+from tsecho.client._command import (
     CLOSE_GRACE,
     FAILED,
     INTERRUPTED,
@@ -49,9 +49,9 @@ from tsecho.client import (
     open_asker,
     run,
 )
-from tsecho.client_errors import ServerError
-from tsecho.client_input import InputLines
-from tsecho.client_protocol import MAX_LINE
+from tsecho.client._errors import ServerError
+from tsecho.client._input import InputLines
+from tsecho.client._stream import MAX_LINE
 from tsecho.protocol import ServerConfig, TimestampEchoFactory
 from tsecho.timestamps import Timestamper
 

@@ -1,5 +1,5 @@
 """
-Tests for L{tsecho.client_tls}: C{tsecho-client --connect tls:...} refuses
+Tests for L{tsecho.client._tls}: C{tsecho-client --connect tls:...} refuses
 every server it cannot verify, and says in one line why and what to do.
 
 The trust-root errors need no network (a memory reactor); the verification
@@ -34,8 +34,8 @@ from twisted.logger import LogEvent, capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
 from realsockets import serving, tcp_port
-from tsecho.client import FAILED, OK, USAGE, ClientOptions, Terminal, run
-from tsecho.client_tls import client_from_string, split_description
+from tsecho.client._command import FAILED, OK, USAGE, ClientOptions, Terminal, run
+from tsecho.client._tls import client_from_string, split_description
 
 TIMEOUT = 10.0
 

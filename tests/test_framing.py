@@ -9,7 +9,8 @@ from collections.abc import Callable, Iterator
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from tsecho.framing import CRLF, LF, LineFramer
+from tsecho.framing import LineFramer
+from tsecho.wire import CRLF, LF
 
 Line = tuple[bytes, bytes]
 

@@ -5,6 +5,8 @@ and C{twistd} finds the plugin once tsecho is installed.
 
 from __future__ import annotations
 
+import configparser
+import importlib
 import subprocess
 import sys
 import zipfile
@@ -45,6 +47,23 @@ def test_wheel_ships_plugin(wheel: zipfile.ZipFile) -> None:
     assert "twisted/plugins/__init__.py" not in names
     assert not [name for name in names if name.endswith("dropin.cache")]
     assert {"tsecho/__init__.py", "tsecho/protocol.py", "tsecho/py.typed"} <= names
+    assert {"tsecho/wire.py", "tsecho/client/__init__.py", "tsecho/client/__main__.py"} <= names
+
+
+def test_wheel_console_script_is_the_client(wheel: zipfile.ZipFile, capsys: pytest.CaptureFixture[str]) -> None:
+    """
+    The wheel's C{tsecho-client} console script names a function that is
+    the command: C{--version} prints C{tsecho-client VERSION} and exits 0.
+    """
+    (entry_points,) = [name for name in wheel.namelist() if name.endswith(".dist-info/entry_points.txt")]
+    parser = configparser.ConfigParser()
+    parser.read_string(wheel.read(entry_points).decode())
+    module, _, function = parser["console_scripts"]["tsecho-client"].partition(":")
+    command = getattr(importlib.import_module(module), function)
+    with pytest.raises(SystemExit) as exited:
+        command(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.startswith("tsecho-client ")
 
 
 def test_plugin_module_is_tiny() -> None:

@@ -17,7 +17,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import alsoProvides
 
 from timezones import use_time_zone
-from tsecho.protocol import BUSY, ServerConfig, describe_address
+from tsecho.logtext import describe_address
+from tsecho.protocol import ServerConfig
 from tsecho.testing import (
     EXAMPLE_PEER,
     EXAMPLE_STAMP,
@@ -28,6 +29,7 @@ from tsecho.testing import (
     connected_echo,
     make_factory,
 )
+from tsecho.wire import BUSY
 
 STAMP = EXAMPLE_STAMP
 

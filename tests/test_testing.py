@@ -17,7 +17,7 @@ from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from tsecho.client_errors import ClientError
+from tsecho.client._errors import ClientError
 from tsecho.protocol import ServerConfig, TimestampEcho
 from tsecho.testing import (
     EXAMPLE_PEER,

@@ -27,9 +27,9 @@ from twisted.internet.interfaces import IListeningPort, IReactorTime, IReactorUD
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
-from tsecho.logtext import escape
-from tsecho.protocol import describe_address
+from tsecho.logtext import describe_address, escape
 from tsecho.timestamps import Timestamper
+from tsecho.wire import host_port
 
 MAX_DATAGRAM = 65507
 """
@@ -48,8 +48,7 @@ def describe_sender(address: object) -> str:
     socket} for a UNIX sender without a name.
     """
     if isinstance(address, tuple) and len(address) >= 2:
-        host, port = escape(str(address[0])), address[1]
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        return host_port(escape(str(address[0])), address[1])
     if not address:
         return "unbound socket"
     return escape(address if isinstance(address, (bytes, str)) else str(address))

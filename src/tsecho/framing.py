@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from twisted.protocols.basic import LineReceiver
 
-LF = b"\n"
-CRLF = b"\r\n"
+from tsecho.wire import CRLF, LF
+
 CR = b"\r"
 
 

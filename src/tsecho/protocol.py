@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any, cast
 import attrs
 from twisted.internet import defer, tcp
 from twisted.internet.interfaces import (
-    IAddress,
     IConsumer,
     IHalfCloseableProtocol,
     INegotiated,
@@ -31,30 +30,13 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from tsecho.framing import CRLF, LineFramer
+from tsecho.framing import LineFramer
 from tsecho.idle import IdleTimeouts
-from tsecho.logtext import escape
+from tsecho.logtext import describe_address
 from tsecho.timestamps import Timestamper
-
-DEFAULT_PORT = 21567
-
-BUSY = b"ERROR server busy\r\n"
+from tsecho.wire import BUSY, CRLF, line_too_long
 
 log = Logger()
-
-
-def describe_address(address: IAddress) -> str:
-    """
-    Name a peer for the log: C{127.0.0.1:5555}, C{[::1]:5555}, or a UNIX path,
-    escaped (a client chooses its path, and a PROXY header its address).
-    """
-    host = getattr(address, "host", None)
-    port = getattr(address, "port", None)
-    if host is not None and port is not None:
-        host = escape(host)
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    name = getattr(address, "name", None)
-    return escape(name) if name else "unix socket"
 
 
 def _direct_socket(transport: object) -> socket.socket | None:
@@ -192,7 +174,7 @@ class TimestampEcho(LineFramer, TimeoutMixin):
             length=len(line),
             limit=self.MAX_LENGTH,
         )
-        self._replies.append(b"ERROR line too long (limit %d bytes)\r\n" % self.MAX_LENGTH)
+        self._replies.append(line_too_long(self.MAX_LENGTH))
         self._close()
 
     # Replies out.

@@ -14,7 +14,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from tsecho.listen_errors import explain_listen_failure
-from tsecho.protocol import TimestampEchoFactory, describe_address
+from tsecho.logtext import describe_address
+from tsecho.protocol import TimestampEchoFactory
 from tsecho.startup import StartupError, fail, release_stderr
 
 __all__ = ["StartupError", "TimestampEchoService"]

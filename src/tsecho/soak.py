@@ -37,6 +37,7 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 
 from tsecho.cli import usage_error_text, version_text
+from tsecho.wire import line_too_long
 
 STAMP = re.compile(rb"\[(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\+00:00\] ")
 STAMP_LENGTH = len(b"[2026-11-26T14:09:48+00:00] ")
@@ -330,7 +331,7 @@ class Soak:
         too_long = b"o" * self.rng.randint(MAX_LINE + 1, MAX_LINE * 3) + self.rng.choice([b"\n", b"\r\n", b""])
         client.send(b"".join(requests) + too_long + b"after\n")
         await client.wait_closed()
-        error = b"ERROR line too long (limit %d bytes)\r\n" % MAX_LINE
+        error = line_too_long(MAX_LINE)
         if client.lines[len(requests) :] != [error] or client._partial:
             raise SessionError("wrong over-long reply")
         self.check(client.lines, requests)

@@ -18,10 +18,11 @@ from tsecho.cli import port_number, stdout_may_close, usage_error_text, version_
 from tsecho.datagram import TimestampDatagram, parse_udp_address, udp_listener, unix_datagram_listener
 from tsecho.endpoint_errors import explain_description_error
 from tsecho.listeners import server_from_string
-from tsecho.protocol import DEFAULT_PORT, ServerConfig, TimestampEchoFactory
+from tsecho.protocol import ServerConfig, TimestampEchoFactory
 from tsecho.service import TimestampEchoService
 from tsecho.startup import keep_stderr
 from tsecho.timestamps import Timestamper, validate_time_format
+from tsecho.wire import DEFAULT_PORT
 
 
 def _number(kind: Callable[[str], float], minimum: float, what: str) -> Callable[[str], Any]:

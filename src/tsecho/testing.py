@@ -48,7 +48,7 @@ from twisted.python.failure import Failure
 from twisted.test import iosim
 from zope.interface import implementer
 
-from tsecho.client_protocol import EchoClient, EchoSession
+from tsecho.client._stream import EchoClient, EchoSession
 from tsecho.protocol import ServerConfig, TimestampEcho, TimestampEchoFactory
 from tsecho.timestamps import CTIME, Timestamper
 

@@ -4,7 +4,7 @@ message, one reply datagram expected, each waited for with a timeout and
 sent once more if none came, then given up on.
 
 L{DatagramClient} offers the same C{ask}/C{close} as
-L{tsecho.client_protocol.EchoSession}, so the command treats both alike.
+L{tsecho.client.EchoSession}, so the command treats both alike.
 """
 
 from __future__ import annotations
@@ -19,11 +19,10 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from tsecho.client_errors import CannotConnectError, ClientError, ClosedError, NoReplyError, explain
+from tsecho.client._errors import CannotConnectError, ClientError, ClosedError, NoReplyError, explain
+from tsecho.wire import ERROR_PREFIX
 
 log = Logger()
-
-ERROR_PREFIX = b"ERROR "
 
 
 class CannotSendError(ClientError):
@@ -99,7 +98,7 @@ class DatagramClient(DatagramProtocol):
         Send C{message} as one datagram.
 
         @return: fires with the reply datagram, or fails with a
-            L{tsecho.client_errors.ClientError}; after one failure every later
+            L{tsecho.client.ClientError}; after one failure every later
             message fails the same way.
         """
         if self._failure is not None:

@@ -40,8 +40,9 @@ from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from tsecho.client_errors import ClientError
+from tsecho.client._errors import ClientError
 from tsecho.logtext import escape
+from tsecho.wire import host_port
 
 PREFIX = "tls"
 
@@ -133,7 +134,7 @@ def client_from_string(reactor: Any, description: str) -> Any:
     creator = IdentityCheckingCreator(
         ssl.optionsForClientTLS(host, trustRoot=trusted, clientCertificate=identity),
         host,
-        _name_server(host, port),
+        host_port(host, port),
         trust_roots_given=trusted is not None,
     )
     if "endpoint" in kwargs:
@@ -150,10 +151,6 @@ def _number(text: str, name: str) -> int:
     if not (text.isascii() and text.isdigit()):
         raise ValueError(f"tls: {name} {text!r} is not a whole number")
     return int(text)
-
-
-def _name_server(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def load_trust_roots(directory: str) -> Any:

@@ -11,8 +11,8 @@ exit status is 0 when every message was answered; otherwise one line on
 standard error says what went wrong and the status is 1 (2 for a bad command
 line).
 
-The work is done by L{tsecho.client_protocol.EchoSession} (streams) and
-L{tsecho.client_datagram.DatagramClient} (C{--udp}); this module only wires
+The work is done by L{tsecho.client.EchoSession} (streams) and
+L{tsecho.client.DatagramClient} (C{--udp}); this module only wires
 them to the command line and the standard streams, all of which L{run}
 takes as arguments so that tests need no terminal and no network.
 """
@@ -37,14 +37,13 @@ from twisted.python.failure import Failure
 
 from tsecho import __version__
 from tsecho.cli import discard_stdout, port_number, stdout_may_close, usage_error_text
-from tsecho.client_datagram import DatagramClient
-from tsecho.client_errors import ClientError, ServerError, one_line
-from tsecho.client_input import InputLines, StdinReader
-from tsecho.client_protocol import EchoClient, EchoSession
-from tsecho.client_tls import client_from_string
+from tsecho.client._datagram import DatagramClient
+from tsecho.client._errors import ClientError, ServerError, one_line
+from tsecho.client._input import InputLines, StdinReader
+from tsecho.client._stream import EchoClient, EchoSession
+from tsecho.client._tls import client_from_string
 from tsecho.endpoint_errors import explain_description_error
-from tsecho.framing import LF
-from tsecho.protocol import DEFAULT_PORT
+from tsecho.wire import DEFAULT_PORT, ERROR_PREFIX, LF, host_port
 
 PROGRAM = "tsecho-client"
 DEFAULT_TIMEOUT = 10.0
@@ -52,8 +51,6 @@ PROMPT = "> "
 
 #: Exit statuses.
 OK, FAILED, USAGE, INTERRUPTED = 0, 1, 2, 130
-
-ERROR_PREFIX = b"ERROR "
 
 log = Logger()
 
@@ -129,8 +126,7 @@ class ClientOptions(usage.Options):
         """
         if self["connect"] is not None:
             return str(self["connect"])
-        host = str(self["host"])
-        name = f"[{host}]:{self['port']}" if ":" in host else f"{host}:{self['port']}"
+        name = host_port(str(self["host"]), int(self["port"]))
         return f"{name} (UDP)" if self["udp"] else name
 
 
@@ -468,7 +464,3 @@ def _isatty(stream: TextIO | None) -> bool:
         return stream is not None and stream.isatty()
     except (OSError, ValueError):
         return False
-
-
-if __name__ == "__main__":
-    main()

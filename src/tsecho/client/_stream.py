@@ -26,7 +26,7 @@ from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from tsecho.client_errors import (
+from tsecho.client._errors import (
     CannotConnectError,
     ClientError,
     ClosedEarlyError,
@@ -37,7 +37,8 @@ from tsecho.client_errors import (
     explain,
     seconds,
 )
-from tsecho.framing import CRLF, LF, LineFramer
+from tsecho.framing import LineFramer
+from tsecho.wire import CRLF, LF
 
 #: The longest reply line (and message) the client accepts, in bytes.
 MAX_LINE = 64 * 1024 * 1024
@@ -204,7 +205,7 @@ class EchoSession:
         Send C{message}; replies fire in the order messages were asked.
 
         @return: fires with the reply line (without its terminator), or fails
-            with a L{tsecho.client_errors.ClientError}; after one failure,
+            with a L{tsecho.client.ClientError}; after one failure,
             every later message fails the same way.
         @raise ValueError: if C{message} holds a line break.
         """

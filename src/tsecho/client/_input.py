@@ -27,8 +27,8 @@ from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from tsecho.client_errors import ClientError
-from tsecho.client_protocol import MAX_LINE
+from tsecho.client._errors import ClientError
+from tsecho.client._stream import MAX_LINE
 from tsecho.framing import LineFramer
 
 
