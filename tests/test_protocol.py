@@ -739,9 +739,10 @@ class DrainTests(SynchronousTestCase):
 
     def test_busy_connection_served(self) -> None:
         """
-        A connection that keeps sending is answered until it goes quiet.
+        A connection that keeps sending is answered until it goes quiet
+        (within its shutdown window).
         """
-        factory = make_factory(ServerConfig(drain_quiet=0.5))
+        factory = make_factory(ServerConfig(drain_quiet=0.5, shutdown_window=10))
         echo = connect(factory, close_at_once=True)
         d = factory.drain()
         for n in range(10):
@@ -771,12 +772,13 @@ class DrainTests(SynchronousTestCase):
         """
         A connection already closing is left to finish.
         """
-        factory = make_factory(ServerConfig(one_shot=True, timeout=0, close_timeout=7))
+        factory = make_factory(ServerConfig(one_shot=True, timeout=0, close_timeout=7, shutdown_window=1))
         echo = connect(factory)
         echo.send(b"x\n")
         d = factory.drain()
-        # Only the timer of the close already under way, none for the drain.
-        self.assertEqual([c.getTime() for c in factory.clock.getDelayedCalls()], [EXAMPLE_TIME + 7])
+        # The timer of the close already under way, and the shutdown window's.
+        timers = sorted(c.getTime() for c in factory.clock.getDelayedCalls())  # type: ignore[attr-defined]
+        self.assertEqual(timers, [EXAMPLE_TIME + 1, EXAMPLE_TIME + 7])
         echo.lose()
         self.successResultOf(d)
 

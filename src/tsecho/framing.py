@@ -150,7 +150,7 @@ class LineFramer(LineReceiver):
         that has no terminator (with L{line_ending} C{b""}), if it is not empty.
         """
         self.paused = False
-        self.dataReceived(b"")
+        LineFramer.dataReceived(self, b"")  # the held input (a subclass may drop new input by now)
         if self._partial and not self._stopped():
             line = bytes(self._partial)
             self._partial.clear()

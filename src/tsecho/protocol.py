@@ -5,6 +5,9 @@ Read top to bottom, L{TimestampEcho} is the whole data path of a stream
 connection: L{TimestampEcho.dataReceived} takes a chunk, L{LineFramer} cuts
 it into lines, L{TimestampEcho.lineReceived} turns each line into a reply,
 and L{TimestampEcho._send_replies} writes all of a chunk's replies at once.
+A connection makes at most L{REPLY_BUDGET} bytes of replies per turn of the
+reactor: the rest of its input waits, unframed, for a later turn, or for the
+transport to drain if the client is not reading.
 L{TimestampEchoFactory} holds what connections share: the configuration,
 the clock, the timestamp cache and the set of open connections.
 """
@@ -12,6 +15,8 @@ the clock, the timestamp cache and the set of open connections.
 from __future__ import annotations
 
 import socket
+import sys
+from enum import Enum
 from typing import TYPE_CHECKING, Any, cast
 
 import attrs
@@ -19,6 +24,7 @@ from twisted.internet import defer, tcp
 from twisted.internet.interfaces import (
     IAddress,
     IConsumer,
+    IDelayedCall,
     IHalfCloseableProtocol,
     INegotiated,
     IPushProducer,
@@ -38,6 +44,15 @@ from tsecho.timestamps import Timestamper
 DEFAULT_PORT = 21567
 
 BUSY = b"ERROR server busy\r\n"
+
+REPLY_BUDGET = 64 * 1024
+"""
+Bytes of replies a connection makes in one turn of the reactor before it
+stops framing its input: the rest waits, unframed and unread, for a later
+turn (so that timers, signals and other connections run meanwhile), or, if
+the replies wait unsent, for the transport to drain.  One 64 KiB read of
+empty lines would otherwise be 65,536 replies (1.8 MB) made at once.
+"""
 
 log = Logger()
 
@@ -91,6 +106,9 @@ class ServerConfig:
     @ivar quiet: no log lines per connection.
     @ivar drain_quiet: during shutdown, close a connection once it has been
         quiet this long (having answered all it received).
+    @ivar shutdown_window: seconds a connection gets, once shutdown began, to
+        finish on its own; then it answers every line received, closes its
+        sending side and drops later input.
     @ivar close_timeout: seconds a closing connection gets to send what it
         owes, before it is cut short.
     @ivar linger: seconds a closing connection that has sent all it owes
@@ -103,8 +121,43 @@ class ServerConfig:
     one_shot: bool = False
     quiet: bool = False
     drain_quiet: float = attrs.field(default=0.5, validator=_positive)
+    shutdown_window: float = attrs.field(default=1.0, validator=_positive)
     close_timeout: float = attrs.field(default=10.0, validator=_positive)
     linger: float = attrs.field(default=2.0, validator=_positive)
+
+
+class Phase(Enum):
+    """
+    Where a connection is in its life.
+    """
+
+    OPEN = "open"
+    """Answering lines as they arrive."""
+    FINISHING = "finishing"
+    """Its input is over (the client's end, or shutdown): answering the lines
+    received, at most L{REPLY_BUDGET} bytes of replies per turn, then closing."""
+    CLOSING = "closing"
+    """Everything owed is made: sending it, then closing."""
+    LINGERING = "lingering"
+    """Everything owed is sent and the sending side shut: dropping what the
+    client still sends until it closes, for at most C{linger} seconds."""
+    LOST = "lost"
+    """Closed."""
+
+
+class Flow(Enum):
+    """
+    Whether a connection is turning its input into replies.
+    """
+
+    READING = "reading"
+    """Reading, and answering what it reads."""
+    BEHIND = "behind"
+    """It spent this turn's L{REPLY_BUDGET}: the input left continues on a
+    later turn; reading is paused meanwhile."""
+    BLOCKED = "blocked"
+    """Its replies wait unsent (the transport paused it): the input left
+    continues when the transport drains; reading is paused meanwhile."""
 
 
 @implementer(IHalfCloseableProtocol, IPushProducer)
@@ -112,22 +165,25 @@ class TimestampEcho(LineFramer, TimeoutMixin):
     """
     Answer each line with C{[TIMESTAMP] LINE EOL}, EOL mirroring the request's.
 
-    A connection is open, then closing, then lost.  It starts closing
-    (L{_close}) after a one-shot reply, an error line, an idle timeout, the
-    client's end of input or a shutdown: it sends what it owes, then shuts
-    down its sending side and drops further input until the client closes
-    (L{_sent_all} once everything went out; L{_input_ended} once the client's
-    end arrived), bounded by C{close_timeout} and C{linger}.
+    A connection is L{open <Phase.OPEN>}, then L{finishing <Phase.FINISHING>}
+    (when its input ended with lines not answered yet), L{closing
+    <Phase.CLOSING>}, L{lingering <Phase.LINGERING>} and L{lost
+    <Phase.LOST>}.  It starts closing (L{_close}) after a one-shot reply, an
+    error line, an idle timeout, the client's end of input or a shutdown: it
+    sends what it owes, then shuts down its sending side and drops further
+    input until the client closes (L{_input_ended} once the client's end
+    arrived), bounded by C{close_timeout} and C{linger}.
     """
 
     factory: TimestampEchoFactory
     lines_answered = 0
-    _closing = False
+    _phase = Phase.OPEN
+    _flow = Flow.READING
     _counted = False
-    _sent_all = False
     _input_ended = False
+    _room = REPLY_BUDGET  # bytes of replies this connection may still make this turn
+    _later: IDelayedCall | None = None  # the turn that continues, while BEHIND
     _socket: socket.socket | None = None  # while replies may go straight to it
-    _direct_limit = tcp.Connection.bufferSize  # bigger batches go through the transport
 
     @property
     def _peer(self) -> str:
@@ -165,20 +221,28 @@ class TimestampEcho(LineFramer, TimeoutMixin):
     # Bytes in.
 
     def dataReceived(self, data: bytes) -> None:
-        if self._closing:
+        if self._phase is not Phase.OPEN:
             return
         factory = self.factory
         now = factory.clock.seconds()
         factory.idle.touch(self, now)
         self._prefix = factory.timestamper.prefix(now)
+        if self._flow is Flow.READING:  # a new turn: a new budget
+            self._room = REPLY_BUDGET
         LineFramer.dataReceived(self, data)
         self._send_replies()
+        self._after_turn()
 
     # Lines to replies.
 
     def lineReceived(self, line: bytes) -> bool:
-        self._replies += (self._prefix, line, self.line_ending or CRLF)
+        prefix = self._prefix
+        self._replies += (prefix, line, self.line_ending or CRLF)
         self.lines_answered += 1
+        self._room -= len(prefix) + len(line)
+        if self._room <= 0 and self._flow is Flow.READING:
+            self._flow = Flow.BEHIND
+            self.paused = True  # the framer holds the rest
         if self.factory.config.one_shot:
             self._close()
             return True  # no more lines
@@ -202,10 +266,7 @@ class TimestampEcho(LineFramer, TimeoutMixin):
             data = b"".join(self._replies)
             self._replies.clear()
             if self._socket is not None:
-                if len(data) <= self._direct_limit:
-                    data = self._send_directly(self._socket, data)
-                else:  # the transport buffers it: from now on, it sends everything
-                    self._socket = None
+                data = self._send_directly(self._socket, data)
             if data:
                 self.transport.write(data)
 
@@ -218,9 +279,8 @@ class TimestampEcho(LineFramer, TimeoutMixin):
         server's time under load.  Sending directly is safe only while the
         transport's own buffer is empty, so from the first short send on
         (the client reads slowly, or the connection failed) every reply goes
-        through the transport, in order, under its back-pressure.  A batch
-        bigger than the transport's buffer bound always goes through the
-        transport, which then pauses us at once, as it would have anyway.
+        through the transport, in order, under its back-pressure.  (A batch
+        is at most about L{REPLY_BUDGET}, the transport's buffer bound.)
         """
         try:
             sent = sock.send(data)
@@ -230,6 +290,88 @@ class TimestampEcho(LineFramer, TimeoutMixin):
             return b""
         self._socket = None
         return data[sent:]
+
+    # Turns: at most REPLY_BUDGET bytes of replies each.
+
+    def _after_turn(self) -> None:
+        """
+        This turn's replies are sent: if its budget ran out, continue on a
+        later turn, not reading meanwhile.
+        """
+        if self._flow is Flow.BEHIND and self._later is None:
+            assert self.transport is not None
+            cast(IPushProducer, self.transport).pauseProducing()
+            self._later = self.factory.clock.callLater(0, self._next_turn)
+
+    def _next_turn(self) -> None:
+        self._later = None
+        self._answer_held_input()
+
+    def pauseProducing(self) -> None:
+        """
+        The transport's buffer is full: answer nothing more, and read nothing,
+        until it drains.
+        """
+        if self._later is not None:
+            self._later.cancel()
+            self._later = None
+        self._flow = Flow.BLOCKED
+        self.paused = True
+        assert self.transport is not None
+        cast(IPushProducer, self.transport).pauseProducing()
+
+    def resumeProducing(self) -> None:
+        """
+        The transport drained: answer the input held back, then read on.
+        """
+        if self._flow is Flow.BLOCKED:
+            self._answer_held_input()
+
+    def _answer_held_input(self) -> None:
+        """
+        Answer the input held back, within a new turn's budget; once it is all
+        answered, read on (or, when finishing, close).
+        """
+        self._flow = Flow.READING
+        self.paused = False
+        self._room = REPLY_BUDGET
+        self._prefix = self.factory.reply_prefix()
+        LineFramer.dataReceived(self, b"")
+        self._send_replies()
+        if self._flow is not Flow.READING:
+            self._after_turn()
+        elif self._phase is Phase.FINISHING:
+            self._finished()
+        elif self._phase is Phase.OPEN:
+            assert self.transport is not None
+            cast(IPushProducer, self.transport).resumeProducing()
+
+    # The end of a connection.
+
+    def _finish(self) -> None:
+        """
+        The input is over: answer the lines received (those held back too,
+        one turn's budget at a time), then close.
+        """
+        self._phase = Phase.FINISHING
+        self.factory.idle.discard(self)
+        if self._flow is Flow.READING:  # nothing held back
+            self._finished()
+        else:  # bounded as a close is
+            self.setTimeout(self.factory.config.close_timeout)
+
+    def _finished(self) -> None:
+        """
+        Answer what is left, then close.  At the client's end of input that
+        is everything received, its unterminated last line too, at once: over
+        TLS this is the one chance (L{tsecho.tls}), and on other transports
+        nothing is held back when the end is read (reading was paused).
+        """
+        if self._input_ended:
+            self._prefix = self.factory.reply_prefix()
+            self._room = sys.maxsize
+            self.deliver_unterminated_line()
+        self._close()
 
     def _close(self) -> None:
         """
@@ -242,17 +384,22 @@ class TimestampEcho(LineFramer, TimeoutMixin):
         replies that the client has not read yet.
         """
         self._send_replies()
-        if self._closing:
+        if self._phase is not Phase.OPEN and self._phase is not Phase.FINISHING:
             return
-        self._closing = True
+        self._phase = Phase.CLOSING
         self.factory.idle.discard(self)
+        self.clearLineBuffer()  # what was not answered will not be
+        if self._later is not None:
+            self._later.cancel()
+            self._later = None
         transport = self.transport
         assert transport is not None
         if self._counted:
             # A registered producer would keep the transport open until it
             # is resumed; the transport now only needs to drain its buffer.
             cast(IConsumer, transport).unregisterProducer()
-            if self.paused:  # read on, to drop what the client still sends
+            if self._flow is not Flow.READING:  # read on, to drop what the client still sends
+                self._flow = Flow.READING
                 self.paused = False
                 cast(IPushProducer, transport).resumeProducing()
         if self._input_ended and self._socket is not None:
@@ -260,8 +407,11 @@ class TimestampEcho(LineFramer, TimeoutMixin):
             self._close_now(transport)
             return
         # Arm the timer before closing: a transport may call connectionLost
-        # (which cancels it) from inside loseConnection.
-        self.setTimeout(self.factory.config.close_timeout)
+        # (which cancels it) from inside loseConnection.  A connection refused
+        # as busy is given only the linger: it has sent one line, or nothing
+        # (on TLS, if it never finished its handshake).
+        config = self.factory.config
+        self.setTimeout(config.close_timeout if self._counted else config.linger)
         if self._input_ended or INegotiated.providedBy(transport) or not ITCPTransport.providedBy(transport):
             transport.loseConnection()  # nothing to linger for, or TLS with its own close_notify
         else:
@@ -284,33 +434,30 @@ class TimestampEcho(LineFramer, TimeoutMixin):
         transport.stopWriting()
         transport.connectionLost(connectionDone)
 
-    # The end of a connection.
-
     def readConnectionLost(self) -> None:
         """
         The client shut down its sending side: answer everything, then close.
         (If we were closing already, the client has now seen our end: done.)
         """
         self._input_ended = True
-        if self._closing:
+        if self._phase is Phase.OPEN or self._phase is Phase.FINISHING:
+            self._phase = Phase.FINISHING
+            self._finished()
+        else:
             assert self.transport is not None
             self.transport.loseConnection()
-            return
-        self._prefix = self.factory.reply_prefix()
-        self.deliver_unterminated_line()
-        self._close()
 
     def writeConnectionLost(self) -> None:
         """
         Our sending side is shut down: everything owed was sent.  If we did
         not ask for that ourselves, close.
         """
-        self._sent_all = True
         assert self.transport is not None
-        if self._closing:  # lingering: give the client a moment to close
+        if self._phase is Phase.CLOSING:  # lingering: give the client a moment to close
+            self._phase = Phase.LINGERING
             self.setTimeout(self.factory.config.linger)
-        else:
-            self._closing = True
+        elif self._phase is not Phase.LINGERING:
+            self._phase = Phase.LINGERING
             self.transport.loseConnection()
 
     def callLater(self, period: float, func: Any) -> Any:
@@ -326,18 +473,19 @@ class TimestampEcho(LineFramer, TimeoutMixin):
         A close that has not finished in time is cut short.
         """
         assert self.transport is not None
-        if self._closing:
-            if self._sent_all:  # all replies sent; the client just never closed
-                self.transport.loseConnection()
-            else:
+        if self._phase is Phase.LINGERING:  # all replies sent; the client just never closed
+            self.transport.loseConnection()
+            return
+        if self._phase is not Phase.OPEN:
+            if self._counted:
                 log.warn("aborting {peer}: its replies were not read in time", peer=self._peer)
-                cast(ITCPTransport, self.transport).abortConnection()
+            cast(ITCPTransport, self.transport).abortConnection()
             return
         factory = self.factory
-        if factory.draining and self.paused:
-            # Paused by back-pressure is not quiet: the client is still reading
-            # replies it is owed (closing now would reset them away).  Wait;
-            # the service's shutdown deadline still applies.
+        if factory.draining and self._flow is not Flow.READING:
+            # Held back by back-pressure is not quiet: the client is still
+            # reading replies it is owed (closing now would reset them away).
+            # Wait; the shutdown window and deadline still apply.
             factory.idle.touch(self, factory.clock.seconds())
             return
         if factory.draining:
@@ -350,13 +498,24 @@ class TimestampEcho(LineFramer, TimeoutMixin):
         """
         The server is shutting down: close once quiet, having answered all.
         """
-        if not self._closing:
+        if self._phase is Phase.OPEN:
             self.factory.idle.touch(self, self.factory.clock.seconds())
+
+    def finish(self) -> None:
+        """
+        The shutdown window is over: answer every line received, then close
+        (an unfinished line is in flight: it is dropped with later input).
+        """
+        if self._phase is Phase.OPEN:
+            self._finish()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self.timeOut is not None:  # a closing connection's timer
             self.setTimeout(None)
-        self._closing = True
+        if self._later is not None:
+            self._later.cancel()
+            self._later = None
+        self._phase = Phase.LOST
         self._socket = None
         if self._counted:
             self.factory.idle.discard(self)
@@ -368,6 +527,11 @@ class TimestampEcho(LineFramer, TimeoutMixin):
                     lines=self.lines_answered,
                     reason=reason.getErrorMessage(),
                 )
+        # Break the reference cycles through the transport (which holds us as
+        # its producer, or, over TLS, through its producer membrane), so that
+        # a closed connection is freed at once, not by the cycle collector.
+        self.clearLineBuffer()
+        self.transport = None
 
 
 if TYPE_CHECKING:  # Twisted's factories are generic only from 24.x on
@@ -397,6 +561,7 @@ class TimestampEchoFactory(_ServerFactory):
         self.idle: IdleTimeouts[TimestampEcho] = IdleTimeouts(clock, config.timeout or None)
         self.draining = False
         self._drained: list[defer.Deferred[None]] = []
+        self._window: IDelayedCall | None = None  # the end of the shutdown window
 
     def reply_prefix(self) -> bytes:
         """
@@ -419,6 +584,8 @@ class TimestampEchoFactory(_ServerFactory):
         """
         self.connections.discard(connection)
         if not self.connections:
+            if self._window is not None and self._window.active():
+                self._window.cancel()
             waiting, self._drained = self._drained, []
             for d in waiting:
                 d.callback(None)
@@ -426,7 +593,8 @@ class TimestampEchoFactory(_ServerFactory):
     def drain(self) -> defer.Deferred[None]:
         """
         Close every connection once it has answered all it received and gone
-        quiet; the result fires when none is left.
+        quiet, or when the shutdown window ends (having answered every line
+        received); the result fires when none is left.
         """
         self.draining = True
         self.idle.restart(self.config.drain_quiet)
@@ -436,7 +604,16 @@ class TimestampEchoFactory(_ServerFactory):
         self._drained.append(d)
         for connection in list(self.connections):
             connection.drain()
+        if self._window is None:
+            self._window = self.clock.callLater(self.config.shutdown_window, self._end_window)
         return d
+
+    def _end_window(self) -> None:
+        """
+        The shutdown window is over: every connection still open finishes now.
+        """
+        for connection in list(self.connections):
+            connection.finish()
 
     def abort_all(self) -> None:
         """
