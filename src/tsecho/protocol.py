@@ -236,10 +236,10 @@ class TimestampEcho(LineFramer, TimeoutMixin):
     # Lines to replies.
 
     def lineReceived(self, line: bytes) -> bool:
-        prefix = self._prefix
-        self._replies += (prefix, line, self.line_ending or CRLF)
+        prefix, ending = self._prefix, self.line_ending or CRLF
+        self._replies += (prefix, line, ending)
         self.lines_answered += 1
-        self._room -= len(prefix) + len(line)
+        self._room -= len(prefix) + len(line) + len(ending)
         if self._room <= 0 and self._flow is Flow.READING:
             self._flow = Flow.BEHIND
             self.paused = True  # the framer holds the rest
