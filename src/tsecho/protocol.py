@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import socket
 import sys
+from collections import deque
 from enum import Enum
 from typing import TYPE_CHECKING, Any, cast
 
@@ -52,6 +53,14 @@ stops framing its input: the rest waits, unframed and unread, for a later
 turn (so that timers, signals and other connections run meanwhile), or, if
 the replies wait unsent, for the transport to drain.  One 64 KiB read of
 empty lines would otherwise be 65,536 replies (1.8 MB) made at once.
+"""
+
+TURN_BUDGET = 1024 * 1024
+"""
+Bytes of replies all connections together make in one turn of the reactor
+(about 30 ms of work): with hundreds of connections flooding, the ones that
+find it spent continue on the next turn, in the order they waited, so that
+a signal or a timer never waits long for the turn to end.
 """
 
 log = Logger()
@@ -182,7 +191,6 @@ class TimestampEcho(LineFramer, TimeoutMixin):
     _counted = False
     _input_ended = False
     _room = REPLY_BUDGET  # bytes of replies this connection may still make this turn
-    _later: IDelayedCall | None = None  # the turn that continues, while BEHIND
     _socket: socket.socket | None = None  # while replies may go straight to it
 
     @property
@@ -227,11 +235,13 @@ class TimestampEcho(LineFramer, TimeoutMixin):
         now = factory.clock.seconds()
         factory.idle.touch(self, now)
         self._prefix = factory.timestamper.prefix(now)
-        if self._flow is Flow.READING:  # a new turn: a new budget
-            self._room = REPLY_BUDGET
+        if self._flow is not Flow.READING:  # held back: this waits behind the rest
+            LineFramer.dataReceived(self, data)
+            return
+        room = self._room = min(REPLY_BUDGET, factory.turn_room)
         LineFramer.dataReceived(self, data)
         self._send_replies()
-        self._after_turn()
+        self._end_turn(room)
 
     # Lines to replies.
 
@@ -293,28 +303,31 @@ class TimestampEcho(LineFramer, TimeoutMixin):
 
     # Turns: at most REPLY_BUDGET bytes of replies each.
 
-    def _after_turn(self) -> None:
+    def _end_turn(self, room: int) -> None:
         """
-        This turn's replies are sent: if its budget ran out, continue on a
+        This turn's replies are sent: count them against the turn's budget
+        for all connections, and if this connection's ran out, continue on a
         later turn, not reading meanwhile.
         """
-        if self._flow is Flow.BEHIND and self._later is None:
+        factory = self.factory
+        factory.turn_room -= room - self._room
+        if self._flow is Flow.BEHIND:
             assert self.transport is not None
             cast(IPushProducer, self.transport).pauseProducing()
-            self._later = self.factory.clock.callLater(0, self._next_turn)
+            factory.continue_later(self)
 
-    def _next_turn(self) -> None:
-        self._later = None
-        self._answer_held_input()
+    def continue_turn(self) -> None:
+        """
+        A later turn has come: if still behind, answer more of what is held.
+        """
+        if self._flow is Flow.BEHIND and (self._phase is Phase.OPEN or self._phase is Phase.FINISHING):
+            self._answer_held_input()
 
     def pauseProducing(self) -> None:
         """
         The transport's buffer is full: answer nothing more, and read nothing,
         until it drains.
         """
-        if self._later is not None:
-            self._later.cancel()
-            self._later = None
         self._flow = Flow.BLOCKED
         self.paused = True
         assert self.transport is not None
@@ -334,17 +347,17 @@ class TimestampEcho(LineFramer, TimeoutMixin):
         """
         self._flow = Flow.READING
         self.paused = False
-        self._room = REPLY_BUDGET
+        room = self._room = min(REPLY_BUDGET, self.factory.turn_room)
         self._prefix = self.factory.reply_prefix()
         LineFramer.dataReceived(self, b"")
         self._send_replies()
-        if self._flow is not Flow.READING:
-            self._after_turn()
-        elif self._phase is Phase.FINISHING:
-            self._finished()
-        elif self._phase is Phase.OPEN:
-            assert self.transport is not None
-            cast(IPushProducer, self.transport).resumeProducing()
+        self._end_turn(room)
+        if self._flow is Flow.READING:  # all of it answered
+            if self._phase is Phase.FINISHING:
+                self._finished()
+            elif self._phase is Phase.OPEN:
+                assert self.transport is not None
+                cast(IPushProducer, self.transport).resumeProducing()
 
     # The end of a connection.
 
@@ -389,9 +402,6 @@ class TimestampEcho(LineFramer, TimeoutMixin):
         self._phase = Phase.CLOSING
         self.factory.idle.discard(self)
         self.clearLineBuffer()  # what was not answered will not be
-        if self._later is not None:
-            self._later.cancel()
-            self._later = None
         transport = self.transport
         assert transport is not None
         if self._counted:
@@ -512,9 +522,6 @@ class TimestampEcho(LineFramer, TimeoutMixin):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self.timeOut is not None:  # a closing connection's timer
             self.setTimeout(None)
-        if self._later is not None:
-            self._later.cancel()
-            self._later = None
         self._phase = Phase.LOST
         self._socket = None
         if self._counted:
@@ -562,12 +569,40 @@ class TimestampEchoFactory(_ServerFactory):
         self.draining = False
         self._drained: list[defer.Deferred[None]] = []
         self._window: IDelayedCall | None = None  # the end of the shutdown window
+        self.turn_room = TURN_BUDGET
+        self._behind: deque[TimestampEcho] = deque()  # in the order they fell behind
+        self._turn: IDelayedCall | None = None
 
     def reply_prefix(self) -> bytes:
         """
         The C{b"[TIMESTAMP] "} prefix for replies sent now.
         """
         return self.timestamper.prefix(self.clock.seconds())
+
+    def continue_later(self, connection: TimestampEcho) -> None:
+        """
+        C{connection} spent its budget (or found this turn's spent): let it
+        continue on the next turn, after those already waiting.
+        """
+        self._behind.append(connection)
+        if self._turn is None:
+            self._turn = self.clock.callLater(0, self._next_turn)
+
+    def _next_turn(self) -> None:
+        """
+        A new turn of the reactor: a new budget, for the connections that
+        waited first.  Those it does not reach (and those that fall behind
+        again) wait for the next turn; timers, signals and reads run between.
+        """
+        self._turn = None
+        self.turn_room = TURN_BUDGET
+        behind = self._behind
+        for _ in range(len(behind)):
+            if self.turn_room <= 0:
+                break
+            behind.popleft().continue_turn()
+        if behind and self._turn is None:
+            self._turn = self.clock.callLater(0, self._next_turn)
 
     def admit(self, connection: TimestampEcho) -> bool:
         """
