@@ -555,10 +555,18 @@ def hostile_listener(kind: str, tmp_path: Path) -> tuple[list[str], Callable[[],
         path = str(tmp_path / "hostile.sock")
 
         def connect_unix() -> socket.socket:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.settimeout(10)
-            sock.connect(path)
-            return sock
+            deadline = time.monotonic() + 10
+            while True:
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                try:
+                    sock.connect(path)  # blocking: a full backlog fails at once (EAGAIN)
+                except BlockingIOError:
+                    sock.close()
+                    assert time.monotonic() < deadline, "the UNIX socket's backlog stayed full"
+                    time.sleep(0.01)
+                    continue
+                sock.settimeout(10)
+                return sock
 
         return [f"unix:{path}"], connect_unix
     options = ["tcp:0:interface=127.0.0.1"]
@@ -620,10 +628,10 @@ def flood_until_stalled(sockets: list[socket.socket], chunk: bytes, seconds: flo
 @pytest.mark.parametrize("kind", ["tcp", "unix", "ssl", "haproxy"])
 def test_rss_per_non_reading_connection(tmp_path: Path, kind: str, pattern: str) -> None:
     """
-    200 clients that send one pattern of lines without ever reading (64 KiB
-    of empty lines, of C{"x\\n"} lines, or of 16 KiB lines, again and again)
-    make the server's resident memory grow by at most 256 KiB each, on every
-    stream transport.
+    200 connected clients that then send one pattern of lines without ever
+    reading (64 KiB of empty lines, of C{"x\\n"} lines, or of 16 KiB lines,
+    again and again) make the server's resident memory grow by at most
+    256 KiB each, on every stream transport.
     """
     listen, connect_client = hostile_listener(kind, tmp_path)
     options = ("--listen", listen[0], "--utc", "--time-format", "iso", "--quiet")
@@ -634,10 +642,10 @@ def test_rss_per_non_reading_connection(tmp_path: Path, kind: str, pattern: str)
         warm.sendall(b"warm up\n")
         assert warm.recv(100).endswith(b"warm up\n")
         warm.close()
-        time.sleep(0.2)
-        baseline = rss_kib(server.process.pid)
         clients = [connect_client() for _ in range(HOSTILE_CLIENTS)]
         try:
+            time.sleep(0.5)
+            baseline = rss_kib(server.process.pid)  # with the connections open: what the flood costs
             sent = flood_until_stalled(clients, HOSTILE_PATTERNS[pattern])
             time.sleep(0.5)
             growth = rss_kib(server.process.pid) - baseline

@@ -46,13 +46,15 @@ DEFAULT_PORT = 21567
 
 BUSY = b"ERROR server busy\r\n"
 
-REPLY_BUDGET = 64 * 1024
+REPLY_BUDGET = 32 * 1024
 """
 Bytes of replies a connection makes in one turn of the reactor before it
 stops framing its input: the rest waits, unframed and unread, for a later
 turn (so that timers, signals and other connections run meanwhile), or, if
 the replies wait unsent, for the transport to drain.  One 64 KiB read of
-empty lines would otherwise be 65,536 replies (1.8 MB) made at once.
+empty lines would otherwise be 65,536 replies (1.8 MB) made at once.  Half
+the transport's 64 KiB buffer bound: what waits unsent for one client stays
+under about 96 KiB, what it holds in all under 256 KiB (over TLS too).
 """
 
 TURN_BUDGET = 1024 * 1024
