@@ -46,8 +46,13 @@ class SocketConnection:
         """
         Let the transport read once, as the reactor would when the socket is
         readable; at the end of input, tell it so, as the reactor does for a
-        half-closeable transport (and end it on any other failure).
+        half-closeable transport (and end it on any other failure).  First
+        run what is due on the clock (a connection that spent its reply
+        budget continues there), and read only if the transport is reading.
         """
+        self.factory.clock.advance(0)  # type: ignore[attr-defined]
+        if self.transport not in self.reactor.getReaders():
+            return
         why = self.transport.doRead()
         if isinstance(why, ConnectionDone):
             self.transport.readConnectionLost(Failure(why))
