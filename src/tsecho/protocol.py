@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import socket
 import sys
+import weakref
 from collections import deque
 from enum import Enum
 from typing import TYPE_CHECKING, Any, cast
@@ -93,6 +94,36 @@ def _direct_socket(transport: object) -> socket.socket | None:
         if isinstance(handle, socket.socket):
             return handle
     return None
+
+
+RESET_PROBE = 64
+"""
+How many of the newest connections are checked for a reset the reactor has
+not seen yet, when the connection limit is reached.
+"""
+
+_TCP_CLOSE = 7  # tcpi_state of a connection the peer reset (Linux's TCP_CLOSE)
+
+
+def _reset_by_peer(transport: object) -> bool:
+    """
+    Whether the kernel has already reset the TCP connection under
+    C{transport} (a plain, TLS or PROXY-wrapped one), though the reactor may
+    not have read that yet.  Linux only (C{TCP_INFO}); elsewhere, never.
+    """
+    for _ in range(3):  # through the PROXY and TLS wrappers
+        if isinstance(transport, tcp.Connection):
+            break
+        transport = getattr(transport, "transport", None)
+    if not isinstance(transport, tcp.Connection) or not hasattr(socket, "TCP_INFO"):
+        return False
+    handle = transport.getHandle()
+    if not isinstance(handle, socket.socket) or handle.family not in (socket.AF_INET, socket.AF_INET6):
+        return False
+    try:
+        return handle.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] == _TCP_CLOSE
+    except OSError:
+        return False
 
 
 def _positive(_instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
@@ -574,6 +605,7 @@ class TimestampEchoFactory(_ServerFactory):
         self.turn_room = TURN_BUDGET
         self._behind: deque[TimestampEcho] = deque()  # in the order they fell behind
         self._turn: IDelayedCall | None = None
+        self._newest: deque[weakref.ref[TimestampEcho]] = deque(maxlen=RESET_PROBE)
 
     def reply_prefix(self) -> bytes:
         """
@@ -611,9 +643,26 @@ class TimestampEchoFactory(_ServerFactory):
         Count C{connection} in, unless that would pass the connection limit.
         """
         if len(self.connections) >= self.config.max_connections:
-            return False
+            self._count_out_reset()
+            if len(self.connections) >= self.config.max_connections:
+                return False
         self.connections.add(connection)
+        self._newest.append(weakref.ref(connection))
         return True
+
+    def _count_out_reset(self) -> None:
+        """
+        Count out (and abort) the newest connections that the kernel has
+        already reset: in a burst of connect + RST, their resets wait for the
+        reactor's next turn, and they must not make live clients busy.
+        """
+        for ref in list(self._newest):
+            connection = ref()
+            if connection is not None and connection in self.connections:
+                transport = connection.transport
+                if _reset_by_peer(transport):
+                    self.connections.discard(connection)
+                    cast(ITCPTransport, transport).abortConnection()
 
     def release(self, connection: TimestampEcho) -> None:
         """
