@@ -749,3 +749,25 @@ def test_lock_step_client_after_sigterm(tmp_path: Path) -> None:
         assert_replies(bytes(received), sent[:answered])
         assert exited < 3.0
         assert status in (0, -signal.SIGTERM)
+
+
+@pytest.mark.slow
+def test_closed_connections_freed_without_collector() -> None:
+    """
+    With the cycle collector off, connections that clients closed with a
+    reset (TLS ones without a C{close_notify}) are freed as soon as they
+    close, on every stream transport: their memory (TLS state included)
+    does not wait for C{gc}.  (Run in a process of its own: see
+    C{freed_check.py}.)
+    """
+    import subprocess
+    import sys
+
+    check = Path(__file__).with_name("freed_check.py")
+    result = subprocess.run([sys.executable, str(check)], capture_output=True, text=True, timeout=120, check=False)
+    print(result.stdout)
+    lines = result.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == ["tcp", "unix", "ssl", "haproxy"], result.stdout + result.stderr
+    for line in lines:
+        kind, alive, _, built, _ = line.split()
+        assert (alive, built) == ("0", "10"), line
