@@ -769,5 +769,5 @@ def test_closed_connections_freed_without_collector() -> None:
     lines = result.stdout.splitlines()
     assert [line.split()[0] for line in lines] == ["tcp", "unix", "ssl", "haproxy"], result.stdout + result.stderr
     for line in lines:
-        kind, alive, _, built, _ = line.split()
+        _kind, alive, _, built, _ = line.split()
         assert (alive, built) == ("0", "10"), line
