@@ -164,6 +164,8 @@ class LineFramer(LineReceiver):
         """
         Forget buffered data and return it.
         """
+        if not self._partial and not self._unparsed:
+            return b""
         data = b"".join((self._partial, self._unparsed))
         self._partial.clear()
         self._unparsed = b""

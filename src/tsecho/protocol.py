@@ -279,11 +279,11 @@ class TimestampEcho(LineFramer, TimeoutMixin):
     # Lines to replies.
 
     def lineReceived(self, line: bytes) -> bool:
-        prefix, ending = self._prefix, self.line_ending or CRLF
-        self._replies += (prefix, line, ending)
+        prefix = self._prefix
+        self._replies += (prefix, line, self.line_ending or CRLF)
         self.lines_answered += 1
-        self._room -= len(prefix) + len(line) + len(ending)
-        if self._room <= 0 and self._flow is Flow.READING:
+        room = self._room = self._room - len(prefix) - len(line) - 2  # about: CRLF or LF
+        if room <= 0 and self._flow is Flow.READING:
             self._flow = Flow.BEHIND
             self.paused = True  # the framer holds the rest
         if self.factory.config.one_shot:
@@ -570,7 +570,6 @@ class TimestampEcho(LineFramer, TimeoutMixin):
         # Break the reference cycles through the transport (which holds us as
         # its producer, or, over TLS, through its producer membrane), so that
         # a closed connection is freed at once, not by the cycle collector.
-        self.clearLineBuffer()
         self.transport = None
 
 
