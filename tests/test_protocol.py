@@ -1193,23 +1193,27 @@ class ShutdownWindowTests(SynchronousTestCase):
         self.assertEqual(echo.half_close(), b"")
         self.assertTrue(transport.disconnecting)
 
-    def test_held_lines_answered(self) -> None:
+    def test_lagging_client_drained(self) -> None:
         """
-        Lines held back by back-pressure when the window ends are answered
-        once the client reads, then the connection half-closes.
+        A connection whose client lags behind on its replies when the window
+        ends is left to drain: its held lines are answered once the client
+        reads, and it closes once quiet.
         """
-        factory = make_factory(ServerConfig(quiet=True, shutdown_window=1))
+        factory = make_factory(ServerConfig(quiet=True, shutdown_window=1, drain_quiet=0.5))
         echo = connect(factory, tcp=True)
         echo.protocol.pauseProducing()
         self.assertEqual(echo.send(b"a\nb\n"), b"")
         factory.drain()
-        factory.clock.advance(1)  # type: ignore[attr-defined]
+        factory.clock.advance(1.2)  # type: ignore[attr-defined]
         transport = echo.transport
         assert isinstance(transport, TCPStringTransport)
         self.assertFalse(transport.write_closed)
         echo.protocol.resumeProducing()
         later = b"[Thu Nov 26 14:09:49 2026] "
         self.assertEqual(echo.take(), later + b"a\n" + later + b"b\n")
+        self.assertEqual(echo.send(b"c\n"), later + b"c\n")
+        self.assertFalse(transport.write_closed)
+        factory.clock.advance(0.5)  # type: ignore[attr-defined]
         self.assertTrue(transport.write_closed)
 
     def test_window_timer_cancelled(self) -> None:

@@ -378,10 +378,14 @@ class TimestampEcho(LineFramer, TimeoutMixin):
         Answer the input held back, within a new turn's budget; once it is all
         answered, read on (or, when finishing, close).
         """
+        factory = self.factory
         self._flow = Flow.READING
         self.paused = False
-        room = self._room = min(REPLY_BUDGET, self.factory.turn_room)
-        self._prefix = self.factory.reply_prefix()
+        room = self._room = min(REPLY_BUDGET, factory.turn_room)
+        now = factory.clock.seconds()
+        if self._phase is Phase.OPEN:  # answering is not being quiet
+            factory.idle.touch(self, now)
+        self._prefix = factory.timestamper.prefix(now)
         LineFramer.dataReceived(self, b"")
         self._send_replies()
         self._end_turn(room)
@@ -546,10 +550,14 @@ class TimestampEcho(LineFramer, TimeoutMixin):
 
     def finish(self) -> None:
         """
-        The shutdown window is over: answer every line received, then close
-        (an unfinished line is in flight: it is dropped with later input).
+        The shutdown window is over: a connection that is caught up answers
+        every line received, then closes (an unfinished line is in flight: it
+        is dropped with later input).  One whose client lags behind on its
+        replies is left to drain as before: closed once quiet, or cut off at
+        the shutdown deadline (its unread input may be lines sent before the
+        shutdown, which it is owed).
         """
-        if self._phase is Phase.OPEN:
+        if self._phase is Phase.OPEN and self._flow is Flow.READING:
             self._finish()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
