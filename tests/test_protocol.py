@@ -20,7 +20,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import alsoProvides
 
-from tsecho.protocol import BUSY, REPLY_BUDGET, ServerConfig, TimestampEcho, describe_address
+from tsecho.protocol import BUSY, REPLY_BUDGET, TURN_BUDGET, ServerConfig, TimestampEcho, describe_address
 from tsecho.testing import (
     EXAMPLE_PEER,
     EXAMPLE_STAMP,
@@ -1162,6 +1162,25 @@ class TurnBudgetTests(SynchronousTestCase):
         echo = connected_echo(quiet=True)
         self.assertEqual(echo.send(b"a\n" * 100), (STAMP + b"a\n") * 100)
         self.assertEqual(echo.transport.producerState, "producing")
+
+    def test_budget_for_all_connections(self) -> None:
+        """
+        With many connections flooding at once, all of them together make at
+        most about L{TURN_BUDGET} bytes of replies per turn; the ones that
+        find it spent continue on later turns, and every line is answered.
+        """
+        factory = make_factory(ServerConfig(quiet=True))
+        echoes = [connect(factory) for _ in range(100)]
+        for echo in echoes:
+            echo.protocol.dataReceived(b"\n" * 4096)
+        sizes = [sum(len(echo.take()) for echo in echoes)]
+        while any(echo.transport.producerState == "paused" for echo in echoes):
+            self.assertLessEqual(len(sizes), 1000)
+            next_turn(factory.clock)  # type: ignore[arg-type]
+            sizes.append(sum(len(echo.take()) for echo in echoes))
+        self.assertLessEqual(max(sizes), TURN_BUDGET + REPLY_BUDGET)
+        self.assertEqual(sum(sizes), 100 * 4096 * len(STAMP + b"\n"))
+        self.assertGreater(len(sizes), 10)
 
 
 class ShutdownWindowTests(SynchronousTestCase):
