@@ -175,9 +175,6 @@ class Phase(Enum):
 
     OPEN = "open"
     """Answering lines as they arrive."""
-    FINISHING = "finishing"
-    """Its input is over (the client's end, or shutdown): answering the lines
-    received, at most L{REPLY_BUDGET} bytes of replies per turn, then closing."""
     CLOSING = "closing"
     """Everything owed is made: sending it, then closing."""
     LINGERING = "lingering"
@@ -207,10 +204,9 @@ class TimestampEcho(LineFramer, TimeoutMixin):
     """
     Answer each line with C{[TIMESTAMP] LINE EOL}, EOL mirroring the request's.
 
-    A connection is L{open <Phase.OPEN>}, then L{finishing <Phase.FINISHING>}
-    (when its input ended with lines not answered yet), L{closing
-    <Phase.CLOSING>}, L{lingering <Phase.LINGERING>} and L{lost
-    <Phase.LOST>}.  It starts closing (L{_close}) after a one-shot reply, an
+    A connection is L{open <Phase.OPEN>}, then L{closing <Phase.CLOSING>},
+    L{lingering <Phase.LINGERING>} and L{lost <Phase.LOST>}; while open, its
+    L{Flow} says whether it is reading or holding input back.  It starts closing (L{_close}) after a one-shot reply, an
     error line, an idle timeout, the client's end of input or a shutdown: it
     sends what it owes, then shuts down its sending side and drops further
     input until the client closes (L{_input_ended} once the client's end
@@ -353,7 +349,7 @@ class TimestampEcho(LineFramer, TimeoutMixin):
         """
         A later turn has come: if still behind, answer more of what is held.
         """
-        if self._flow is Flow.BEHIND and (self._phase is Phase.OPEN or self._phase is Phase.FINISHING):
+        if self._flow is Flow.BEHIND and self._phase is Phase.OPEN:
             self._answer_held_input()
 
     def pauseProducing(self) -> None:
@@ -376,52 +372,23 @@ class TimestampEcho(LineFramer, TimeoutMixin):
     def _answer_held_input(self) -> None:
         """
         Answer the input held back, within a new turn's budget; once it is all
-        answered, read on (or, when finishing, close).
+        answered, read on.
         """
         factory = self.factory
         self._flow = Flow.READING
         self.paused = False
         room = self._room = min(REPLY_BUDGET, factory.turn_room)
         now = factory.clock.seconds()
-        if self._phase is Phase.OPEN:  # answering is not being quiet
-            factory.idle.touch(self, now)
+        factory.idle.touch(self, now)  # answering is not being quiet
         self._prefix = factory.timestamper.prefix(now)
         LineFramer.dataReceived(self, b"")
         self._send_replies()
         self._end_turn(room)
-        if self._flow is Flow.READING:  # all of it answered
-            if self._phase is Phase.FINISHING:
-                self._finished()
-            elif self._phase is Phase.OPEN:
-                assert self.transport is not None
-                cast(IPushProducer, self.transport).resumeProducing()
+        if self._flow is Flow.READING and self._phase is Phase.OPEN:  # all of it answered
+            assert self.transport is not None
+            cast(IPushProducer, self.transport).resumeProducing()
 
     # The end of a connection.
-
-    def _finish(self) -> None:
-        """
-        The input is over: answer the lines received (those held back too,
-        one turn's budget at a time), then close.
-        """
-        self._phase = Phase.FINISHING
-        self.factory.idle.discard(self)
-        if self._flow is Flow.READING:  # nothing held back
-            self._finished()
-        else:  # bounded as a close is
-            self.setTimeout(self.factory.config.close_timeout)
-
-    def _finished(self) -> None:
-        """
-        Answer what is left, then close.  At the client's end of input that
-        is everything received, its unterminated last line too, at once: over
-        TLS this is the one chance (L{tsecho.tls}), and on other transports
-        nothing is held back when the end is read (reading was paused).
-        """
-        if self._input_ended:
-            self._prefix = self.factory.reply_prefix()
-            self._room = sys.maxsize
-            self.deliver_unterminated_line()
-        self._close()
 
     def _close(self) -> None:
         """
@@ -434,7 +401,7 @@ class TimestampEcho(LineFramer, TimeoutMixin):
         replies that the client has not read yet.
         """
         self._send_replies()
-        if self._phase is not Phase.OPEN and self._phase is not Phase.FINISHING:
+        if self._phase is not Phase.OPEN:
             return
         self._phase = Phase.CLOSING
         self.factory.idle.discard(self)
@@ -485,11 +452,18 @@ class TimestampEcho(LineFramer, TimeoutMixin):
         """
         The client shut down its sending side: answer everything, then close.
         (If we were closing already, the client has now seen our end: done.)
+
+        Everything received is answered at once, held-back input and the
+        unterminated last line too, outside the turn's budget: over TLS this
+        is the one chance (L{tsecho.tls}), and on other transports nothing is
+        held back when the end is read (reading was paused meanwhile).
         """
         self._input_ended = True
-        if self._phase is Phase.OPEN or self._phase is Phase.FINISHING:
-            self._phase = Phase.FINISHING
-            self._finished()
+        if self._phase is Phase.OPEN:
+            self._prefix = self.factory.reply_prefix()
+            self._room = sys.maxsize
+            self.deliver_unterminated_line()
+            self._close()
         else:
             assert self.transport is not None
             self.transport.loseConnection()
@@ -558,7 +532,7 @@ class TimestampEcho(LineFramer, TimeoutMixin):
         shutdown, which it is owed).
         """
         if self._phase is Phase.OPEN and self._flow is Flow.READING:
-            self._finish()
+            self._close()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self.timeOut is not None:  # a closing connection's timer
