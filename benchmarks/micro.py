@@ -47,13 +47,15 @@ def best_of(runs: int, work: Callable[[], int]) -> float:
 
 
 def per_line(lines_per_chunk: int) -> float:
-    protocol, transport = connect(factory())
+    f = factory()
+    protocol, transport = connect(f)
     chunk = b"".join(b"%030d\n" % i for i in range(lines_per_chunk))
 
     def work() -> int:
         for _ in range(20000 // lines_per_chunk):
             protocol.dataReceived(chunk)
             transport.clear()
+            f.clock.advance(0)  # type: ignore[attr-defined]  # a reactor turn: budgets renew
         return (20000 // lines_per_chunk) * lines_per_chunk
 
     return best_of(5, work)
@@ -67,6 +69,7 @@ def per_connection() -> float:
             protocol, _transport = connect(f, i)
             protocol.dataReceived(b"hello\r\n")
             protocol.connectionLost()
+            f.clock.advance(0)  # type: ignore[attr-defined]  # a reactor turn: budgets renew
         return 5000
 
     return best_of(5, work)

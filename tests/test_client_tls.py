@@ -192,7 +192,7 @@ class DescriptionTests(SynchronousTestCase):
         ):
             status, stdout, stderr = client(MemoryReactorClock(), "--connect", description, "hi")
             self.assertEqual(self.successResultOf(status), USAGE)
-            self.assertEqual(stderr.getvalue(), f"tsecho-client: bad --connect description {description!r}: {why}\n")
+            self.assertEqual(stderr.getvalue(), f"tsecho-client: bad --connect description {description}: {why}\n")
             self.assertEqual(stdout.getvalue(), b"")
 
     def test_wrapped_endpoint(self) -> None:

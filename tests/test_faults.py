@@ -11,6 +11,7 @@ book's client.  Every loop and wait is bounded.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import resource
@@ -560,3 +561,245 @@ def test_sigterm_while_client_lags_behind(tmp_path: Path) -> None:
             requests.pop()
         assert_replies(bytes(received), requests)
         assert server.stop() in (0, -signal.SIGTERM)
+
+
+# Issue 9: hostile clients, over real sockets, against the real twistd.
+
+HOSTILE_PATTERNS = {
+    "empty lines": b"\n" * 65536,
+    "x lines": b"x\n" * 32768,
+    "16 KiB lines": (b"L" * 16383 + b"\n") * 4,
+}
+HOSTILE_CLIENTS = 200
+HOLDINGS_BOUND_KIB = 256
+
+
+def hostile_listener(kind: str, tmp_path: Path) -> tuple[list[str], Callable[[], socket.socket]]:
+    """
+    The C{--listen} options for a listener of C{kind} (tcp, unix, ssl,
+    haproxy) and a function that connects a blocking client socket to it
+    once the server runs (ready to send lines: TLS handshaken, PROXY header sent).
+    """
+    import ssl
+
+    import trustme
+
+    if kind == "unix":
+        path = str(tmp_path / "hostile.sock")
+
+        def connect_unix() -> socket.socket:
+            deadline = time.monotonic() + 10
+            while True:
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                try:
+                    sock.connect(path)  # blocking: a full backlog fails at once (EAGAIN)
+                except BlockingIOError:
+                    sock.close()
+                    assert time.monotonic() < deadline, "the UNIX socket's backlog stayed full"
+                    time.sleep(0.01)
+                    continue
+                sock.settimeout(10)
+                return sock
+
+        return [f"unix:{path}"], connect_unix
+    options = ["tcp:0:interface=127.0.0.1"]
+    context = None
+    if kind == "ssl":
+        authority = trustme.CA()
+        certificate = authority.issue_cert("localhost")
+        certificate.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+        certificate.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+        options = [f"ssl:0:interface=127.0.0.1:privateKey={tmp_path}/key.pem:certKey={tmp_path}/cert.pem"]
+        context = ssl.create_default_context()
+        authority.configure_trust(context)
+    if kind == "haproxy":
+        options = ["haproxy:tcp:0:interface=127.0.0.1"]
+    port: list[int] = []
+
+    def connect_inet() -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", port[0]), timeout=10)
+        if context is not None:
+            sock = context.wrap_socket(sock, server_hostname="localhost")
+        if kind == "haproxy":
+            sock.sendall(b"PROXY TCP4 192.0.2.1 192.0.2.2 1234 21567\r\n")
+        return sock
+
+    connect_inet.port = port  # type: ignore[attr-defined]
+    return options, connect_inet
+
+
+def flood_until_stalled(sockets: list[socket.socket], chunk: bytes, seconds: float = 20.0) -> int:
+    """
+    Send C{chunk} again and again on every socket, never reading, until no
+    socket takes more (or C{seconds} pass); return the bytes sent.
+    """
+    import ssl
+
+    for sock in sockets:
+        sock.setblocking(False)
+    pending = [chunk] * len(sockets)
+    sent = 0
+    deadline = time.monotonic() + seconds
+    idle_rounds = 0
+    while idle_rounds < 20 and time.monotonic() < deadline:
+        progress = 0
+        for index, sock in enumerate(sockets):
+            try:
+                count = sock.send(pending[index])
+            except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                continue
+            progress += count
+            pending[index] = pending[index][count:] or chunk
+        sent += progress
+        idle_rounds = 0 if progress else idle_rounds + 1
+        time.sleep(0.05 if not progress else 0)
+    return sent
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pattern", sorted(HOSTILE_PATTERNS))
+@pytest.mark.parametrize("kind", ["tcp", "unix", "ssl", "haproxy"])
+def test_rss_per_non_reading_connection(tmp_path: Path, kind: str, pattern: str) -> None:
+    """
+    200 connected clients that then send one pattern of lines without ever
+    reading (64 KiB of empty lines, of C{"x\\n"} lines, or of 16 KiB lines,
+    again and again) make the server's resident memory grow by at most
+    256 KiB each, on every stream transport.
+    """
+    listen, connect_client = hostile_listener(kind, tmp_path)
+    options = ("--listen", listen[0], "--utc", "--time-format", "iso", "--quiet")
+    with running_server(tmp_path, options) as server:
+        if kind != "unix":
+            connect_client.port.append(int(server.addresses[0].rsplit(":", 1)[1]))  # type: ignore[attr-defined]
+        warm = connect_client()
+        warm.sendall(b"warm up\n")
+        assert warm.recv(100).endswith(b"warm up\n")
+        warm.close()
+        clients = [connect_client() for _ in range(HOSTILE_CLIENTS)]
+        try:
+            time.sleep(0.5)
+            baseline = rss_kib(server.process.pid)  # with the connections open: what the flood costs
+            sent = flood_until_stalled(clients, HOSTILE_PATTERNS[pattern])
+            time.sleep(0.5)
+            growth = rss_kib(server.process.pid) - baseline
+        finally:
+            for sock in clients:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_0)
+                sock.close()
+        per_client = growth / HOSTILE_CLIENTS
+        print(f"{kind}, {pattern}: sent {sent / 2**20:.1f} MiB; RSS +{growth} KiB, {per_client:.0f} KiB per client")
+        assert per_client <= HOLDINGS_BOUND_KIB
+
+
+@pytest.mark.slow
+def test_sigterm_with_500_flooders(tmp_path: Path) -> None:
+    """
+    500 clients flood empty lines and never read; on SIGTERM the server stops
+    accepting within 1 s (each connection does a bounded amount of work per
+    turn of the reactor, so the signal is handled promptly) and exits within
+    12 s (clients that do not read are cut off 10 s after the signal).
+    """
+    with running_server(tmp_path, (*SERVER, "--quiet")) as server:
+        port = server.port
+        clients = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(500)]
+        try:
+            for sock in clients:
+                sock.setblocking(False)
+            chunk = b"\n" * 65536
+
+            def flood() -> None:
+                for sock in clients:
+                    with contextlib.suppress(BlockingIOError, ConnectionError):
+                        sock.send(chunk)
+
+            started = time.monotonic()
+            while time.monotonic() - started < 3:
+                flood()
+            server.process.send_signal(signal.SIGTERM)
+            signalled = time.monotonic()
+            port_closed = exited = None
+            while exited is None and time.monotonic() - signalled < 30:
+                flood()
+                if port_closed is None:
+                    try:
+                        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                    except ConnectionRefusedError:
+                        port_closed = time.monotonic() - signalled
+                    except OSError:
+                        pass
+                if server.process.poll() is not None:
+                    exited = time.monotonic() - signalled
+                time.sleep(0.02)
+        finally:
+            for sock in clients:
+                sock.close()
+        print(f"500 flooders: port closed {port_closed} s, exit {exited} s after SIGTERM")
+        assert port_closed is not None
+        assert port_closed < 1.0
+        assert exited is not None
+        assert exited < 12.0
+        assert server.process.returncode in (0, -signal.SIGTERM)
+
+
+@pytest.mark.slow
+def test_lock_step_client_after_sigterm(tmp_path: Path) -> None:
+    """
+    A client in lock-step (a line, its reply, the next line) keeps going
+    after SIGTERM: it gets a reply for every line but at most the one in
+    flight, then the end of the stream, and the server exits within 3 s.
+    """
+    with running_server(tmp_path, SERVER) as server:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sent: list[bytes] = []
+            received = bytearray()
+            signalled = None
+            while True:
+                line = b"step %d\r\n" % len(sent)
+                try:
+                    sock.sendall(line)
+                except (BrokenPipeError, ConnectionResetError):
+                    break
+                sent.append(line)
+                while received.count(b"\n") < len(sent):
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        break
+                    received += chunk
+                else:
+                    if signalled is None and len(sent) == 50:
+                        server.process.send_signal(signal.SIGTERM)
+                        signalled = time.monotonic()
+                    assert len(sent) < 1_000_000
+                    continue
+                break
+        status = server.process.wait(10)  # the client closed at the end of the stream
+        exited = time.monotonic() - (signalled or 0)
+        print(f"lock-step client: {len(sent)} lines sent, server exited {exited:.2f} s after SIGTERM")
+        assert signalled is not None
+        answered = received.count(b"\n")
+        assert len(sent) - 1 <= answered <= len(sent)
+        assert_replies(bytes(received), sent[:answered])
+        assert exited < 3.0
+        assert status in (0, -signal.SIGTERM)
+
+
+@pytest.mark.slow
+def test_closed_connections_freed_without_collector() -> None:
+    """
+    With the cycle collector off, connections that clients closed with a
+    reset (TLS ones without a C{close_notify}) are freed as soon as they
+    close, on every stream transport: their memory (TLS state included)
+    does not wait for C{gc}.  (Run in a process of its own: see
+    C{freed_check.py}.)
+    """
+    import subprocess
+    import sys
+
+    check = Path(__file__).with_name("freed_check.py")
+    result = subprocess.run([sys.executable, str(check)], capture_output=True, text=True, timeout=120, check=False)
+    print(result.stdout)
+    lines = result.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == ["tcp", "unix", "ssl", "haproxy"], result.stdout + result.stderr
+    for line in lines:
+        _kind, alive, _, built, _ = line.split()
+        assert (alive, built) == ("0", "10"), line

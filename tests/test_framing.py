@@ -4,7 +4,10 @@ Tests for L{tsecho.framing.LineFramer}: bytes in, lines out, in any chunking.
 
 from __future__ import annotations
 
+import platform
+import tracemalloc
 from collections.abc import Callable, Iterator
+from unittest import skipIf
 
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
@@ -583,3 +586,38 @@ class BufferTests(SynchronousTestCase):
         """
         framer, _ = connected()
         self.assertRaises(NotImplementedError, framer.setRawMode)
+
+
+class CompactTests(SynchronousTestCase):
+    """
+    What the framer holds is about the size of the input it holds.
+    """
+
+    @skipIf(platform.python_implementation() != "CPython", "tracemalloc measures CPython's heap")
+    def test_dripped_line_compact(self) -> None:
+        """
+        A 16,000-byte line fed one byte per call (each byte a bytes object of
+        its own, as each read makes) is held in about its own size.
+        """
+        framer, _ = connected()
+        drops = [bytes(bytearray(b"d")) for _ in range(16000)]
+        tracemalloc.start()
+        self.addCleanup(tracemalloc.stop)
+        before = tracemalloc.get_traced_memory()[0]
+        for drop in drops:
+            framer.dataReceived(drop)
+        held = tracemalloc.get_traced_memory()[0] - before
+        self.assertLessEqual(held, 16000 * 5 // 4 + 4096)
+        framer.dataReceived(b"\n")
+        self.assertEqual(framer.lines, [(b"d" * 16000, LF)])
+
+    def test_held_input_is_one_object(self) -> None:
+        """
+        Input held while paused is kept as bytes, not as a list of lines.
+        """
+        framer, _ = connected()
+        framer.on_line = lambda line: framer.pauseProducing()
+        framer.dataReceived(b"\n" * 65536)
+        self.assertEqual(len(framer.lines), 1)
+        self.assertTrue(framer.has_unframed_input())
+        self.assertEqual(framer.clearLineBuffer(), b"\n" * 65535)

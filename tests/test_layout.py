@@ -13,7 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 import tsecho.client
 
 #: The modules of tsecho that are neither side's: the client may load these.
-SIDE_NEUTRAL = {"tsecho", "tsecho.wire", "tsecho.framing", "tsecho.logtext", "tsecho.cli"}
+SIDE_NEUTRAL = {"tsecho", "tsecho.wire", "tsecho.framing", "tsecho.logtext", "tsecho.cli", "tsecho.endpoint_errors"}
 
 
 def modules_after(statement: str) -> set[str]:

@@ -6,11 +6,15 @@ back-pressure, logging and draining, on in-memory transports.
 from __future__ import annotations
 
 import calendar
+import gc
+import weakref
 from collections.abc import Iterator, Sequence
 
 from twisted.internet.address import IPv6Address, UNIXAddress
 from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import INegotiated
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.logger import LogEvent, LogLevel, capturedLogs
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -18,12 +22,13 @@ from zope.interface import alsoProvides
 
 from timezones import use_time_zone
 from tsecho.logtext import describe_address
-from tsecho.protocol import ServerConfig
+from tsecho.protocol import REPLY_BUDGET, TURN_BUDGET, ServerConfig, TimestampEcho
 from tsecho.testing import (
     EXAMPLE_PEER,
     EXAMPLE_STAMP,
     EXAMPLE_TIME,
     ClosingStringTransport,
+    EchoConnection,
     TCPStringTransport,
     connect,
     connected_echo,
@@ -743,9 +748,10 @@ class DrainTests(SynchronousTestCase):
 
     def test_busy_connection_served(self) -> None:
         """
-        A connection that keeps sending is answered until it goes quiet.
+        A connection that keeps sending is answered until it goes quiet
+        (within its shutdown window).
         """
-        factory = make_factory(ServerConfig(drain_quiet=0.5))
+        factory = make_factory(ServerConfig(drain_quiet=0.5, shutdown_window=10))
         echo = connect(factory, transport_type=ClosingStringTransport)
         d = factory.drain()
         for n in range(10):
@@ -775,12 +781,13 @@ class DrainTests(SynchronousTestCase):
         """
         A connection already closing is left to finish.
         """
-        factory = make_factory(ServerConfig(one_shot=True, timeout=0, close_timeout=7))
+        factory = make_factory(ServerConfig(one_shot=True, timeout=0, close_timeout=7, shutdown_window=1))
         echo = connect(factory)
         echo.send(b"x\n")
         d = factory.drain()
-        # Only the timer of the close already under way, none for the drain.
-        self.assertEqual([c.getTime() for c in factory.clock.getDelayedCalls()], [EXAMPLE_TIME + 7])
+        # The timer of the close already under way, and the shutdown window's.
+        timers = sorted(c.getTime() for c in factory.clock.getDelayedCalls())  # type: ignore[attr-defined]
+        self.assertEqual(timers, [EXAMPLE_TIME + 1, EXAMPLE_TIME + 7])
         echo.lose()
         self.successResultOf(d)
 
@@ -962,3 +969,296 @@ class ServerConfigTests(SynchronousTestCase):
         for field, value in (("max_line", 0), ("max_connections", -1), ("drain_quiet", 0), ("timeout", -1)):
             e = self.assertRaises(ValueError, ServerConfig, **{field: value})
             self.assertIn(field, str(e))
+
+
+class FullTransport(StringTransport):
+    """
+    A transport whose client does not read: like Twisted's, it pauses its
+    producer once more than 64 KiB wait in its buffer after a write; its
+    buffer drains only when the test says so (L{drain}).
+    """
+
+    buffer_size = 64 * 1024
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        if len(self.io.getvalue()) > self.buffer_size and self.producer is not None:
+            self.producer.pauseProducing()
+
+    def drain(self) -> bytes:
+        """
+        The client read everything: return it and resume the producer.
+        """
+        written: bytes = self.value()
+        self.clear()
+        if self.producer is not None:
+            self.producer.resumeProducing()
+        return written
+
+
+def holdings(echo: EchoConnection) -> int:
+    """
+    What the connection holds in bytes: replies unsent (its own and the
+    transport's), input not framed yet, and the unfinished line.
+    """
+    protocol = echo.protocol
+    return (
+        len(echo.transport.value())
+        + sum(map(len, protocol._replies))
+        + len(protocol._unparsed)
+        + len(protocol._partial)
+    )
+
+
+# Per connection, what tsecho holds stays within this, whatever the input.
+HOLDINGS_BOUND = 256 * 1024
+
+
+class HoldingsBoundTests(SynchronousTestCase):
+    """
+    What a connection whose client does not read holds (replies unsent,
+    input not framed, the unfinished line) stays within a small fixed bound
+    for any input: replies are not made once about L{REPLY_BUDGET} bytes of
+    them wait, and resume from where they stopped when the client reads.
+    """
+
+    def assert_bounded(self, chunk: bytes, requests: list[bytes]) -> None:
+        """
+        Feed C{chunk} (all of C{requests}) to a connection that cannot send:
+        its holdings stay bounded; once the client reads, every reply comes,
+        in order.
+        """
+        factory = make_factory(ServerConfig(quiet=True))
+        protocol = factory.buildProtocol(EXAMPLE_PEER)
+        assert isinstance(protocol, TimestampEcho)
+        transport = FullTransport(peerAddress=EXAMPLE_PEER)
+        protocol.makeConnection(transport)
+        echo = EchoConnection(protocol, transport, factory)
+        protocol.dataReceived(chunk)
+        for _ in range(3):  # the next turns, and more input from a TLS record already read
+            next_turn(echo.clock)
+            protocol.dataReceived(b"")
+            self.assertLessEqual(holdings(echo), HOLDINGS_BOUND)
+        self.assertLessEqual(len(transport.value()), FullTransport.buffer_size + REPLY_BUDGET + 16 * 1024 + 64)
+        self.assertEqual(transport.producerState, "paused")
+        received = b""
+        for _ in range(len(requests) + 10):
+            received += transport.drain()
+            next_turn(echo.clock)
+            self.assertLessEqual(holdings(echo), HOLDINGS_BOUND)
+        received += transport.value()
+        self.assertEqual(received, b"".join(STAMP + request for request in requests))
+        self.assertEqual(transport.producerState, "producing")
+
+    def test_empty_lines(self) -> None:
+        """
+        64 KiB of empty lines (65,536 replies, 1.8 MB) in one read.
+        """
+        self.assert_bounded(b"\n" * 65536, [b"\n"] * 65536)
+
+    def test_short_lines(self) -> None:
+        """
+        64 KiB of C{"x\\n"} lines in one read.
+        """
+        self.assert_bounded(b"x\n" * 32768, [b"x\n"] * 32768)
+
+    def test_long_lines(self) -> None:
+        """
+        Four 16 KiB lines in one read.
+        """
+        line = b"L" * 16382 + b"\r\n"
+        self.assert_bounded(line * 4, [line] * 4)
+
+
+def next_turn(clock: Clock) -> None:
+    """
+    Run the calls due now, as one turn of a reactor does: unlike
+    C{clock.advance(0)}, not also the ones that they schedule for now.
+    """
+    due = [call for call in clock.getDelayedCalls() if call.getTime() <= clock.seconds()]
+    for call in due:
+        clock.calls.remove(call)
+        call.called = True
+        call.func(*call.args, **call.kw)
+
+
+class TurnBudgetTests(SynchronousTestCase):
+    """
+    One connection makes at most L{REPLY_BUDGET} bytes of replies per turn of
+    the reactor, even when its client reads everything at once: the rest
+    follows on later turns, and it reads nothing meanwhile.
+    """
+
+    def test_budget_per_turn(self) -> None:
+        """
+        A chunk of 65,536 empty lines is answered over about 30 turns of the
+        clock, each writing at most one budget's worth; reading is paused
+        until the last, then resumed.
+        """
+        echo = connected_echo(quiet=True)
+        echo.protocol.dataReceived(b"\n" * 65536)
+        turns = [echo.take()]
+        while echo.transport.producerState == "paused":
+            self.assertLessEqual(len(turns), 100)
+            next_turn(echo.clock)
+            turns.append(echo.take())
+        self.assertTrue(all(len(replies) <= REPLY_BUDGET + 64 for replies in turns))
+        self.assertEqual(b"".join(turns), (STAMP + b"\n") * 65536)
+        self.assertGreater(len(turns), 20)
+        self.assertEqual(echo.clock.getDelayedCalls()[1:], [])  # only the idle timer
+
+    def test_input_during_later_turns_keeps_order(self) -> None:
+        """
+        Input that arrives while the connection is behind (a TLS record read
+        in the same turn) is answered after the held input, in order.
+        """
+        echo = connected_echo(quiet=True)
+        echo.protocol.dataReceived(b"\n" * 5000 + b"par")
+        echo.protocol.dataReceived(b"tial\nnext\n")
+        replies = echo.take()
+        for _ in range(10):
+            next_turn(echo.clock)
+            replies += echo.take()
+        self.assertEqual(replies, (STAMP + b"\n") * 5000 + STAMP + b"partial\n" + STAMP + b"next\n")
+
+    def test_pipelined_chunk_in_one_write(self) -> None:
+        """
+        A chunk whose replies fit in the budget is answered in the same
+        call, and reading never pauses.
+        """
+        echo = connected_echo(quiet=True)
+        self.assertEqual(echo.send(b"a\n" * 100), (STAMP + b"a\n") * 100)
+        self.assertEqual(echo.transport.producerState, "producing")
+
+    def test_budget_for_all_connections(self) -> None:
+        """
+        With many connections flooding at once, all of them together make at
+        most about L{TURN_BUDGET} bytes of replies per turn; the ones that
+        find it spent continue on later turns, and every line is answered.
+        """
+        factory = make_factory(ServerConfig(quiet=True))
+        echoes = [connect(factory) for _ in range(100)]
+        for echo in echoes:
+            echo.protocol.dataReceived(b"\n" * 4096)
+        sizes = [sum(len(echo.take()) for echo in echoes)]
+        while any(echo.transport.producerState == "paused" for echo in echoes):
+            self.assertLessEqual(len(sizes), 1000)
+            next_turn(factory.clock)  # type: ignore[arg-type]
+            sizes.append(sum(len(echo.take()) for echo in echoes))
+        self.assertLessEqual(max(sizes), TURN_BUDGET + REPLY_BUDGET)
+        self.assertEqual(sum(sizes), 100 * 4096 * len(STAMP + b"\n"))
+        self.assertGreater(len(sizes), 10)
+
+
+class ShutdownWindowTests(SynchronousTestCase):
+    """
+    After a shutdown begins, a connection gets C{shutdown_window} seconds to
+    finish; then it answers every line received, closes its sending side
+    and drops later input.
+    """
+
+    def test_lock_step_client_finished(self) -> None:
+        """
+        A client that never goes quiet gets its replies until the window
+        ends; then the connection half-closes, its unfinished line and later
+        input unanswered.
+        """
+        factory = make_factory(ServerConfig(quiet=True, drain_quiet=0.5, shutdown_window=1))
+        echo = connect(factory, transport_type=TCPStringTransport)
+        factory.drain()
+        for n in range(4):  # never quiet for drain_quiet
+            self.assertEqual(echo.send(b"%d\n" % n), STAMP + b"%d\n" % n)
+            factory.clock.advance(0.225)  # type: ignore[attr-defined]
+        self.assertEqual(echo.send(b"4\nin fli"), STAMP + b"4\n")
+        transport = echo.transport
+        assert isinstance(transport, TCPStringTransport)
+        self.assertFalse(transport.write_closed)
+        factory.clock.advance(0.2)  # type: ignore[attr-defined]
+        self.assertTrue(transport.write_closed)
+        self.assertEqual(echo.send(b"ght\nlater\n"), b"")
+        self.assertEqual(echo.half_close(), b"")
+        self.assertTrue(transport.disconnecting)
+
+    def test_lagging_client_drained(self) -> None:
+        """
+        A connection whose client lags behind on its replies when the window
+        ends is left to drain: its held lines are answered once the client
+        reads, and it closes once quiet.
+        """
+        factory = make_factory(ServerConfig(quiet=True, shutdown_window=1, drain_quiet=0.5))
+        echo = connect(factory, transport_type=TCPStringTransport)
+        echo.protocol.pauseProducing()
+        self.assertEqual(echo.send(b"a\nb\n"), b"")
+        factory.drain()
+        factory.clock.advance(1.2)  # type: ignore[attr-defined]
+        transport = echo.transport
+        assert isinstance(transport, TCPStringTransport)
+        self.assertFalse(transport.write_closed)
+        echo.protocol.resumeProducing()
+        later = b"[Thu Nov 26 14:09:49 2026] "
+        self.assertEqual(echo.take(), later + b"a\n" + later + b"b\n")
+        self.assertEqual(echo.send(b"c\n"), later + b"c\n")
+        self.assertFalse(transport.write_closed)
+        factory.clock.advance(0.5)  # type: ignore[attr-defined]
+        self.assertTrue(transport.write_closed)
+
+    def test_window_timer_cancelled(self) -> None:
+        """
+        When the last connection closes, the window's timer goes too.
+        """
+        factory = make_factory(ServerConfig(quiet=True))
+        echo = connect(factory, transport_type=ClosingStringTransport)
+        d = factory.drain()
+        echo.transport.loseConnection()
+        self.successResultOf(d)
+        self.assertEqual(factory.clock.getDelayedCalls(), [])  # type: ignore[attr-defined]
+
+
+class ReferenceCycleTests(SynchronousTestCase):
+    """
+    A closed connection is freed at once, without the cycle collector.
+    """
+
+    def test_freed_without_collector(self) -> None:
+        """
+        With C{gc} disabled, a connection that has closed (on each kind of
+        in-memory transport) is freed as soon as the test lets go of it.
+        """
+        for kind in ({}, {"transport_type": TCPStringTransport}, {"transport_type": ClosingStringTransport}):
+            gc.disable()
+            self.addCleanup(gc.enable)
+            factory = make_factory(ServerConfig(quiet=True))
+            echo = connect(factory, **kind)  # type: ignore[arg-type]
+            echo.send(b"a\nb\npartial")
+            echo.protocol.pauseProducing()
+            echo.send(b"held\n")
+            echo.lose()
+            protocol, transport = weakref.ref(echo.protocol), weakref.ref(echo.transport)
+            del echo
+            self.assertIsNone(protocol(), kind)
+            self.assertIsNone(transport(), kind)
+
+
+class BusyOverTLSTests(SynchronousTestCase):
+    """
+    Over TLS, a connection refused as busy is closed within the linger, and
+    not reported as a client that did not read its replies.
+    """
+
+    def test_refused_quickly(self) -> None:
+        """
+        The refused connection is aborted C{linger} seconds after the refusal
+        if it has not closed, with no warning beyond the refusal.
+        """
+        factory = make_factory(ServerConfig(max_connections=1, linger=2, close_timeout=10))
+        connect(factory)
+        with capturedLogs() as events:
+            protocol = factory.buildProtocol(EXAMPLE_PEER)
+            transport = StringTransport(peerAddress=EXAMPLE_PEER)
+            alsoProvides(transport, INegotiated)
+            protocol.makeConnection(transport)
+            self.assertEqual(transport.value(), BUSY)
+            factory.clock.advance(2)  # type: ignore[attr-defined]
+        self.assertTrue(transport.disconnected)
+        [refusal] = protocol_events(events)
+        self.assertIn("busy", refusal["log_format"])

@@ -298,9 +298,9 @@ class StopTests(SynchronousTestCase):
         Connections still open C{shutdown_grace} seconds after the stop began
         are aborted, with a warning; the result fires once they are gone.
         """
-        service, factory, _ = self.started(ServerConfig(drain_quiet=0.5), grace=3)
+        service, factory, _ = self.started(ServerConfig(drain_quiet=0.5, shutdown_window=5), grace=3)
         stuck = connect(factory)  # closing, but its client reads nothing
-        chatty = connect(factory)  # keeps sending
+        chatty = connect(factory)  # keeps sending, within its shutdown window
         d = service.stopService()
         for _ in range(5):
             factory.clock.advance(0.4)  # type: ignore[attr-defined]

@@ -12,6 +12,7 @@ L{MemoryReactorClock}: real socket buffers and system calls, no real time.
 from __future__ import annotations
 
 import socket
+import struct
 
 from twisted.internet import tcp
 from twisted.internet.error import ConnectionDone
@@ -46,8 +47,13 @@ class SocketConnection:
         """
         Let the transport read once, as the reactor would when the socket is
         readable; at the end of input, tell it so, as the reactor does for a
-        half-closeable transport (and end it on any other failure).
+        half-closeable transport (and end it on any other failure).  First
+        run what is due on the clock (a connection that spent its reply
+        budget continues there), and read only if the transport is reading.
         """
+        self.factory.clock.advance(0)  # type: ignore[attr-defined]
+        if self.transport not in self.reactor.getReaders():
+            return
         why = self.transport.doRead()
         if isinstance(why, ConnectionDone):
             self.transport.readConnectionLost(Failure(why))
@@ -194,3 +200,41 @@ class CloseAtOnceTests(SynchronousTestCase):
         self.assertEqual(connection.factory.clock.getDelayedCalls(), [])  # type: ignore[attr-defined]
         self.assertEqual(connection.peer.recv(65536), EXAMPLE_STAMP + b"only\r\n")
         self.assertEqual(connection.peer.recv(65536), b"")
+
+
+class ResetCountedOutTests(SynchronousTestCase):
+    """
+    Connections that the kernel has already reset do not count against the
+    connection limit, though the reactor has not read their reset yet.
+    """
+
+    def test_reset_connection_not_counted(self) -> None:
+        """
+        At a limit of one connection, a connection whose client reset it
+        (connect, then RST, before the server read anything) does not make
+        the next, live, connection busy.
+        """
+        listener = socket.socket()
+        self.addCleanup(listener.close)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(5)
+        factory = make_factory(ServerConfig(quiet=True, max_connections=1))
+        reactor = MemoryReactorClock()
+        transports = []
+        for reset in (True, False):
+            client = socket.create_connection(listener.getsockname())
+            self.addCleanup(client.close)
+            if reset:
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                client.close()
+            server_end, address = listener.accept()
+            self.addCleanup(server_end.close)
+            protocol = factory.buildProtocol(None)  # type: ignore[arg-type]
+            transport = tcp.Server(server_end, protocol, address, None, len(transports), reactor)  # type: ignore[arg-type]
+            protocol.makeConnection(transport)
+            transports.append(transport)
+        self.assertEqual(len(factory.connections), 1)
+        self.assertIs(next(iter(factory.connections)).transport, transports[1])
+        client.sendall(b"live\n")
+        transports[1].doRead()
+        self.assertEqual(client.recv(100), EXAMPLE_STAMP + b"live\n")

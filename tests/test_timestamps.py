@@ -129,7 +129,7 @@ class TimestamperTests(SynchronousTestCase):
         passes through) becomes C{?} in the prefix instead of failing every
         reply.
         """
-        self.patch(timestamps, "format_timestamp", lambda *_: b"2026 \xff".decode("utf-8", "surrogateescape"))
+        self.patch(timestamps, "format_timestamp", lambda *_, **__: b"2026 \xff".decode("utf-8", "surrogateescape"))
         self.assertEqual(Timestamper("%Y", utc=True).prefix(EXAMPLE_TIME), b"[2026 ?] ")
 
     def test_cached_per_second(self) -> None:

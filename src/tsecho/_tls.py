@@ -41,6 +41,8 @@ it at run time, C{tests/test_tls.py}'s canary checks the behaviour):
     flushes the TLS send buffer (Twisted 11.1 to 26.10 at least);
   - L{BufferingTLSTransport}, whose C{loseConnection} flushes the writes it
     holds back, and the C{clock} argument of L{TLSMemoryBIOFactory};
+  - C{TLSMemoryBIOProtocol._tlsShutdownFinished(self, reason)}, private,
+    which Twisted calls once TLS has shut down (to break a reference cycle);
   - C{disconnecting}, C{connected}, C{wrappedProtocol} and C{getHandle()} of
     the TLS protocol (L{ProtocolWrapper}'s and L{ISystemHandle}'s).
 
@@ -58,6 +60,7 @@ from typing import Any
 from OpenSSL import SSL
 from twisted.internet.interfaces import IHalfCloseableProtocol, IListeningPort, IProtocolFactory, IReactorSSL
 from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory, TLSMemoryBIOProtocol
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 
@@ -74,6 +77,9 @@ def missing_internals() -> str | None:
         return "TLSMemoryBIOProtocol._flushReceiveBIO no longer calls _shutdownTLS"
     if "clock" not in inspect.signature(TLSMemoryBIOFactory).parameters:
         return "TLSMemoryBIOFactory takes no clock"
+    finished = inspect.getattr_static(TLSMemoryBIOProtocol, "_tlsShutdownFinished", None)
+    if not inspect.isfunction(finished) or list(inspect.signature(finished).parameters) != ["self", "reason"]:
+        return "TLSMemoryBIOProtocol._tlsShutdownFinished(self, reason) is gone or changed"
     return None
 
 
@@ -137,6 +143,20 @@ class HalfCloseTLSProtocol(BufferingTLSTransport):
             # No close_notify will answer ours: close TCP (Twisted closes
             # only once both alerts are in).
             self._close_tcp()
+
+    def _tlsShutdownFinished(self, reason: Failure | None) -> None:
+        """
+        Called by Twisted once TLS has shut down.  The failure that ended it
+        (for a client that closed without C{close_notify}, an "Unexpected
+        EOF") is made inside a frame that holds it, so the failure, its
+        traceback, that frame and this connection (with its OpenSSL
+        connection and the wrapped protocol) form a cycle that only the
+        cycle collector frees.  Dropping the traceback breaks it; the
+        failure's message is kept.
+        """
+        if reason is not None:
+            reason.cleanFailure()
+        super()._tlsShutdownFinished(reason)
 
     def _received_close_notify(self) -> bool:
         handle = self.getHandle()

@@ -1,5 +1,6 @@
 """
-Bytes in, lines out: L{LineFramer}, a L{LineReceiver} that costs linear time.
+Bytes in, lines out: L{LineFramer}, a L{LineReceiver} that costs linear time
+and holds what it has not framed compactly.
 
 Twisted's own L{LineReceiver} splits one line at a time off the front of its
 buffer (copying the rest each time: twisted#6357) and re-scans the whole
@@ -7,8 +8,12 @@ buffer on every chunk (twisted#6356), so a chunk of many lines, or one long
 line trickled in tiny chunks, costs the square of its size.  L{LineFramer}
 keeps the same contract (C{lineReceived} per line, C{MAX_LENGTH},
 C{lineLengthExceeded}, C{sendLine}, pausing) and does a constant amount of
-work per byte: each chunk is split once, and an unfinished line is kept as a
-list of pieces that is joined once, when its terminator arrives.
+work per byte: each chunk is split once, at most L{SPLIT_AT_MOST} lines at a
+time, and an unfinished line grows in place in a C{bytearray}.
+
+What it holds is compact whatever the input: the unfinished line (about its
+own size, however many chunks it came in) and, while paused, the input not
+framed yet as one C{bytes} object (never a list of lines).
 
 Both C{\\n} and C{\\r\\n} end a line; L{LineFramer.line_ending} tells which
 one ended the line being delivered, so replies can mirror it.  A C{\\r} that
@@ -22,6 +27,13 @@ from twisted.protocols.basic import LineReceiver
 from tsecho.wire import CRLF, LF
 
 CR = b"\r"
+
+
+SPLIT_AT_MOST = 1024
+"""
+Lines split off a chunk at a time: a chunk of 65,536 empty lines is never a
+list of 65,536 lines.
+"""
 
 
 class LineFramer(LineReceiver):
@@ -39,75 +51,73 @@ class LineFramer(LineReceiver):
     line_ending: bytes = CRLF
     _halted = False
     _busyReceiving = False
+    _unparsed = b""  # received but not framed yet (while paused): it continues _partial
 
     def __init__(self) -> None:
-        self._pieces: list[bytes] = []  # the unfinished line, in pieces
-        self._pieces_length = 0
-        # Chunks waiting while paused: rare and few, so a list (56 bytes, where
-        # an empty deque costs 760 bytes per idle connection).
-        self._held: list[bytes] = []
+        self._partial = bytearray()  # the unfinished line, grown in place
 
     def dataReceived(self, data: bytes) -> None:
         """
         Deliver every complete line of C{data}, in order, to C{lineReceived}.
         """
-        if self._busyReceiving or self.paused or self._held:
+        if self._busyReceiving or self.paused or self._unparsed:
             # Re-entered from lineReceived, paused, or behind earlier data:
             # keep order by queueing, and let the outer call work through it.
-            if data:
-                self._held.append(data)
+            self._unparsed += data
             if self._busyReceiving or self.paused:
                 return
-            data = self._held.pop(0)
+            data, self._unparsed = self._unparsed, b""
         self._busyReceiving = True
         try:
             self._frame(data)
-            while self._held and not self.paused and not self._stopped():
-                self._frame(self._held.pop(0))
+            while self._unparsed and not self.paused and not self._stopped():
+                data, self._unparsed = self._unparsed, b""
+                self._frame(data)
         finally:
             self._busyReceiving = False
 
     def _frame(self, data: bytes) -> None:
-        if LF not in data:
-            if data:
-                self._pieces.append(data)
-                self._pieces_length += len(data)
-                if self._pieces_length > self.MAX_LENGTH and self._unfinished_too_long():
-                    self._exceeded(b"".join(self._pieces))
-            return
-        lines = data.split(LF)
-        tail = lines.pop()
-        if self._pieces:
-            self._pieces.append(lines[0])
-            lines[0] = b"".join(self._pieces)
-            self._pieces = []
-            self._pieces_length = 0
+        """
+        Deliver the lines of C{data}, which continues the unfinished line,
+        until they are done or delivery stops; keep what is left unframed.
+        """
         limit = self.MAX_LENGTH
-        for index, terminated in enumerate(lines):
-            if terminated[-1:] == CR:
-                line = terminated[:-1]
-                self.line_ending = CRLF
-            else:
-                line = terminated
-                self.line_ending = LF
-            if len(line) > limit:
-                self._exceeded(line)
+        while True:
+            lines = data.split(LF, SPLIT_AT_MOST)
+            data = lines.pop()  # after the last terminator split off
+            if not lines:  # no terminator: all of it continues the unfinished line
+                if data:
+                    partial = self._partial
+                    partial += data
+                    if len(partial) > limit and self._unfinished_too_long():
+                        self._exceeded(bytes(partial))
                 return
-            if self.lineReceived(line):  # LineReceiver's contract: a true result stops delivery
-                self._halted = True
-            if (  # paused, or _stopped(), inlined: this runs per line
-                self.paused
-                or self._halted
-                or (transport := self.transport) is None
-                or getattr(transport, "disconnecting", False)
-            ):
-                rest = lines[index + 1 :]
-                if rest or tail:
-                    rest.append(tail)
-                    self._held.insert(0, LF.join(rest))
-                return
-        if tail:
-            self._frame(tail)
+            if self._partial:
+                lines[0] = b"".join((self._partial, lines[0]))
+                self._partial.clear()
+            for index, terminated in enumerate(lines):
+                if terminated[-1:] == CR:
+                    line = terminated[:-1]
+                    self.line_ending = CRLF
+                else:
+                    line = terminated
+                    self.line_ending = LF
+                if len(line) > limit:
+                    self._exceeded(line)
+                    return
+                if self.lineReceived(line):  # LineReceiver's contract: a true result stops delivery
+                    self._halted = True
+                if (  # paused, or _stopped(), inlined: this runs per line
+                    self.paused
+                    or self._halted
+                    or (transport := self.transport) is None
+                    or getattr(transport, "disconnecting", False)
+                ):
+                    rest = lines[index + 1 :]
+                    if rest or data:
+                        rest.append(data)
+                        self._unparsed = LF.join(rest) + self._unparsed
+                    return
 
     def _unfinished_too_long(self) -> bool:
         """
@@ -116,9 +126,9 @@ class LineFramer(LineReceiver):
         One byte over the limit is still fine if it is a C{\\r}: the C{\\n}
         that makes it a C{\\r\\n} terminator may be in the next chunk.
         """
-        if self._pieces_length > self.MAX_LENGTH + 1:
+        if len(self._partial) > self.MAX_LENGTH + 1:
             return True
-        return self._pieces[-1][-1:] != CR
+        return self._partial[-1:] != CR
 
     def _exceeded(self, line: bytes) -> None:
         self.clearLineBuffer()
@@ -127,17 +137,23 @@ class LineFramer(LineReceiver):
     def _stopped(self) -> bool:
         return self._halted or self.transport is None or bool(getattr(self.transport, "disconnecting", False))
 
+    def has_unframed_input(self) -> bool:
+        """
+        Whether input is held that may hold complete lines not delivered yet
+        (kept back by a pause).
+        """
+        return bool(self._unparsed)
+
     def deliver_unterminated_line(self) -> None:
         """
         At the end of input, deliver what is buffered, including a final line
         that has no terminator (with L{line_ending} C{b""}), if it is not empty.
         """
         self.paused = False
-        self.dataReceived(b"")
-        if self._pieces and not self._stopped():
-            line = b"".join(self._pieces)
-            self._pieces = []
-            self._pieces_length = 0
+        LineFramer.dataReceived(self, b"")  # the held input (a subclass may drop new input by now)
+        if self._partial and not self._stopped():
+            line = bytes(self._partial)
+            self._partial.clear()
             self.line_ending = b""
             if len(line) > self.MAX_LENGTH:  # a last b"\r" is no terminator now
                 self._exceeded(line)
@@ -148,10 +164,11 @@ class LineFramer(LineReceiver):
         """
         Forget buffered data and return it.
         """
-        data = b"".join([*self._pieces, *self._held])
-        self._pieces = []
-        self._pieces_length = 0
-        self._held.clear()
+        if not self._partial and not self._unparsed:
+            return b""
+        data = b"".join((self._partial, self._unparsed))
+        self._partial.clear()
+        self._unparsed = b""
         return data
 
     def setRawMode(self) -> None:

@@ -5,6 +5,9 @@ Read top to bottom, L{TimestampEcho} is the whole data path of a stream
 connection: L{TimestampEcho.dataReceived} takes a chunk, L{LineFramer} cuts
 it into lines, L{TimestampEcho.lineReceived} turns each line into a reply,
 and L{TimestampEcho._send_replies} writes all of a chunk's replies at once.
+A connection makes at most L{REPLY_BUDGET} bytes of replies per turn of the
+reactor: the rest of its input waits, unframed, for a later turn, or for the
+transport to drain if the client is not reading.
 L{TimestampEchoFactory} holds what connections share: the configuration,
 the clock, the timestamp cache and the set of open connections.
 """
@@ -12,12 +15,17 @@ the clock, the timestamp cache and the set of open connections.
 from __future__ import annotations
 
 import socket
+import sys
+import weakref
+from collections import deque
+from enum import Enum
 from typing import TYPE_CHECKING, Any, cast
 
 import attrs
 from twisted.internet import defer, tcp
 from twisted.internet.interfaces import (
     IConsumer,
+    IDelayedCall,
     IHalfCloseableProtocol,
     INegotiated,
     IPushProducer,
@@ -36,6 +44,25 @@ from tsecho.logtext import describe_address
 from tsecho.timestamps import Timestamper
 from tsecho.wire import BUSY, CRLF, line_too_long
 
+REPLY_BUDGET = 32 * 1024
+"""
+Bytes of replies a connection makes in one turn of the reactor before it
+stops framing its input: the rest waits, unframed and unread, for a later
+turn (so that timers, signals and other connections run meanwhile), or, if
+the replies wait unsent, for the transport to drain.  One 64 KiB read of
+empty lines would otherwise be 65,536 replies (1.8 MB) made at once.  Half
+the transport's 64 KiB buffer bound: what waits unsent for one client stays
+under about 96 KiB, what it holds in all under 256 KiB (over TLS too).
+"""
+
+TURN_BUDGET = 1024 * 1024
+"""
+Bytes of replies all connections together make in one turn of the reactor
+(about 30 ms of work): with hundreds of connections flooding, the ones that
+find it spent continue on the next turn, in the order they waited, so that
+a signal or a timer never waits long for the turn to end.
+"""
+
 log = Logger()
 
 
@@ -50,6 +77,36 @@ def _direct_socket(transport: object) -> socket.socket | None:
         if isinstance(handle, socket.socket):
             return handle
     return None
+
+
+RESET_PROBE = 64
+"""
+How many of the newest connections are checked for a reset the reactor has
+not seen yet, when the connection limit is reached.
+"""
+
+_TCP_CLOSE = 7  # tcpi_state of a connection the peer reset (Linux's TCP_CLOSE)
+
+
+def _reset_by_peer(transport: object) -> bool:
+    """
+    Whether the kernel has already reset the TCP connection under
+    C{transport} (a plain, TLS or PROXY-wrapped one), though the reactor may
+    not have read that yet.  Linux only (C{TCP_INFO}); elsewhere, never.
+    """
+    for _ in range(3):  # through the PROXY and TLS wrappers
+        if isinstance(transport, tcp.Connection):
+            break
+        transport = getattr(transport, "transport", None)
+    if not isinstance(transport, tcp.Connection) or not hasattr(socket, "TCP_INFO"):
+        return False
+    handle = transport.getHandle()
+    if not isinstance(handle, socket.socket) or handle.family not in (socket.AF_INET, socket.AF_INET6):
+        return False
+    try:
+        return handle.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] == _TCP_CLOSE
+    except OSError:
+        return False
 
 
 def _positive(_instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
@@ -74,6 +131,9 @@ class ServerConfig:
     @ivar quiet: no log lines per connection.
     @ivar drain_quiet: during shutdown, close a connection once it has been
         quiet this long (having answered all it received).
+    @ivar shutdown_window: seconds a connection gets, once shutdown began, to
+        finish on its own; then it answers every line received, closes its
+        sending side and drops later input.
     @ivar close_timeout: seconds a closing connection gets to send what it
         owes, before it is cut short.
     @ivar linger: seconds a closing connection that has sent all it owes
@@ -86,8 +146,40 @@ class ServerConfig:
     one_shot: bool = False
     quiet: bool = False
     drain_quiet: float = attrs.field(default=0.5, validator=_positive)
+    shutdown_window: float = attrs.field(default=1.0, validator=_positive)
     close_timeout: float = attrs.field(default=10.0, validator=_positive)
     linger: float = attrs.field(default=2.0, validator=_positive)
+
+
+class Phase(Enum):
+    """
+    Where a connection is in its life.
+    """
+
+    OPEN = "open"
+    """Answering lines as they arrive."""
+    CLOSING = "closing"
+    """Everything owed is made: sending it, then closing."""
+    LINGERING = "lingering"
+    """Everything owed is sent and the sending side shut: dropping what the
+    client still sends until it closes, for at most C{linger} seconds."""
+    LOST = "lost"
+    """Closed."""
+
+
+class Flow(Enum):
+    """
+    Whether a connection is turning its input into replies.
+    """
+
+    READING = "reading"
+    """Reading, and answering what it reads."""
+    BEHIND = "behind"
+    """It spent this turn's L{REPLY_BUDGET}: the input left continues on a
+    later turn; reading is paused meanwhile."""
+    BLOCKED = "blocked"
+    """Its replies wait unsent (the transport paused it): the input left
+    continues when the transport drains; reading is paused meanwhile."""
 
 
 @implementer(IHalfCloseableProtocol, IPushProducer)
@@ -95,22 +187,23 @@ class TimestampEcho(LineFramer, TimeoutMixin):
     """
     Answer each line with C{[TIMESTAMP] LINE EOL}, EOL mirroring the request's.
 
-    A connection is open, then closing, then lost.  It starts closing
-    (L{_close}) after a one-shot reply, an error line, an idle timeout, the
-    client's end of input or a shutdown: it sends what it owes, then shuts
-    down its sending side and drops further input until the client closes
-    (L{_sent_all} once everything went out; L{_input_ended} once the client's
-    end arrived), bounded by C{close_timeout} and C{linger}.
+    A connection is L{open <Phase.OPEN>}, then L{closing <Phase.CLOSING>},
+    L{lingering <Phase.LINGERING>} and L{lost <Phase.LOST>}; while open, its
+    L{Flow} says whether it is reading or holding input back.  It starts closing (L{_close}) after a one-shot reply, an
+    error line, an idle timeout, the client's end of input or a shutdown: it
+    sends what it owes, then shuts down its sending side and drops further
+    input until the client closes (L{_input_ended} once the client's end
+    arrived), bounded by C{close_timeout} and C{linger}.
     """
 
     factory: TimestampEchoFactory
     lines_answered = 0
-    _closing = False
+    _phase = Phase.OPEN
+    _flow = Flow.READING
     _counted = False
-    _sent_all = False
     _input_ended = False
+    _room = REPLY_BUDGET  # bytes of replies this connection may still make this turn
     _socket: socket.socket | None = None  # while replies may go straight to it
-    _direct_limit = tcp.Connection.bufferSize  # bigger batches go through the transport
 
     @property
     def _peer(self) -> str:
@@ -148,20 +241,30 @@ class TimestampEcho(LineFramer, TimeoutMixin):
     # Bytes in.
 
     def dataReceived(self, data: bytes) -> None:
-        if self._closing:
+        if self._phase is not Phase.OPEN:
             return
         factory = self.factory
         now = factory.clock.seconds()
         factory.idle.touch(self, now)
         self._prefix = factory.timestamper.prefix(now)
+        if self._flow is not Flow.READING:  # held back: this waits behind the rest
+            LineFramer.dataReceived(self, data)
+            return
+        room = self._room = min(REPLY_BUDGET, factory.turn_room)
         LineFramer.dataReceived(self, data)
         self._send_replies()
+        self._end_turn(room)
 
     # Lines to replies.
 
     def lineReceived(self, line: bytes) -> bool:
-        self._replies += (self._prefix, line, self.line_ending or CRLF)
+        prefix = self._prefix
+        self._replies += (prefix, line, self.line_ending or CRLF)
         self.lines_answered += 1
+        room = self._room = self._room - len(prefix) - len(line) - 2  # about: CRLF or LF
+        if room <= 0 and self._flow is Flow.READING:
+            self._flow = Flow.BEHIND
+            self.paused = True  # the framer holds the rest
         if self.factory.config.one_shot:
             self._close()
             return True  # no more lines
@@ -185,10 +288,7 @@ class TimestampEcho(LineFramer, TimeoutMixin):
             data = b"".join(self._replies)
             self._replies.clear()
             if self._socket is not None:
-                if len(data) <= self._direct_limit:
-                    data = self._send_directly(self._socket, data)
-                else:  # the transport buffers it: from now on, it sends everything
-                    self._socket = None
+                data = self._send_directly(self._socket, data)
             if data:
                 self.transport.write(data)
 
@@ -201,9 +301,8 @@ class TimestampEcho(LineFramer, TimeoutMixin):
         server's time under load.  Sending directly is safe only while the
         transport's own buffer is empty, so from the first short send on
         (the client reads slowly, or the connection failed) every reply goes
-        through the transport, in order, under its back-pressure.  A batch
-        bigger than the transport's buffer bound always goes through the
-        transport, which then pauses us at once, as it would have anyway.
+        through the transport, in order, under its back-pressure.  (A batch
+        is at most about L{REPLY_BUDGET}, the transport's buffer bound.)
         """
         try:
             sent = sock.send(data)
@@ -213,6 +312,66 @@ class TimestampEcho(LineFramer, TimeoutMixin):
             return b""
         self._socket = None
         return data[sent:]
+
+    # Turns: at most REPLY_BUDGET bytes of replies each.
+
+    def _end_turn(self, room: int) -> None:
+        """
+        This turn's replies are sent: count them against the turn's budget
+        for all connections, and if this connection's ran out, continue on a
+        later turn, not reading meanwhile.
+        """
+        factory = self.factory
+        factory.turn_room -= room - self._room
+        if self._flow is Flow.BEHIND:
+            assert self.transport is not None
+            cast(IPushProducer, self.transport).pauseProducing()
+            factory.continue_later(self)
+
+    def continue_turn(self) -> None:
+        """
+        A later turn has come: if still behind, answer more of what is held.
+        """
+        if self._flow is Flow.BEHIND and self._phase is Phase.OPEN:
+            self._answer_held_input()
+
+    def pauseProducing(self) -> None:
+        """
+        The transport's buffer is full: answer nothing more, and read nothing,
+        until it drains.
+        """
+        self._flow = Flow.BLOCKED
+        self.paused = True
+        assert self.transport is not None
+        cast(IPushProducer, self.transport).pauseProducing()
+
+    def resumeProducing(self) -> None:
+        """
+        The transport drained: answer the input held back, then read on.
+        """
+        if self._flow is Flow.BLOCKED:
+            self._answer_held_input()
+
+    def _answer_held_input(self) -> None:
+        """
+        Answer the input held back, within a new turn's budget; once it is all
+        answered, read on.
+        """
+        factory = self.factory
+        self._flow = Flow.READING
+        self.paused = False
+        room = self._room = min(REPLY_BUDGET, factory.turn_room)
+        now = factory.clock.seconds()
+        factory.idle.touch(self, now)  # answering is not being quiet
+        self._prefix = factory.timestamper.prefix(now)
+        LineFramer.dataReceived(self, b"")
+        self._send_replies()
+        self._end_turn(room)
+        if self._flow is Flow.READING and self._phase is Phase.OPEN:  # all of it answered
+            assert self.transport is not None
+            cast(IPushProducer, self.transport).resumeProducing()
+
+    # The end of a connection.
 
     def _close(self) -> None:
         """
@@ -225,17 +384,19 @@ class TimestampEcho(LineFramer, TimeoutMixin):
         replies that the client has not read yet.
         """
         self._send_replies()
-        if self._closing:
+        if self._phase is not Phase.OPEN:
             return
-        self._closing = True
+        self._phase = Phase.CLOSING
         self.factory.idle.discard(self)
+        self.clearLineBuffer()  # what was not answered will not be
         transport = self.transport
         assert transport is not None
         if self._counted:
             # A registered producer would keep the transport open until it
             # is resumed; the transport now only needs to drain its buffer.
             cast(IConsumer, transport).unregisterProducer()
-            if self.paused:  # read on, to drop what the client still sends
+            if self._flow is not Flow.READING:  # read on, to drop what the client still sends
+                self._flow = Flow.READING
                 self.paused = False
                 cast(IPushProducer, transport).resumeProducing()
         if self._input_ended and self._socket is not None:
@@ -243,8 +404,11 @@ class TimestampEcho(LineFramer, TimeoutMixin):
             self._close_now(transport)
             return
         # Arm the timer before closing: a transport may call connectionLost
-        # (which cancels it) from inside loseConnection.
-        self.setTimeout(self.factory.config.close_timeout)
+        # (which cancels it) from inside loseConnection.  A connection refused
+        # as busy is given only the linger: it has sent one line, or nothing
+        # (on TLS, if it never finished its handshake).
+        config = self.factory.config
+        self.setTimeout(config.close_timeout if self._counted else config.linger)
         if self._input_ended or INegotiated.providedBy(transport) or not ITCPTransport.providedBy(transport):
             transport.loseConnection()  # nothing to linger for, or TLS with its own close_notify
         else:
@@ -267,33 +431,37 @@ class TimestampEcho(LineFramer, TimeoutMixin):
         transport.stopWriting()
         transport.connectionLost(connectionDone)
 
-    # The end of a connection.
-
     def readConnectionLost(self) -> None:
         """
         The client shut down its sending side: answer everything, then close.
         (If we were closing already, the client has now seen our end: done.)
+
+        Everything received is answered at once, held-back input and the
+        unterminated last line too, outside the turn's budget: over TLS this
+        is the one chance (L{tsecho.tls}), and on other transports nothing is
+        held back when the end is read (reading was paused meanwhile).
         """
         self._input_ended = True
-        if self._closing:
+        if self._phase is Phase.OPEN:
+            self._prefix = self.factory.reply_prefix()
+            self._room = sys.maxsize
+            self.deliver_unterminated_line()
+            self._close()
+        else:
             assert self.transport is not None
             self.transport.loseConnection()
-            return
-        self._prefix = self.factory.reply_prefix()
-        self.deliver_unterminated_line()
-        self._close()
 
     def writeConnectionLost(self) -> None:
         """
         Our sending side is shut down: everything owed was sent.  If we did
         not ask for that ourselves, close.
         """
-        self._sent_all = True
         assert self.transport is not None
-        if self._closing:  # lingering: give the client a moment to close
+        if self._phase is Phase.CLOSING:  # lingering: give the client a moment to close
+            self._phase = Phase.LINGERING
             self.setTimeout(self.factory.config.linger)
-        else:
-            self._closing = True
+        elif self._phase is not Phase.LINGERING:
+            self._phase = Phase.LINGERING
             self.transport.loseConnection()
 
     def callLater(self, period: float, func: Any) -> Any:
@@ -309,18 +477,19 @@ class TimestampEcho(LineFramer, TimeoutMixin):
         A close that has not finished in time is cut short.
         """
         assert self.transport is not None
-        if self._closing:
-            if self._sent_all:  # all replies sent; the client just never closed
-                self.transport.loseConnection()
-            else:
+        if self._phase is Phase.LINGERING:  # all replies sent; the client just never closed
+            self.transport.loseConnection()
+            return
+        if self._phase is not Phase.OPEN:
+            if self._counted:
                 log.warn("aborting {peer}: its replies were not read in time", peer=self._peer)
-                cast(ITCPTransport, self.transport).abortConnection()
+            cast(ITCPTransport, self.transport).abortConnection()
             return
         factory = self.factory
-        if factory.draining and self.paused:
-            # Paused by back-pressure is not quiet: the client is still reading
-            # replies it is owed (closing now would reset them away).  Wait;
-            # the service's shutdown deadline still applies.
+        if factory.draining and self._flow is not Flow.READING:
+            # Held back by back-pressure is not quiet: the client is still
+            # reading replies it is owed (closing now would reset them away).
+            # Wait; the shutdown window and deadline still apply.
             factory.idle.touch(self, factory.clock.seconds())
             return
         if factory.draining:
@@ -333,13 +502,25 @@ class TimestampEcho(LineFramer, TimeoutMixin):
         """
         The server is shutting down: close once quiet, having answered all.
         """
-        if not self._closing:
+        if self._phase is Phase.OPEN:
             self.factory.idle.touch(self, self.factory.clock.seconds())
+
+    def finish(self) -> None:
+        """
+        The shutdown window is over: a connection that is caught up answers
+        every line received, then closes (an unfinished line is in flight: it
+        is dropped with later input).  One whose client lags behind on its
+        replies is left to drain as before: closed once quiet, or cut off at
+        the shutdown deadline (its unread input may be lines sent before the
+        shutdown, which it is owed).
+        """
+        if self._phase is Phase.OPEN and self._flow is Flow.READING:
+            self._close()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self.timeOut is not None:  # a closing connection's timer
             self.setTimeout(None)
-        self._closing = True
+        self._phase = Phase.LOST
         self._socket = None
         if self._counted:
             self.factory.idle.discard(self)
@@ -352,6 +533,10 @@ class TimestampEcho(LineFramer, TimeoutMixin):
                     lines=self.lines_answered,
                     reason=reason.getErrorMessage(),
                 )
+        # Break the reference cycles through the transport (which holds us as
+        # its producer, or, over TLS, through its producer membrane), so that
+        # a closed connection is freed at once, not by the cycle collector.
+        self.transport = None
 
 
 if TYPE_CHECKING:  # Twisted's factories are generic only from 24.x on
@@ -381,6 +566,11 @@ class TimestampEchoFactory(_ServerFactory):
         self.idle: IdleTimeouts[TimestampEcho] = IdleTimeouts(clock, config.timeout or None)
         self.draining = False
         self._drained: list[defer.Deferred[None]] = []
+        self._window: IDelayedCall | None = None  # the end of the shutdown window
+        self.turn_room = TURN_BUDGET
+        self._behind: deque[TimestampEcho] = deque()  # in the order they fell behind
+        self._turn: IDelayedCall | None = None
+        self._newest: deque[weakref.ref[TimestampEcho]] = deque(maxlen=RESET_PROBE)
 
     def reply_prefix(self) -> bytes:
         """
@@ -388,14 +578,56 @@ class TimestampEchoFactory(_ServerFactory):
         """
         return self.timestamper.prefix(self.clock.seconds())
 
+    def continue_later(self, connection: TimestampEcho) -> None:
+        """
+        C{connection} spent its budget (or found this turn's spent): let it
+        continue on the next turn, after those already waiting.
+        """
+        self._behind.append(connection)
+        if self._turn is None:
+            self._turn = self.clock.callLater(0, self._next_turn)
+
+    def _next_turn(self) -> None:
+        """
+        A new turn of the reactor: a new budget, for the connections that
+        waited first.  Those it does not reach (and those that fall behind
+        again) wait for the next turn; timers, signals and reads run between.
+        """
+        self._turn = None
+        self.turn_room = TURN_BUDGET
+        behind = self._behind
+        for _ in range(len(behind)):
+            if self.turn_room <= 0:
+                break
+            behind.popleft().continue_turn()
+        if behind and self._turn is None:
+            self._turn = self.clock.callLater(0, self._next_turn)
+
     def admit(self, connection: TimestampEcho) -> bool:
         """
         Count C{connection} in, unless that would pass the connection limit.
         """
         if len(self.connections) >= self.config.max_connections:
-            return False
+            self._count_out_reset()
+            if len(self.connections) >= self.config.max_connections:
+                return False
         self.connections.add(connection)
+        self._newest.append(weakref.ref(connection))
         return True
+
+    def _count_out_reset(self) -> None:
+        """
+        Count out (and abort) the newest connections that the kernel has
+        already reset: in a burst of connect + RST, their resets wait for the
+        reactor's next turn, and they must not make live clients busy.
+        """
+        for ref in list(self._newest):
+            connection = ref()
+            if connection is not None and connection in self.connections:
+                transport = connection.transport
+                if _reset_by_peer(transport):
+                    self.connections.discard(connection)
+                    cast(ITCPTransport, transport).abortConnection()
 
     def release(self, connection: TimestampEcho) -> None:
         """
@@ -403,6 +635,8 @@ class TimestampEchoFactory(_ServerFactory):
         """
         self.connections.discard(connection)
         if not self.connections:
+            if self._window is not None and self._window.active():
+                self._window.cancel()
             waiting, self._drained = self._drained, []
             for d in waiting:
                 d.callback(None)
@@ -410,7 +644,8 @@ class TimestampEchoFactory(_ServerFactory):
     def drain(self) -> defer.Deferred[None]:
         """
         Close every connection once it has answered all it received and gone
-        quiet; the result fires when none is left.
+        quiet, or when the shutdown window ends (having answered every line
+        received); the result fires when none is left.
         """
         self.draining = True
         self.idle.restart(self.config.drain_quiet)
@@ -420,7 +655,16 @@ class TimestampEchoFactory(_ServerFactory):
         self._drained.append(d)
         for connection in list(self.connections):
             connection.drain()
+        if self._window is None:
+            self._window = self.clock.callLater(self.config.shutdown_window, self._end_window)
         return d
+
+    def _end_window(self) -> None:
+        """
+        The shutdown window is over: every connection still open finishes now.
+        """
+        for connection in list(self.connections):
+            connection.finish()
 
     def abort_all(self) -> None:
         """

@@ -6,9 +6,13 @@ A soak test for humans: a real server, a mixed crowd of clients, a verdict.
 It starts C{twistd -n tsecho} in a subprocess (UTC ISO timestamps, so every
 reply can be checked to the second), then runs, for the whole duration,
 well-behaved clients, pipelining clients, slow readers, clients that reset
-mid-stream and clients that send over-long lines.  Progress goes to standard
+mid-stream and clients that send over-long lines, and hostile ones (issue 9):
+flooders that send empty lines and never read, and drippers that send a
+line one byte at a time.  Progress goes to standard
 error once a second; the summary (replies checked, errors by kind, the
-server's peak memory, its descriptor count before and after) and a PASS/FAIL
+server's peak memory, its descriptor count before and after, the slowest
+polite round trip while the others flood, the bytes the flooders got in before
+back-pressure stopped them) and a PASS/FAIL
 verdict go to standard output, and the exit status is 0 only on PASS.
 """
 
@@ -230,6 +234,8 @@ class Tally:
     errors: Counter[str] = attrs.field(factory=Counter)
     replies_checked: int = 0
     max_rss_kib: int = 0
+    slowest_round_trip: float = 0.0
+    flooded_bytes: list[int] = attrs.field(factory=list)
 
 
 def random_line(rng: random.Random, size: int) -> bytes:
@@ -277,8 +283,10 @@ class Soak:
         client = await self.connect()
         requests = [random_line(self.rng, self.rng.randint(0, 200)) for _ in range(self.rng.randint(1, 20))]
         for index, request in enumerate(requests):
+            started = time.monotonic()
             client.send(request)
             await client.replies(index + 1)
+            self.tally.slowest_round_trip = max(self.tally.slowest_round_trip, time.monotonic() - started)
         self.check(client.lines, requests)
         client.close()
         await client.wait_closed()
@@ -336,6 +344,43 @@ class Soak:
             raise SessionError("wrong over-long reply")
         self.check(client.lines, requests)
 
+    async def flooder(self) -> None:
+        """
+        Empty lines, 64 KiB at a time, never reading, for a second or two;
+        then a reset.  Back-pressure must stop the server reading it.
+        """
+        client = await self.connect()
+        client.tcp.pauseProducing()  # never read
+        handle = client.tcp.getHandle()
+        handle.setblocking(False)
+        chunk = b"\n" * 65536
+        sent = 0
+        deadline = time.monotonic() + self.rng.uniform(1.0, 2.0)
+        while time.monotonic() < deadline:
+            try:
+                sent += handle.send(chunk)
+            except BlockingIOError:
+                await task.deferLater(self.reactor, 0.05, lambda: None)
+            else:
+                await task.deferLater(self.reactor, 0, lambda: None)
+        self.tally.flooded_bytes.append(sent)
+        client.reset()
+        await client.wait_closed()
+
+    async def dripper(self) -> None:
+        """
+        One line of 2,000 bytes, one byte per write, then its reply.
+        """
+        client = await self.connect()
+        client.tcp.setTcpNoDelay(True)
+        line = random_line(self.rng, 2000)
+        for index in range(len(line)):
+            client.send(line[index : index + 1])
+            await task.deferLater(self.reactor, 0.001, lambda: None)
+        self.check(await client.replies(1), [line])
+        client.close()
+        await client.wait_closed()
+
     async def loop(self, kind: str, session: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """
         Run C{session} again and again until the soak stops, counting outcomes.
@@ -359,6 +404,8 @@ class Soak:
             "slow reader": self.slow_reader,
             "resetter": self.resetter,
             "over-long": self.overlong,
+            "flooder": self.flooder,
+            "dripper": self.dripper,
         }
         loops = [
             defer.ensureDeferred(self.loop(kind, sessions[kind]))
@@ -386,6 +433,7 @@ class Options(usage.Options):
         ["seed", None, 1, "Seed for the clients' random choices", int],
         ["max-rss", None, 150, "FAIL if the server's peak resident memory passes this many MiB", int],
         ["clients", None, 2, "Concurrent loops of each kind of client (polite clients: 4 times this)", int],
+        ["flooders", None, 20, "Concurrent clients that flood empty lines and never read", int],
     ]
 
     def opt_version(self) -> None:
@@ -407,6 +455,8 @@ async def soak(reactor: Any, options: Options, server: ServerProcess) -> Tally:
         "slow reader": clients,
         "resetter": clients,
         "over-long": clients,
+        "flooder": options["flooders"],
+        "dripper": clients,
     }
     crowd = Soak(reactor, server.port, options["seed"])
     started = time.monotonic()
@@ -470,6 +520,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         problems.append(f"{fds_after - fds_before} descriptors leaked")
     if peak > options["max-rss"] * 1024:
         problems.append(f"peak RSS over {options['max-rss']} MiB")
+    if tally.slowest_round_trip > 2.0:
+        problems.append("a polite client waited over 2 s for a reply")
     if status not in (0, -signal.SIGTERM):
         problems.append(f"server exit status {status}")
     print(f"tsecho soak: {options['duration']:g} s, seed {options['seed']}")
@@ -480,6 +532,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     for kind, count in sorted(tally.errors.items()):
         print(f"    {kind}: {count}")
     print(f"  max RSS:         {peak / 1024:.1f} MiB (limit {options['max-rss']} MiB)")
+    print(f"  slowest polite round trip: {tally.slowest_round_trip * 1000:.0f} ms (limit 2000 ms)")
+    if tally.flooded_bytes:
+        most = max(tally.flooded_bytes) / 2**20
+        print(f"  flooders:        {len(tally.flooded_bytes)} sessions, at most {most:.1f} MiB sent before stalling")
     print(f"  server fds:      {fds_before} before, {fds_after} after")
     print(f"  server exit:     {status}")
     verdict = "FAIL: " + "; ".join(problems) if problems else "PASS"
