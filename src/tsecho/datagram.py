@@ -79,6 +79,7 @@ class TimestampDatagram(DatagramProtocol):
         self.max_datagram = max_datagram
         self.quiet = quiet
         self.datagrams_answered = 0
+        self.datagrams_dropped = 0  # too long, unanswerable, or the reply failed
 
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:
         sender = describe_sender(addr)
@@ -88,9 +89,11 @@ class TimestampDatagram(DatagramProtocol):
                 sender=sender,
                 limit=self.max_datagram,
             )
+            self.datagrams_dropped += 1
             return
         if not addr:
             log.warn("dropped a datagram from an unbound UNIX socket: it cannot be answered")
+            self.datagrams_dropped += 1
             return
         if not self.quiet:
             log.info("datagram from {sender}, {length} bytes", sender=sender, length=len(datagram))
@@ -105,6 +108,7 @@ class TimestampDatagram(DatagramProtocol):
                 length=len(reply),
                 error=e,
             )
+            self.datagrams_dropped += 1
             return
         self.datagrams_answered += 1
 

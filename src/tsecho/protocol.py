@@ -15,7 +15,7 @@ import socket
 from typing import TYPE_CHECKING, Any, cast
 
 import attrs
-from twisted.internet import defer, tcp
+from twisted.internet import defer, error, tcp
 from twisted.internet.interfaces import (
     IAddress,
     IConsumer,
@@ -33,6 +33,8 @@ from zope.interface import implementer
 
 from tsecho.framing import CRLF, LineFramer
 from tsecho.idle import IdleTimeouts
+from tsecho.logs import CONNECTION_CLOSED
+from tsecho.tally import NO_METRICS, ConnectionMetrics, Ending
 from tsecho.timestamps import Timestamper
 
 DEFAULT_PORT = 21567
@@ -122,6 +124,11 @@ class TimestampEcho(LineFramer, TimeoutMixin):
 
     factory: TimestampEchoFactory
     lines_answered = 0
+    # What the connection's summary (log event and metrics) reports.
+    bytes_in = 0
+    bytes_out = 0
+    started = 0.0
+    ending: Ending | None = None  # the first reason to close wins
     _closing = False
     _counted = False
     _sent_all = False
@@ -148,6 +155,8 @@ class TimestampEcho(LineFramer, TimeoutMixin):
         self._socket = _direct_socket(self.transport)
         if not factory.admit(self):
             log.warn("refused {peer}: server busy ({limit} connections)", peer=self._peer, limit=config.max_connections)
+            self.ending = Ending.BUSY
+            factory.metrics.refused()
             self._replies.append(BUSY)
             self._close()
             return
@@ -158,15 +167,15 @@ class TimestampEcho(LineFramer, TimeoutMixin):
         cast(IConsumer, self.transport).registerProducer(self, True)
         # The idle timeout (or, while draining, the quiet period) is the
         # factory's: one timer for all connections.
-        factory.idle.touch(self, factory.clock.seconds())
-        if not config.quiet:
-            log.info("connected from {peer}", peer=self._peer)
+        self.started = now = factory.clock.seconds()
+        factory.idle.touch(self, now)
 
     # Bytes in.
 
     def dataReceived(self, data: bytes) -> None:
         if self._closing:
             return
+        self.bytes_in += len(data)
         factory = self.factory
         now = factory.clock.seconds()
         factory.idle.touch(self, now)
@@ -180,6 +189,7 @@ class TimestampEcho(LineFramer, TimeoutMixin):
         self._replies += (self._prefix, line, self.line_ending or CRLF)
         self.lines_answered += 1
         if self.factory.config.one_shot:
+            self.ending = self.ending or Ending.ONE_SHOT
             self._close()
             return True  # no more lines
         return False
@@ -192,6 +202,7 @@ class TimestampEcho(LineFramer, TimeoutMixin):
             limit=self.MAX_LENGTH,
         )
         self._replies.append(b"ERROR line too long (limit %d bytes)\r\n" % self.MAX_LENGTH)
+        self.ending = self.ending or Ending.LINE_TOO_LONG
         self._close()
 
     # Replies out.
@@ -201,6 +212,7 @@ class TimestampEcho(LineFramer, TimeoutMixin):
             assert self.transport is not None
             data = b"".join(self._replies)
             self._replies.clear()
+            self.bytes_out += len(data)
             if self._socket is not None:
                 if len(data) <= self._direct_limit:
                     data = self._send_directly(self._socket, data)
@@ -292,6 +304,7 @@ class TimestampEcho(LineFramer, TimeoutMixin):
         (If we were closing already, the client has now seen our end: done.)
         """
         self._input_ended = True
+        self.ending = self.ending or Ending.CLIENT_CLOSED
         if self._closing:
             assert self.transport is not None
             self.transport.loseConnection()
@@ -331,6 +344,7 @@ class TimestampEcho(LineFramer, TimeoutMixin):
                 self.transport.loseConnection()
             else:
                 log.warn("aborting {peer}: its replies were not read in time", peer=self._peer)
+                self.ending = Ending.ABORTED
                 cast(ITCPTransport, self.transport).abortConnection()
             return
         factory = self.factory
@@ -340,10 +354,7 @@ class TimestampEcho(LineFramer, TimeoutMixin):
             # the service's shutdown deadline still applies.
             factory.idle.touch(self, factory.clock.seconds())
             return
-        if factory.draining:
-            log.debug("closing {peer} for shutdown", peer=self._peer)
-        elif not factory.config.quiet:
-            log.info("closing {peer}: idle for {timeout} seconds", peer=self._peer, timeout=factory.config.timeout)
+        self.ending = self.ending or (Ending.SHUTDOWN if factory.draining else Ending.IDLE_TIMEOUT)
         self._close()
 
     def drain(self) -> None:
@@ -359,15 +370,30 @@ class TimestampEcho(LineFramer, TimeoutMixin):
         self._closing = True
         self._socket = None
         if self._counted:
-            self.factory.idle.discard(self)
-            self.factory.release(self)
-            if not self.factory.config.quiet:
-                log.info(
-                    "connection from {peer} closed after {lines} lines: {reason}",
-                    peer=self._peer,
-                    lines=self.lines_answered,
-                    reason=reason.getErrorMessage(),
-                )
+            factory = self.factory
+            factory.idle.discard(self)
+            factory.release(self)
+            self._summarize(reason)
+
+    def _summarize(self, reason: Failure) -> None:
+        """
+        Report the connection, now ended: one log event, and the metrics.
+        """
+        factory = self.factory
+        if self.ending is None:
+            self.ending = Ending.CLIENT_CLOSED if reason.check(error.ConnectionDone) else Ending.RESET
+        duration = factory.clock.seconds() - self.started
+        factory.metrics.closed(self, self.ending, duration)
+        if not factory.config.quiet:
+            log.info(
+                CONNECTION_CLOSED,
+                peer=self._peer,
+                lines=self.lines_answered,
+                bytes_in=self.bytes_in,
+                bytes_out=self.bytes_out,
+                duration=duration,
+                reason=self.ending,
+            )
 
 
 if TYPE_CHECKING:  # Twisted's factories are generic only from 24.x on
@@ -384,6 +410,7 @@ class TimestampEchoFactory(_ServerFactory):
     @ivar idle: the idle timeouts of the open connections that are not
         closing: C{timeout}, or C{drain_quiet} once draining.
     @ivar draining: whether the server is shutting down.
+    @ivar metrics: told of every connection that ends (nothing, by default).
     """
 
     protocol = TimestampEcho
@@ -393,6 +420,7 @@ class TimestampEchoFactory(_ServerFactory):
         self.config = config
         self.timestamper = timestamper
         self.clock = clock
+        self.metrics: ConnectionMetrics = NO_METRICS
         self.connections: set[TimestampEcho] = set()
         self.idle: IdleTimeouts[TimestampEcho] = IdleTimeouts(clock, config.timeout or None)
         self.draining = False
@@ -444,4 +472,5 @@ class TimestampEchoFactory(_ServerFactory):
         """
         for connection in list(self.connections):
             assert connection.transport is not None
+            connection.ending = connection.ending or Ending.ABORTED
             cast(ITCPTransport, connection.transport).abortConnection()

@@ -14,6 +14,7 @@ from twisted.application.service import IService
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.python import usage
 
+from tsecho._twistd_logging import default_observer
 from tsecho.cli import stdout_may_close
 from tsecho.datagram import TimestampDatagram, udp_listener, unix_datagram_listener
 from tsecho.protocol import DEFAULT_PORT, ServerConfig, TimestampEchoFactory
@@ -71,6 +72,12 @@ class Options(usage.Options):
         ["max-line", None, 16384, "Longest request line, in bytes", _positive_int],
         ["max-connections", None, 10000, "Concurrent stream connections before 'ERROR server busy'", _positive_int],
         ["timeout", None, 300, "Close a connection idle this many seconds; 0 never", _seconds],
+        [
+            "metrics",
+            None,
+            None,
+            "Serve Prometheus metrics at /metrics on this endpoint, e.g. tcp:9121:interface=127.0.0.1 [default: off]",
+        ],
     ]
 
     def __init__(self, reactor: Any = None) -> None:
@@ -112,8 +119,10 @@ class Options(usage.Options):
         elif not descriptions:
             descriptions.append(f"tcp:{DEFAULT_PORT}")
         self["endpoints"] = [(d, self._endpoint(d)) for d in descriptions]
+        if self["metrics"] is not None:
+            self["metrics-endpoint"] = self._endpoint(self["metrics"], "--metrics")
 
-    def _endpoint(self, description: str) -> IStreamServerEndpoint:
+    def _endpoint(self, description: str, option: str = "--listen") -> IStreamServerEndpoint:
         if self.reactor is None:
             from twisted.internet import reactor
 
@@ -121,7 +130,7 @@ class Options(usage.Options):
         try:
             return server_from_string(self.reactor, description)
         except Exception as e:
-            raise usage.UsageError(f"--listen {description!r}: {e or type(e).__name__}") from None
+            raise usage.UsageError(f"{option} {description!r}: {e or type(e).__name__}") from None
 
     def config(self) -> ServerConfig:
         """
@@ -146,12 +155,26 @@ def makeService(options: Options) -> IService:
     timestamper = Timestamper(options["time-format"], bool(options["utc"]))
     factory = TimestampEchoFactory(options.config(), timestamper, reactor)
     service = TimestampEchoService(factory, options["endpoints"], reactor)
-    # Datagram listeners are child services, opened with the stream ones.
+    service.log_observer = default_observer(options.parent, reactor)
+    # Datagram listeners and the metrics page are child services, opened with
+    # the stream listeners.
     quiet = bool(options["quiet"])
+    datagram_listeners = []
     if options["udp"] is not None:
         answer = TimestampDatagram(timestamper, reactor, quiet=quiet)
-        udp_listener(reactor, options["udp"], answer).setServiceParent(service)
+        datagram_listeners.append((answer, udp_listener(reactor, options["udp"], answer)))
     if options["unix-datagram"] is not None:
         answer = TimestampDatagram(timestamper, reactor, quiet=quiet)
-        unix_datagram_listener(reactor, options["unix-datagram"], answer).setServiceParent(service)
+        datagram_listeners.append((answer, unix_datagram_listener(reactor, options["unix-datagram"], answer)))
+    for _, listener in datagram_listeners:
+        listener.setServiceParent(service)
+    if options["metrics"] is not None:
+        from tsecho.metrics import MetricsService, ServerMetrics, metrics_site, registry_for
+
+        metrics = ServerMetrics(factory.connections)
+        factory.metrics = metrics
+        for answer, listener in datagram_listeners:
+            metrics.watch_datagrams(listener.description, answer)
+        site = metrics_site(*registry_for(metrics))
+        MetricsService(options["metrics"], options["metrics-endpoint"], site).setServiceParent(service)
     return service
