@@ -15,11 +15,13 @@ import pytest_twisted
 from twisted.internet import endpoints
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.protocol import connectionDone
 from twisted.internet.testing import MemoryReactor
 from twisted.logger import LogEvent, capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
 from realsockets import raw_exchange, serving, tcp_port
+from tsecho.logs import CONNECTION_CLOSED
 from tsecho.protocol import TimestampEcho
 from tsecho.proxy import (
     HEADER_TIMEOUT,
@@ -57,9 +59,9 @@ def slices(data: bytes, size: int) -> Iterator[bytes]:
 
 def connected_from(events: list[LogEvent]) -> list[str]:
     """
-    The peers named by the server's "connected from" log lines.
+    The peers named by the server's per-connection summary events.
     """
-    return [e["peer"] for e in events if e.get("log_format") == "connected from {peer}"]
+    return [e["peer"] for e in events if e.get("log_format") == CONNECTION_CLOSED]
 
 
 class WrapperTests(SynchronousTestCase):
@@ -90,6 +92,7 @@ class WrapperTests(SynchronousTestCase):
                 wrapper, transport, _ = self.connect()
                 for piece in slices(data, size):
                     wrapper.dataReceived(piece)
+                wrapper.connectionLost(connectionDone)
             self.assertEqual(transport.value(), expected, f"slice size {size}")
             self.assertEqual(connected_from(list(events)), ["192.0.2.7:40000"])
             self.assertEqual(wrapper.getPeer(), IPv4Address("TCP", "192.0.2.7", 40000))
@@ -105,6 +108,7 @@ class WrapperTests(SynchronousTestCase):
                 wrapper, transport, _ = self.connect()
                 for piece in slices(data, size):
                     wrapper.dataReceived(piece)
+                wrapper.connectionLost(connectionDone)
             self.assertEqual(transport.value(), expected, f"slice size {size}")
             self.assertEqual(connected_from(list(events)), ["192.0.2.7:40000"])
 
@@ -115,6 +119,7 @@ class WrapperTests(SynchronousTestCase):
         with capturedLogs() as events:
             wrapper, transport, _ = self.connect()
             wrapper.dataReceived(v2_header(("2001:db8::7", 40001), ("2001:db8::1", 21567)) + b"six\n")
+            wrapper.connectionLost(connectionDone)
         self.assertEqual(transport.value(), EXAMPLE_STAMP + b"six\n")
         [peer] = connected_from(list(events))
         host, port = peer.rsplit(":", 1)
@@ -133,6 +138,7 @@ class WrapperTests(SynchronousTestCase):
         with capturedLogs() as events:
             wrapper, transport, _ = self.connect()
             wrapper.dataReceived(b"PROXY UNKNOWN\r\nq\n")
+            wrapper.connectionLost(connectionDone)
         self.assertEqual(transport.value(), EXAMPLE_STAMP + b"q\n")
         self.assertEqual(connected_from(list(events)), ["10.0.0.2:51000"])
 
@@ -299,8 +305,8 @@ async def test_real_socket_half_close(header: bytes) -> None:
     the client the header names.
     """
     lines = [b"line %d\n" % n for n in range(50)]
-    async with serving(["--listen", "haproxy:tcp:0:interface=127.0.0.1", "--utc"]) as service:
-        with capturedLogs() as events:
+    with capturedLogs() as events:  # until the server has stopped: the connection has ended
+        async with serving(["--listen", "haproxy:tcp:0:interface=127.0.0.1", "--utc"]) as service:
             replies = await raw_exchange(
                 socket.AF_INET, ("127.0.0.1", tcp_port(service)), header + b"".join(lines) + b"last"
             )
