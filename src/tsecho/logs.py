@@ -87,13 +87,16 @@ class BatchedWriter:
         self._delay = delay
         self._pending: list[str] = []
         self._timer: Any = None
+        self._watching = False  # for the reactor's shutdown
 
     def _clock(self) -> Any:
-        if self._reactor is None:
-            from twisted.internet import reactor
+        if self._timer is None and not self._watching:
+            if self._reactor is None:
+                from twisted.internet import reactor
 
-            self._reactor = reactor
-            cast(IReactorCore, reactor).addSystemEventTrigger("after", "shutdown", self.flush)
+                self._reactor = reactor
+            cast(IReactorCore, self._reactor).addSystemEventTrigger("after", "shutdown", self.flush)
+            self._watching = True
         return self._reactor
 
     def write(self, text: str, urgent: bool = False) -> None:
