@@ -19,14 +19,18 @@ from pathlib import Path
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import error
+from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
+from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 
 from serverprocess import running_server
 from tsecho.datagram import TimestampDatagram
-from tsecho.metrics import ServerMetrics, multiprocess_registry, registry_for, worker_exited
+from tsecho.metrics import MetricsService, ServerMetrics, multiprocess_registry, registry_for, worker_exited
 from tsecho.protocol import ServerConfig
-from tsecho.tally import Ending
+from tsecho.service import TimestampEchoService
+from tsecho.tally import NO_METRICS, Ending
+from tsecho.tap import Options, makeService
 from tsecho.testing import connect, make_factory
 from tsecho.timestamps import Timestamper
 
@@ -426,3 +430,42 @@ def test_scrape_under_load(tmp_path: Path) -> None:
     assert len(scrape_latencies) >= 5
     assert percentile(scrape_latencies, 0.99) < 2.0, scrape_latencies
     assert percentile(line_latencies, 0.99) < 2.0
+
+
+class OptionTests(SynchronousTestCase):
+    """
+    C{--metrics ENDPOINT}: off by default; a bad endpoint is a usage error.
+    """
+
+    def make(self, *arguments: str) -> TimestampEchoService:
+        options = Options(MemoryReactorClock())
+        options.parseOptions(["--port", "0", *arguments])
+        service = makeService(options)
+        assert isinstance(service, TimestampEchoService)
+        return service
+
+    def test_off_by_default(self) -> None:
+        """
+        Without C{--metrics}, nothing is counted and nothing more listens.
+        """
+        service = self.make()
+        self.assertIs(service.factory.metrics, NO_METRICS)
+        self.assertEqual(list(service), [])  # type: ignore[call-overload]
+
+    def test_on(self) -> None:
+        """
+        With C{--metrics}, the factory counts and a child service serves the page.
+        """
+        service = self.make("--metrics", "tcp:9121:interface=127.0.0.1", "--udp", "0")
+        self.assertIsInstance(service.factory.metrics, ServerMetrics)
+        [_, page] = list(service)  # type: ignore[call-overload]
+        self.assertIsInstance(page, MetricsService)
+        self.assertEqual(page.description, "tcp:9121:interface=127.0.0.1")
+
+    def test_bad_endpoint(self) -> None:
+        """
+        A bad endpoint is named in a usage error.
+        """
+        with self.assertRaises(UsageError) as caught:
+            self.make("--metrics", "bogus:1")
+        self.assertIn("--metrics 'bogus:1'", str(caught.exception))
