@@ -177,10 +177,8 @@ class TextObserver:
         self._writer.write(f"{stamp} [{system}] {message}\n", _is_urgent(event))
 
 
-def _json_value(value: object) -> object:
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    return str(value)
+_STANDARD = frozenset({"time", "level", "namespace", "message", "traceback"})
+_to_json = json.JSONEncoder(ensure_ascii=False, default=str).encode  # anything not JSON becomes its str
 
 
 @implementer(ILogObserver)
@@ -208,12 +206,16 @@ class JSONObserver:
             "message": format_message(event),
         }
         for key, value in event.items():
-            if not key.startswith("log_") and key not in record:
-                record[key] = _json_value(value)
+            if key[:4] != "log_" and key not in record:
+                record[key] = value
         failure = event.get("log_failure")
         if failure is not None:
             record["traceback"] = failure.getTraceback()
-        self._writer.write(json.dumps(record, ensure_ascii=False) + "\n", _is_urgent(event))
+        try:
+            text = _to_json(record)
+        except (TypeError, ValueError):  # e.g. a field that is a dict with keys not strings
+            text = _to_json({key: value if key in _STANDARD else str(value) for key, value in record.items()})
+        self._writer.write(text + "\n", _is_urgent(event))
 
 
 def json_observer() -> ILogObserver:
