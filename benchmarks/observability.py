@@ -16,11 +16,10 @@ Logged events are written to a temporary directory, deleted afterwards.
 from __future__ import annotations
 
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from micro import best_of
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
@@ -43,18 +42,6 @@ class RunningClock(Clock):
 
     def addSystemEventTrigger(self, *args: Any) -> None:
         pass
-
-
-def best_of(runs: int, work: Callable[[], int]) -> float:
-    """
-    The best seconds per unit of C{work} (which returns how many units it did).
-    """
-    best = float("inf")
-    for _ in range(runs):
-        started = time.perf_counter()
-        units = work()
-        best = min(best, (time.perf_counter() - started) / units)
-    return best
 
 
 def per_event(observer: Any, clock: Clock | None = None, events: int = 20000) -> float:
@@ -99,9 +86,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as directory:
         twistd = per_event(textFileLogObserver(LogFile.fromFullPath(str(Path(directory) / "twistd.log"))))
         clock = RunningClock()
-        text = per_event(TextObserver(BatchedWriter(LogFile.fromFullPath(str(Path(directory) / "t.log")), clock)), clock)
+        text = per_event(
+            TextObserver(BatchedWriter(LogFile.fromFullPath(str(Path(directory) / "t.log")), clock)), clock
+        )
         clock = RunningClock()
-        jsonl = per_event(JSONObserver(BatchedWriter(LogFile.fromFullPath(str(Path(directory) / "j.log")), clock)), clock)
+        jsonl = per_event(
+            JSONObserver(BatchedWriter(LogFile.fromFullPath(str(Path(directory) / "j.log")), clock)), clock
+        )
     print(f"twistd's text observer:   {1 / twistd:9,.0f} events/s ({twistd * 1e6:5.2f} us each)")
     print(f"tsecho TextObserver:      {1 / text:9,.0f} events/s ({text * 1e6:5.2f} us each), {twistd / text:.1f}x")
     print(f"tsecho JSONObserver:      {1 / jsonl:9,.0f} events/s ({jsonl * 1e6:5.2f} us each), {twistd / jsonl:.1f}x")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -130,3 +131,17 @@ def running_server(
     finally:
         if process.poll() is None:
             server.stop(signal.SIGKILL)
+
+
+def exchange(port: int, payload: bytes) -> bytes:
+    """
+    Connect to C{127.0.0.1:port}, send C{payload}, end our input, and read
+    the replies until the server closes.
+    """
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(payload)
+        sock.shutdown(socket.SHUT_WR)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)

@@ -24,9 +24,9 @@ from twisted.python.failure import Failure
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 
-from serverprocess import running_server
+from serverprocess import exchange, running_server
 from tsecho.datagram import TimestampDatagram
-from tsecho.metrics import MetricsService, ServerMetrics, multiprocess_registry, registry_for, worker_exited
+from tsecho.metrics import ServerMetrics, multiprocess_registry, registry_for, worker_exited
 from tsecho.protocol import ServerConfig
 from tsecho.service import TimestampEchoService
 from tsecho.tally import NO_METRICS, Ending
@@ -284,8 +284,8 @@ def metrics_url(log: str) -> str | None:
     """
     The metrics URL that the server logged, if it has yet.
     """
-    found = re.search(r"serving metrics at (http://\S+/metrics)", log)
-    return found[1] if found else None
+    found = re.search(r"listening on --metrics \S+ \((\S+)\)", log)
+    return f"http://{found[1]}/metrics" if found else None
 
 
 def wait_for_url(server: object) -> str:
@@ -307,20 +307,6 @@ def wait_until_closed(url: str) -> dict[str, float]:
     while (values := tsecho_values(scrape(url)))["tsecho_connections_open"] and time.monotonic() < deadline:
         time.sleep(0.05)
     return values
-
-
-def exchange(port: int, payload: bytes, half_close: bool = True) -> bytes:
-    """
-    Send C{payload} (and end our input), then read until the server closes.
-    """
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(payload)
-        if half_close:
-            sock.shutdown(socket.SHUT_WR)
-        chunks = []
-        while chunk := sock.recv(65536):
-            chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def test_counts_from_real_twistd(tmp_path: Path) -> None:
@@ -459,8 +445,7 @@ class OptionTests(SynchronousTestCase):
         service = self.make("--metrics", "tcp:9121:interface=127.0.0.1", "--udp", "0")
         self.assertIsInstance(service.factory.metrics, ServerMetrics)
         [_, page] = list(service)  # type: ignore[call-overload]
-        self.assertIsInstance(page, MetricsService)
-        self.assertEqual(page.description, "tcp:9121:interface=127.0.0.1")
+        self.assertEqual(page.description, "--metrics tcp:9121:interface=127.0.0.1")
 
     def test_bad_endpoint(self) -> None:
         """

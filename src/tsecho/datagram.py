@@ -121,8 +121,9 @@ class DatagramListenError(Exception):
 
 class DatagramListener(Service):
     """
-    Run one datagram port as a service: open it before privileges are shed,
-    close it on stop and then clean up after it.
+    Run one datagram port (or another port opened at once, like C{--metrics})
+    as a service: open it before privileges are shed, close it on stop and
+    then clean up after it.
 
     @ivar description: names the listener in logs and errors,
         e.g. C{udp:21567} or C{unix-datagram:/run/tsecho.dgram}.

@@ -29,20 +29,17 @@ from typing import TYPE_CHECKING, Any
 import attrs
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
-from twisted.application.service import Service
+from twisted.internet import error
 from twisted.internet.interfaces import IListeningPort, IReactorTime, IStreamServerEndpoint
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 
-from tsecho.protocol import describe_address
+from tsecho.datagram import DatagramListener
 from tsecho.tally import Ending
 
 if TYPE_CHECKING:
     from tsecho.datagram import TimestampDatagram
     from tsecho.protocol import TimestampEcho
-
-log = Logger()
 
 DURATION_BUCKETS = (0.001, 0.01, 0.1, 1.0, 10.0, 60.0, 300.0, 3600.0)
 """
@@ -345,48 +342,21 @@ def export_to_multiprocess(metrics: ServerMetrics, clock: IReactorTime, interval
     return loop
 
 
-class MetricsService(Service):
+def metrics_listener(description: str, endpoint: IStreamServerEndpoint, site: Any) -> DatagramListener:
     """
-    Serve C{/metrics} on a server endpoint: opened with the other listeners,
-    closed on stop.
+    A service serving C{site} on C{endpoint}, opened with the other listeners
+    (a start-up error names it) and logged as C{listening on --metrics
+    DESCRIPTION (ADDRESS)}.
     """
 
-    def __init__(self, description: str, endpoint: IStreamServerEndpoint, site: Any) -> None:
-        self.description = description
-        self._endpoint = endpoint
-        self._site = site
-        self.port: IListeningPort | None = None
+    def listen() -> IListeningPort:
+        result: list[Any] = []
+        endpoint.listen(site).addBoth(result.append)
+        if not result:  # an endpoint that listens later: not one the options accept
+            raise error.CannotListenError(None, None, "the endpoint did not listen at once")
+        if isinstance(result[0], Failure):
+            result[0].raiseException()
+        port: IListeningPort = result[0]
+        return port
 
-    def privilegedStartService(self) -> None:
-        super().privilegedStartService()
-        self._open()
-
-    def startService(self) -> None:
-        super().startService()
-        if self.port is None:
-            self._open()
-
-    def _open(self) -> None:
-        failures: list[Failure] = []
-        self._endpoint.listen(self._site).addCallbacks(self._listening, failures.append)
-        if failures:
-            reason = failures[0].getErrorMessage()
-            raise MetricsListenError(f"cannot serve metrics on {self.description}: {reason}")
-
-    def _listening(self, listening: IListeningPort) -> None:
-        self.port = listening
-        address = listening.getHost()
-        named = getattr(address, "host", None) and getattr(address, "port", None) is not None
-        where = f"http://{describe_address(address)}/metrics" if named else describe_address(address)
-        log.info("serving metrics at {where} ({description})", where=where, description=self.description)
-
-    def stopService(self) -> Any:
-        super().stopService()
-        port, self.port = self.port, None
-        return None if port is None else port.stopListening()
-
-
-class MetricsListenError(Exception):
-    """
-    The metrics endpoint could not be opened; the message names it and why.
-    """
+    return DatagramListener(f"--metrics {description}", listen)

@@ -169,12 +169,12 @@ def makeService(options: Options) -> IService:
     for _, listener in datagram_listeners:
         listener.setServiceParent(service)
     if options["metrics"] is not None:
-        from tsecho.metrics import MetricsService, ServerMetrics, metrics_site, registry_for
+        from tsecho.metrics import ServerMetrics, metrics_listener, metrics_site, registry_for
 
         metrics = ServerMetrics(factory.connections)
         factory.metrics = metrics
         for answer, listener in datagram_listeners:
             metrics.watch_datagrams(listener.description, answer)
         site = metrics_site(*registry_for(metrics))
-        MetricsService(options["metrics"], options["metrics-endpoint"], site).setServiceParent(service)
+        metrics_listener(options["metrics"], options["metrics-endpoint"], site).setServiceParent(service)
     return service
