@@ -9,12 +9,14 @@ import io
 import json
 import re
 import signal
+import threading
 from pathlib import Path
 from typing import Any
 
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel, formatEventAsClassicLogText
 from twisted.python.failure import Failure
+from twisted.python.threadable import registerAsIOThread
 from twisted.scripts._twistd_unix import ServerOptions
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -117,9 +119,25 @@ class FormatTests(SynchronousTestCase):
 
 class BatchedWriterTests(SynchronousTestCase):
     """
-    L{BatchedWriter} writes within a second, at once when urgent or when the
-    reactor is not running, and everything at shutdown.
+    L{BatchedWriter} writes within a second, at once when urgent, when the
+    reactor is not running or from another thread, and everything at shutdown.
     """
+
+    def setUp(self) -> None:
+        registerAsIOThread()  # this thread is the reactor's, as a running reactor makes it
+
+    def test_other_thread(self) -> None:
+        """
+        A line logged from another thread is written at once (timers are
+        for the reactor's thread).
+        """
+        out, reactor = io.StringIO(), FakeReactor()
+        writer = BatchedWriter(out, reactor)
+        writer.write("a\n")
+        thread = threading.Thread(target=writer.write, args=("from a thread\n",))
+        thread.start()
+        thread.join()
+        self.assertEqual(out.getvalue(), "a\nfrom a thread\n")
 
     def test_batched_while_running(self) -> None:
         """

@@ -26,6 +26,7 @@ from typing import IO, Any, cast
 
 from twisted.internet.interfaces import IReactorCore, IReactorTime
 from twisted.logger import ILogObserver, LogEvent, LogLevel, formatEvent, formatEventAsClassicLogText, formatTime
+from twisted.python.threadable import isInIOThread
 from zope.interface import implementer
 
 CONNECTION_CLOSED = (
@@ -71,7 +72,8 @@ class BatchedWriter:
     everything is written when it shuts down; a warning or worse is written at
     once (with what waited before it).  When the reactor is not running (start
     up, and after it stopped: C{twistd}'s last lines, before a signal is
-    re-raised) every line is written at once.  So nothing is lost at shutdown,
+    re-raised) every line is written at once, and so is a line logged from
+    another thread.  So nothing is lost at shutdown,
     on SIGTERM included, and at most a second's lines if the process is killed.
     """
 
@@ -106,7 +108,7 @@ class BatchedWriter:
         """
         self._pending.append(text)
         reactor = self._clock()
-        if urgent or not reactor.running:
+        if urgent or not reactor.running or not isInIOThread():  # (timers are for the reactor's thread)
             self.flush()
         elif self._timer is None:
             self._timer = cast(IReactorTime, reactor).callLater(self._delay, self.flush)
