@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import IO, Any, cast
 
 from twisted.internet.interfaces import IReactorCore, IReactorTime
 from twisted.logger import ILogObserver, LogEvent, LogLevel, formatEvent, formatEventAsClassicLogText, formatTime
+from twisted.python.compat import ioType
 from twisted.python.threadable import isInIOThread
 from zope.interface import implementer
 
@@ -73,8 +75,8 @@ class BatchedWriter:
     once (with what waited before it).  When the reactor is not running (start
     up, and after it stopped: C{twistd}'s last lines, before a signal is
     re-raised) every line is written at once, and so is a line logged from
-    another thread.  So nothing is lost at shutdown,
-    on SIGTERM included, and at most a second's lines if the process is killed.
+    another thread.  So nothing is lost at shutdown, on SIGTERM included, and
+    at most a second's lines if the process is killed.
     """
 
     def __init__(self, out: IO[Any], reactor: Any = None, delay: float = FLUSH_DELAY) -> None:
@@ -84,12 +86,13 @@ class BatchedWriter:
             reactor (imported when first needed) by default.
         """
         self._out = out
-        self._binary = "b" in getattr(out, "mode", "") or not hasattr(out, "encoding")
+        self._text = ioType(out) is str
         self._reactor = reactor
         self._delay = delay
         self._pending: list[str] = []
         self._timer: Any = None
         self._watching = False  # for the reactor's shutdown
+        self._lock = threading.Lock()  # the reactor's thread and others may log
 
     def _clock(self) -> Any:
         if self._timer is None and not self._watching:
@@ -103,12 +106,14 @@ class BatchedWriter:
 
     def write(self, text: str, urgent: bool = False) -> None:
         """
-        Write C{text} within L{FLUSH_DELAY} seconds, or at once if C{urgent}
-        or the reactor is not running.
+        Write C{text} within L{FLUSH_DELAY} seconds, or at once if C{urgent},
+        if the reactor is not running, or from another thread than the
+        reactor's (timers are for the reactor's thread).
         """
-        self._pending.append(text)
         reactor = self._clock()
-        if urgent or not reactor.running or not isInIOThread():  # (timers are for the reactor's thread)
+        with self._lock:
+            self._pending.append(text)
+        if urgent or not reactor.running or not isInIOThread():
             self.flush()
         elif self._timer is None:
             self._timer = cast(IReactorTime, reactor).callLater(self._delay, self.flush)
@@ -117,15 +122,16 @@ class BatchedWriter:
         """
         Write what is waiting, now.
         """
-        if self._timer is not None:
+        if self._timer is not None and isInIOThread():
             if self._timer.active():
                 self._timer.cancel()
             self._timer = None
-        if self._pending:
-            text = "".join(self._pending)
-            self._pending.clear()
-            self._out.write(text.encode("utf-8") if self._binary else text)
-            self._out.flush()
+        with self._lock:
+            if self._pending:
+                text = "".join(self._pending)
+                self._pending.clear()
+                self._out.write(text if self._text else text.encode("utf-8"))
+                self._out.flush()
 
 
 class _SecondCache:
@@ -147,9 +153,10 @@ class _SecondCache:
         return self._text
 
 
-def _is_urgent(event: LogEvent) -> bool:
-    level = event.get("log_level")
-    return level is not None and level >= LogLevel.warn
+_URGENT = frozenset({LogLevel.warn, LogLevel.error, LogLevel.critical})
+"""
+Levels written at once.
+"""
 
 
 @implementer(ILogObserver)
@@ -169,14 +176,14 @@ class TextObserver:
             if text:
                 self._writer.write(text, urgent=True)
             return
+        level = event.get("log_level")
         system = event.get("log_system")
         if system is None:
-            level = event.get("log_level")
             system = f"{event.get('log_namespace', '-')}#{level.name if level is not None else '-'}"
         when = event.get("log_time")
         stamp = self._stamp(when) if when is not None else "-"
         message = format_message(event).replace("\n", "\n\t")
-        self._writer.write(f"{stamp} [{system}] {message}\n", _is_urgent(event))
+        self._writer.write(f"{stamp} [{system}] {message}\n", level in _URGENT)
 
 
 _STANDARD = frozenset({"time", "level", "namespace", "message", "traceback"})
@@ -217,7 +224,7 @@ class JSONObserver:
             text = _to_json(record)
         except (TypeError, ValueError):  # e.g. a field that is a dict with keys not strings
             text = _to_json({key: value if key in _STANDARD else str(value) for key, value in record.items()})
-        self._writer.write(text + "\n", _is_urgent(event))
+        self._writer.write(text + "\n", level in _URGENT)
 
 
 def json_observer() -> ILogObserver:

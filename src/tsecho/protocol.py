@@ -392,7 +392,7 @@ class TimestampEcho(LineFramer, TimeoutMixin):
                 bytes_in=self.bytes_in,
                 bytes_out=self.bytes_out,
                 duration=duration,
-                reason=self.ending,
+                reason=self.ending.value,
             )
 
 
