@@ -517,13 +517,35 @@ def ratio_table(results: dict[str, dict[str, list[Any]]]) -> str:
     return "\n".join(lines)
 
 
+def per_cpu_ratio(results: dict[str, dict[str, list[Any]]], a: str, b: str, scenario: str) -> float | None:
+    """
+    Like L{ratio}, but of work per second of the server's own CPU time: a
+    figure that a machine busy with other work disturbs much less.
+    """
+    key = FIGURE_KEYS[scenario]
+
+    def per_round(server: str) -> dict[int, float]:
+        return {
+            r["round"]: r[key] / r["server_cpu"] for r in results.get(server, {}).get(scenario, []) if r["server_cpu"]
+        }
+
+    theirs, ours = per_round(b), per_round(a)
+    return median([value / theirs[n] for n, value in ours.items() if theirs.get(n)])
+
+
 def cost_table(results: dict[str, dict[str, list[Any]]]) -> str:
     """
-    What logging (the default) and metrics cost: each against C{--quiet}, same rounds.
+    What logging (the default) and metrics cost: each against C{--quiet}, same
+    rounds; by rate, and by work per second of the server's CPU time.
     """
-    lines = ["| tsecho ÷ tsecho --quiet | pipelined | connect-per-request |", "| --- | ---: | ---: |"]
+    lines = [
+        "| tsecho ÷ tsecho --quiet | pipelined | connect-per-request | pipelined, per server CPU second"
+        " | connect-per-request, per server CPU second |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
     for name in ("tsecho (logging)", "tsecho --quiet --metrics"):
         cells = [ratio(results, name, "tsecho --quiet", scenario) for scenario in ("pipelined", "cpr")]
+        cells += [per_cpu_ratio(results, name, "tsecho --quiet", scenario) for scenario in ("pipelined", "cpr")]
         lines.append(f"| {name} | {' | '.join(f'{v:.2f}×' if v else '—' for v in cells)} |")
     return "\n".join(lines)
 
