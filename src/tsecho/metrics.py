@@ -4,20 +4,22 @@ Prometheus metrics: C{--metrics ENDPOINT} serves C{/metrics}.
 Counting must cost the data path nothing measurable, so L{ServerMetrics}
 keeps plain integers, added to once when a connection ends (the protocol
 counts its own lines and bytes as it goes), and C{prometheus_client} reads
-them only when scraped, through L{ServerMetrics.collect}: the open
-connections' counts are added in then, so counters are live, not only
-updated at close.  The scrape itself runs in the reactor's thread pool
-(C{prometheus_client.twisted.MetricsResource}); L{MetricsPage} first takes a
-L{Snapshot} on the reactor thread, so the thread never reads state the
-reactor is changing.
+them only when scraped: L{ServerMetrics.snapshot} adds in the open
+connections' counts, so counters are live, not only updated at close.  The
+page is C{prometheus_client.twisted.MetricsResource}, which renders in the
+reactor's thread pool; L{MetricsPage} first takes the L{Snapshot} on the
+reactor thread, so that thread never reads state the reactor is changing.
 
-For several worker processes (C{prometheus_client}'s multiprocess mode),
-each worker calls L{export_to_multiprocess}: once a second it adds what
-changed to C{prometheus_client} metrics backed by files in
-C{PROMETHEUS_MULTIPROC_DIR}, and the main process serves
-L{multiprocess_registry}, which sums every worker's files, those of workers
-that have exited included (counters never go back); call
-L{worker_exited} when one does.
+Several worker processes (C{prometheus_client}'s multiprocess mode): the
+main process creates an empty directory, sets C{PROMETHEUS_MULTIPROC_DIR} to
+it before it starts any worker, and serves
+C{metrics_site(multiprocess_registry(path))}, calling L{worker_exited} when
+a worker exits.  Each worker counts with its own L{ServerMetrics} as above
+and calls L{export_to_multiprocess}: once a second (and once more when
+stopped) it adds what changed to C{prometheus_client} metrics kept in files
+in that directory.  One scrape of the main process sums every worker,
+including those that have exited (their counters stay in the sums, so
+totals never go back when a worker is replaced).
 """
 
 from __future__ import annotations
