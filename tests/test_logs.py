@@ -227,6 +227,10 @@ class TwistdOptionsTests(SynchronousTestCase):
     C{--syslog} and C{--logger}.  (The canary for the C{twistd} internal.)
     """
 
+    def setUp(self) -> None:
+        handler = signal.getsignal(signal.SIGUSR1)  # twistd's log file sets one up, for rotation
+        self.addCleanup(signal.signal, signal.SIGUSR1, handler)
+
     def options(self, *arguments: str) -> ServerOptions:
         options = ServerOptions()
         options.parseOptions([*arguments, "tsecho"])
