@@ -245,8 +245,9 @@ class TwistdOptionsTests(SynchronousTestCase):
         path = Path(self.mktemp())
         observer = default_observer(self.options("--logfile", str(path)), FakeReactor(running=False))
         self.assertIsInstance(observer, TextObserver)
-        assert observer is not None
+        assert isinstance(observer, TextObserver)
         observer(summary_event())
+        observer.writer.close()
         self.assertEqual(path.read_text(), formatEventAsClassicLogText(summary_event()))
 
     def test_nodaemon_stdout(self) -> None:

@@ -118,6 +118,13 @@ class BatchedWriter:
         elif self._timer is None:
             self._timer = cast(IReactorTime, reactor).callLater(self._delay, self.flush)
 
+    def close(self) -> None:
+        """
+        Write what is waiting, and close the file.
+        """
+        self.flush()
+        self._out.close()
+
     def flush(self) -> None:
         """
         Write what is waiting, now.
@@ -167,14 +174,14 @@ class TextObserver:
     """
 
     def __init__(self, writer: BatchedWriter) -> None:
-        self._writer = writer
+        self.writer = writer
         self._stamp = _SecondCache(formatTime)
 
     def __call__(self, event: LogEvent) -> None:
         if "log_failure" in event:
             text = formatEventAsClassicLogText(event)
             if text:
-                self._writer.write(text, urgent=True)
+                self.writer.write(text, urgent=True)
             return
         level = event.get("log_level")
         system = event.get("log_system")
@@ -183,7 +190,7 @@ class TextObserver:
         when = event.get("log_time")
         stamp = self._stamp(when) if when is not None else "-"
         message = format_message(event).replace("\n", "\n\t")
-        self._writer.write(f"{stamp} [{system}] {message}\n", level in _URGENT)
+        self.writer.write(f"{stamp} [{system}] {message}\n", level in _URGENT)
 
 
 _STANDARD = frozenset({"time", "level", "namespace", "message", "traceback"})
@@ -200,7 +207,7 @@ class JSONObserver:
     """
 
     def __init__(self, writer: BatchedWriter) -> None:
-        self._writer = writer
+        self.writer = writer
         self._stamp = _SecondCache(
             lambda second: datetime.fromtimestamp(second, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
         )
@@ -224,7 +231,7 @@ class JSONObserver:
             text = _to_json(record)
         except (TypeError, ValueError):  # e.g. a field that is a dict with keys not strings
             text = _to_json({key: value if key in _STANDARD else str(value) for key, value in record.items()})
-        self._writer.write(text + "\n", level in _URGENT)
+        self.writer.write(text + "\n", level in _URGENT)
 
 
 def json_observer() -> ILogObserver:
