@@ -317,7 +317,7 @@ def test_counts_from_real_twistd(tmp_path: Path) -> None:
     """
     options = (
         "--listen", "tcp:0:interface=127.0.0.1", "--metrics", "tcp:0:interface=127.0.0.1",
-        "--udp", "0", "--max-line", "10", "--max-connections", "1", "--timeout", "0.5",
+        "--udp", "0", "--max-line", "10", "--max-connections", "1", "--timeout", "2",
     )  # fmt: skip
     with running_server(tmp_path, options, listeners=2) as server:
         url = wait_for_url(server)
@@ -358,7 +358,7 @@ def test_counts_from_real_twistd(tmp_path: Path) -> None:
         f"tsecho_datagrams_dropped_total{{listener={listener}}}": 0,
     }
     assert values["tsecho_connection_duration_seconds_count"] == 3
-    assert values["tsecho_connection_duration_seconds_sum"] >= 0.5
+    assert values["tsecho_connection_duration_seconds_sum"] >= 2
 
 
 def percentile(values: list[float], fraction: float) -> float:
