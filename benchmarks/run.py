@@ -112,8 +112,18 @@ def find_pypy(explicit: str | None) -> Path | None:
         # cryptography stopped shipping PyPy 3.9 wheels after 43.x and cannot
         # be built here without Rust crates: take wheels only, which settles on
         # Twisted 25.5 with TLS (tsecho's tap imports its TLS support).
-        install = ["-m", "pip", "install", "-q", "--only-binary", "cryptography", "twisted[tls]", "attrs"]
-        progress(f"making a PyPy venv in {venv} (pip install twisted[tls] attrs)")
+        install = [
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--only-binary",
+            "cryptography",
+            "twisted[tls]",
+            "attrs",
+            "prometheus_client",
+        ]
+        progress(f"making a PyPy venv in {venv} (pip install twisted[tls] attrs prometheus_client)")
         try:
             subprocess.run([pypy, "-m", "venv", str(venv)], check=True)
             subprocess.run([str(python), *install], check=True)
@@ -137,6 +147,11 @@ def servers(pypy: Path | None) -> list[Server]:
         Server("socketserver original", script_argv(python, "socketserver_original.py"), ("cpr",), "repr"),
         Server("tsecho --quiet", twistd_argv(python, "--quiet"), env=source, sweep=True),
         Server("tsecho (logging)", twistd_argv(python), env=source, logfile=True),
+        Server(
+            "tsecho --quiet --metrics",
+            twistd_argv(python, "--quiet", "--metrics", "tcp:0:interface=127.0.0.1"),
+            env=source,
+        ),
     ]
     if pypy is not None:
         found += [
@@ -502,6 +517,39 @@ def ratio_table(results: dict[str, dict[str, list[Any]]]) -> str:
     return "\n".join(lines)
 
 
+def per_cpu_ratio(results: dict[str, dict[str, list[Any]]], a: str, b: str, scenario: str) -> float | None:
+    """
+    Like L{ratio}, but of work per second of the server's own CPU time: a
+    figure that a machine busy with other work disturbs much less.
+    """
+    key = FIGURE_KEYS[scenario]
+
+    def per_round(server: str) -> dict[int, float]:
+        return {
+            r["round"]: r[key] / r["server_cpu"] for r in results.get(server, {}).get(scenario, []) if r["server_cpu"]
+        }
+
+    theirs, ours = per_round(b), per_round(a)
+    return median([value / theirs[n] for n, value in ours.items() if theirs.get(n)])
+
+
+def cost_table(results: dict[str, dict[str, list[Any]]]) -> str:
+    """
+    What logging (the default) and metrics cost: each against C{--quiet}, same
+    rounds; by rate, and by work per second of the server's CPU time.
+    """
+    lines = [
+        "| tsecho ÷ tsecho --quiet | pipelined | connect-per-request | pipelined, per server CPU second"
+        " | connect-per-request, per server CPU second |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for name in ("tsecho (logging)", "tsecho --quiet --metrics"):
+        cells = [ratio(results, name, "tsecho --quiet", scenario) for scenario in ("pipelined", "cpr")]
+        cells += [per_cpu_ratio(results, name, "tsecho --quiet", scenario) for scenario in ("pipelined", "cpr")]
+        lines.append(f"| {name} | {' | '.join(f'{v:.2f}×' if v else '—' for v in cells)} |")
+    return "\n".join(lines)
+
+
 CEILING = "Twisted Protocol (batching, direct send)"
 
 
@@ -612,6 +660,10 @@ medians with (min..max). Every reply is checked; errors are counted.
 ## Ratios (median of per-round ratios)
 
 {ratio_table(results)}
+
+## What logging and metrics cost (issue 13: logging ≥ 0.8× connect-per-request, ≥ 0.95× pipelined; metrics ≥ 0.95×)
+
+{cost_table(results)}
 
 ## Targets (issue 6)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -70,17 +71,17 @@ class ServerProcess:
             raise
 
 
-def twistd_command(*options: str) -> list[str]:
+def twistd_command(*options: str, twistd_options: Sequence[str] = ()) -> list[str]:
     """
-    The command line that runs C{twistd -n tsecho OPTIONS} from this Python's
-    environment.  (C{python -m twisted} is C{twist}, not C{twistd}.)
+    The command line that runs C{twistd -n TWISTD_OPTIONS tsecho OPTIONS} from
+    this Python's environment.  (C{python -m twisted} is C{twist}, not C{twistd}.)
     """
     twistd = Path(sys.executable).with_name("twistd")
     if twistd.exists():
         launcher = [str(twistd)]
     else:
         launcher = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
-    return [*launcher, "-n", "--pidfile=", "tsecho", *options]
+    return [*launcher, "-n", "--pidfile=", *twistd_options, "tsecho", *options]
 
 
 def default_sigint(then: Callable[[], object] | None = None) -> Callable[[], None]:
@@ -106,17 +107,24 @@ def running_server(
     options: Sequence[str] = ("--listen", "tcp:0:interface=127.0.0.1"),
     listeners: int = 1,
     timeout: float = 20.0,
+    *,
+    twistd_options: Sequence[str] = (),
+    logfile: str | None = None,
     **popen: object,
 ) -> Iterator[ServerProcess]:
     """
-    Start C{twistd tsecho OPTIONS}, wait until it listens, stop it afterwards.
+    Start C{twistd TWISTD_OPTIONS tsecho OPTIONS}, wait until it listens, stop
+    it afterwards.
 
     @param listeners: how many "listening on" log lines to wait for.
+    @param logfile: where the log goes, if C{twistd_options} say so
+        (C{--logfile}), relative to C{tmp_path}; standard output otherwise.
     """
-    log_path = tmp_path / f"tsecho-{time.monotonic_ns()}.log"
-    with log_path.open("wb") as log_file:
+    output_path = tmp_path / f"tsecho-{time.monotonic_ns()}.log"
+    log_path = output_path if logfile is None else tmp_path / logfile
+    with output_path.open("wb") as log_file:
         process = subprocess.Popen(
-            twistd_command(*options),
+            twistd_command(*options, twistd_options=twistd_options),
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=subprocess.STDOUT,
@@ -129,6 +137,8 @@ def running_server(
     try:
         deadline = time.monotonic() + timeout
         while len(server.addresses) < listeners:
+            if not log_path.exists():
+                log_path.touch()
             if process.poll() is not None:
                 raise RuntimeError(f"twistd exited with {process.returncode}:\n{server.log()}")
             if time.monotonic() > deadline:
@@ -139,3 +149,17 @@ def running_server(
     finally:
         if process.poll() is None:
             server.stop(signal.SIGKILL)
+
+
+def exchange(port: int, payload: bytes) -> bytes:
+    """
+    Connect to C{127.0.0.1:port}, send C{payload}, end our input, and read
+    the replies until the server closes.
+    """
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(payload)
+        sock.shutdown(socket.SHUT_WR)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)

@@ -151,12 +151,12 @@ def test_haproxy_in_front_of_two_instances(tmp_path: Path) -> None:
                 while "closed after" not in server.log() and time.monotonic() < deadline:
                     time.sleep(0.05)
             logged = [
-                int(p) for s in (first, second) for p in re.findall(r"connected from 127\.0\.0\.1:(\d+)", s.log())
+                int(p) for s in (first, second) for p in re.findall(r"connection from 127\.0\.0\.1:(\d+)", s.log())
             ]
             # Each instance served some clients, and named them by their own
             # ports, not HAProxy's.
-            assert re.search(r"connected from 127\.0\.0\.1:\d+", first.log()), first.log()
-            assert re.search(r"connected from 127\.0\.0\.1:\d+", second.log()), second.log()
+            assert re.search(r"connection from 127\.0\.0\.1:\d+", first.log()), first.log()
+            assert re.search(r"connection from 127\.0\.0\.1:\d+", second.log()), second.log()
             # (Health checks, which come from HAProxy's own ports, may add more.)
             assert set(clients) <= set(logged), (clients, logged)
         finally:

@@ -59,11 +59,13 @@ async def test_tcp6() -> None:
     """
     from twisted.logger import capturedLogs
 
-    async with serving(["--listen", "tcp6:0:interface=\\:\\:1"]) as service:
-        with capturedLogs() as events:
+    from tsecho.logs import CONNECTION_CLOSED
+
+    with capturedLogs() as events:  # until the server has stopped: the connection has ended
+        async with serving(["--listen", "tcp6:0:interface=\\:\\:1"]) as service:
             replies = await raw_exchange(socket.AF_INET6, ("::1", tcp_port(service)), PAYLOAD)
     assert_replies(replies)
-    peers = [e["peer"] for e in events if e.get("log_format") == "connected from {peer}"]
+    peers = [e["peer"] for e in events if e.get("log_format") == CONNECTION_CLOSED]
     assert len(peers) == 1
     assert re.fullmatch(r"\[::1\]:\d+", peers[0])
 
@@ -526,9 +528,9 @@ def test_several_listeners_in_one_process(tmp_path: Path, certificates: dict[str
             sock.sendto(b"unix datagram", str(dgram_path))
             assert re.fullmatch(STAMP + rb"unix datagram", sock.recv(65536))
         deadline = time.monotonic() + TIMEOUT
-        while "connected from 198.51.100.9:45678" not in server.log() and time.monotonic() < deadline:
+        while "connection from 198.51.100.9:45678" not in server.log() and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert "connected from 198.51.100.9:45678" in server.log()
+        assert "connection from 198.51.100.9:45678" in server.log()
         server.stop()
     assert not unix_path.exists()
     assert not dgram_path.exists()

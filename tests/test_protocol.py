@@ -10,19 +10,22 @@ import gc
 import weakref
 from collections.abc import Iterator, Sequence
 
+from twisted.internet import error
 from twisted.internet.address import IPv6Address, UNIXAddress
 from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import INegotiated
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
-from twisted.logger import LogEvent, LogLevel, capturedLogs
+from twisted.logger import LogEvent, LogLevel, capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import alsoProvides
 
 from timezones import use_time_zone
+from tsecho.logs import CONNECTION_CLOSED
 from tsecho.logtext import describe_address
 from tsecho.protocol import REPLY_BUDGET, TURN_BUDGET, ServerConfig, TimestampEcho
+from tsecho.tally import Ending
 from tsecho.testing import (
     EXAMPLE_PEER,
     EXAMPLE_STAMP,
@@ -597,13 +600,15 @@ class TimeoutTests(SynchronousTestCase):
 
     def test_idle_close_logged(self) -> None:
         """
-        An idle close is logged (with the timeout), unless quiet.
+        An idle close is logged when the connection has ended, with the
+        reason C{idle timeout}, unless quiet.
         """
         for quiet, count in ((False, 1), (True, 0)):
             echo = connected_echo(timeout=7, quiet=quiet)
             with capturedLogs() as events:
                 echo.clock.advance(7)
-            idle = [e for e in protocol_events(events) if e.get("timeout") == 7]
+                echo.lose()
+            idle = [e for e in protocol_events(events) if e.get("reason") == Ending.IDLE_TIMEOUT]
             self.assertEqual(len(idle), count, f"quiet={quiet}")
 
 
@@ -665,28 +670,55 @@ class BackPressureTests(SynchronousTestCase):
 
 class LoggingTests(SynchronousTestCase):
     """
-    One log event when a connection opens, with its peer; one when it closes,
-    with the lines it served; none with C{quiet}.
+    One log event per connection, when it ends: its peer, lines, bytes,
+    duration and how it ended; none with C{quiet}.
     """
 
-    def test_connect_and_close(self) -> None:
+    def test_summary(self) -> None:
         """
-        The connect event names the peer; the close event counts lines.
+        The one event names the peer and counts lines, bytes and seconds.
         """
         with capturedLogs() as events:
             echo = connected_echo()
-            echo.send(b"a\nb\nc\n")
+            replies = echo.send(b"a\nb\nc\n")
+            echo.clock.advance(2.5)
             echo.lose()
-        opened, closed = protocol_events(events)
-        self.assertEqual(opened["peer"], "127.0.0.1:54321")
-        self.assertEqual(opened["log_level"], LogLevel.info)
+        [closed] = protocol_events(events)
+        self.assertEqual(closed["log_format"], CONNECTION_CLOSED)
+        self.assertEqual(closed["log_level"], LogLevel.info)
         self.assertEqual(closed["peer"], "127.0.0.1:54321")
         self.assertEqual(closed["lines"], 3)
-        self.assertEqual(closed["log_level"], LogLevel.info)
+        self.assertEqual(closed["bytes_in"], 6)
+        self.assertEqual(closed["bytes_out"], len(replies))
+        self.assertEqual(closed["duration"], 2.5)
+        self.assertEqual(closed["reason"], Ending.CLIENT_CLOSED)
+        self.assertIn("closed after 3 lines (client closed): 6 bytes in", formatEvent(closed))
+
+    def test_reasons(self) -> None:
+        """
+        The summary says how the connection ended: the first reason to close wins.
+        """
+        cases = [
+            ({}, lambda e: e.lose(Failure(error.ConnectionLost())), Ending.RESET),
+            ({}, lambda e: e.half_close(), Ending.CLIENT_CLOSED),
+            ({"one_shot": True}, lambda e: e.send(b"x\n"), Ending.ONE_SHOT),
+            ({"max_line": 3}, lambda e: e.send(b"toolong\n"), Ending.LINE_TOO_LONG),
+            ({"timeout": 5}, lambda e: e.clock.advance(5), Ending.IDLE_TIMEOUT),
+            ({}, lambda e: e.factory.drain() and e.clock.advance(1), Ending.SHUTDOWN),
+            ({}, lambda e: e.factory.abort_all(), Ending.ABORTED),
+        ]
+        for settings, end, expected in cases:
+            with capturedLogs() as events:
+                echo = connected_echo(**settings)
+                end(echo)
+                if echo.transport.connected:
+                    echo.lose()
+            summaries = [e for e in protocol_events(events) if e["log_format"] == CONNECTION_CLOSED]
+            self.assertEqual([e["reason"] for e in summaries], [expected], expected)
 
     def test_quiet(self) -> None:
         """
-        With C{quiet}, neither event is logged.
+        With C{quiet}, no event is logged.
         """
         with capturedLogs() as events:
             echo = connected_echo(quiet=True)
@@ -699,7 +731,7 @@ class LoggingTests(SynchronousTestCase):
         An IPv6 peer is named in brackets.
         """
         with capturedLogs() as events:
-            connected_echo(peer=IPv6Address("TCP", "::1", 5555))
+            connected_echo(peer=IPv6Address("TCP", "::1", 5555)).lose()
         self.assertEqual(protocol_events(events)[0]["peer"], "[::1]:5555")
 
     def test_describe_address(self) -> None:
@@ -805,8 +837,8 @@ class DrainTests(SynchronousTestCase):
 
     def test_no_idle_log_while_draining(self) -> None:
         """
-        A drain close is not reported as an idle timeout; only the close's own
-        timer is left.
+        A drain close is not reported as an idle timeout (nor logged before
+        the connection ends); only the close's own timer is left.
         """
         factory = make_factory(ServerConfig(drain_quiet=1, close_timeout=7))
         echo = connect(factory)
@@ -814,7 +846,8 @@ class DrainTests(SynchronousTestCase):
         with capturedLogs() as events:
             factory.clock.advance(1)  # type: ignore[attr-defined]
         self.assertTrue(echo.transport.disconnecting)
-        self.assertEqual([e["log_level"] for e in protocol_events(events)], [LogLevel.debug])
+        self.assertEqual(protocol_events(events), [])
+        self.assertEqual(echo.protocol.ending, Ending.SHUTDOWN)
         self.assertEqual([c.getTime() for c in factory.clock.getDelayedCalls()], [EXAMPLE_TIME + 1 + 7])
 
     def test_abort_all(self) -> None:

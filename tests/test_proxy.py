@@ -18,6 +18,7 @@ import twisted
 from twisted.internet import endpoints
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.protocol import connectionDone
 from twisted.internet.testing import MemoryReactor
 from twisted.logger import LogEvent, capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
@@ -25,6 +26,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from realsockets import raw_exchange, serving, tcp_port
 from tsecho import listeners
 from tsecho.listeners import server_from_string
+from tsecho.logs import CONNECTION_CLOSED
 from tsecho.protocol import TimestampEcho
 from tsecho.testing import EXAMPLE_STAMP, ClosingStringTransport, make_factory
 
@@ -64,9 +66,9 @@ def slices(data: bytes, size: int) -> Iterator[bytes]:
 
 def connected_from(events: list[LogEvent]) -> list[str]:
     """
-    The peers named by the server's "connected from" log lines.
+    The peers named by the server's per-connection summary events.
     """
-    return [e["peer"] for e in events if e.get("log_format") == "connected from {peer}"]
+    return [e["peer"] for e in events if e.get("log_format") == CONNECTION_CLOSED]
 
 
 class WrapperTests(SynchronousTestCase):
@@ -98,6 +100,7 @@ class WrapperTests(SynchronousTestCase):
                 wrapper, transport, _ = self.connect()
                 for piece in slices(data, size):
                     wrapper.dataReceived(piece)
+                wrapper.connectionLost(connectionDone)
             self.assertEqual(transport.value(), expected, f"slice size {size}")
             self.assertEqual(connected_from(list(events)), ["192.0.2.7:40000"])
             self.assertEqual(wrapper.getPeer(), IPv4Address("TCP", "192.0.2.7", 40000))
@@ -114,6 +117,7 @@ class WrapperTests(SynchronousTestCase):
                 wrapper, transport, _ = self.connect()
                 for piece in slices(data, size):
                     wrapper.dataReceived(piece)
+                wrapper.connectionLost(connectionDone)
             self.assertEqual(transport.value(), expected, f"slice size {size}")
             self.assertEqual(connected_from(list(events)), ["192.0.2.7:40000"])
 
@@ -124,6 +128,7 @@ class WrapperTests(SynchronousTestCase):
         with capturedLogs() as events:
             wrapper, transport, _ = self.connect()
             wrapper.dataReceived(v2_header(("2001:db8::7", 40001), ("2001:db8::1", 21567)) + b"six\n")
+            wrapper.connectionLost(connectionDone)
         self.assertEqual(transport.value(), EXAMPLE_STAMP + b"six\n")
         [peer] = connected_from(list(events))
         host, port = peer.rsplit(":", 1)
@@ -142,6 +147,7 @@ class WrapperTests(SynchronousTestCase):
         with capturedLogs() as events:
             wrapper, transport, _ = self.connect()
             wrapper.dataReceived(b"PROXY UNKNOWN\r\nq\n")
+            wrapper.connectionLost(connectionDone)
         self.assertEqual(transport.value(), EXAMPLE_STAMP + b"q\n")
         self.assertEqual((wrapper.getPeer(), wrapper.getHost()), (BALANCER, transport.getHost()))
         self.assertEqual(connected_from(list(events)), ["10.0.0.2:51000"])
@@ -261,6 +267,7 @@ class WrapperTests(SynchronousTestCase):
             with capturedLogs() as events:
                 wrapper, transport, _ = self.connect()
                 wrapper.dataReceived(header + b"x\n")
+                wrapper.connectionLost(connectionDone)
             self.assertEqual(transport.value(), EXAMPLE_STAMP + b"x\n", header)
             self.assertEqual(connected_from(list(events)), [peer])
 
@@ -275,9 +282,15 @@ class WrapperTests(SynchronousTestCase):
         with capturedLogs() as events:
             wrapper, transport, _ = self.connect()
             wrapper.dataReceived(header + b"u\n")
+            wrapper.connectionLost(connectionDone)
         self.assertEqual(transport.value(), EXAMPLE_STAMP + b"u\n")
-        [text] = [formatEvent(e) for e in events if e.get("log_format") == "connected from {peer}"]
-        self.assertEqual(text, "connected from /tmp/x\\n2026-11-29T00:00:00+0000 [tsecho.protocol#info] forged\\x1b[2J")
+        [text] = [formatEvent(e) for e in events if e.get("log_format") == CONNECTION_CLOSED]
+        self.assertTrue(
+            text.startswith(
+                "connection from /tmp/x\\n2026-11-29T00:00:00+0000 [tsecho.protocol#info] forged\\x1b[2J closed after"
+            ),
+            text,
+        )
 
     def test_header_timeout(self) -> None:
         """
@@ -457,8 +470,8 @@ async def test_real_socket_half_close(header: bytes) -> None:
     the client the header names.
     """
     lines = [b"line %d\n" % n for n in range(50)]
-    async with serving(["--listen", "haproxy:tcp:0:interface=127.0.0.1", "--utc"]) as service:
-        with capturedLogs() as events:
+    with capturedLogs() as events:  # until the server has stopped: the connection has ended
+        async with serving(["--listen", "haproxy:tcp:0:interface=127.0.0.1", "--utc"]) as service:
             replies = await raw_exchange(
                 socket.AF_INET, ("127.0.0.1", tcp_port(service)), header + b"".join(lines) + b"last"
             )

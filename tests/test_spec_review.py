@@ -305,7 +305,7 @@ def test_signal_stops_accepting_and_answers(tmp_path: Path, sig: signal.Signals)
 def test_connection_log_names_the_peer(tmp_path: Path) -> None:
     """
     Each connection's peer is logged, C{host:port} like the original's
-    C{connected from}; C{--quiet} logs no connection lines.
+    C{connected from} (in the connection's summary); C{--quiet} logs no connection lines.
     """
     for quiet in (False, True):
         with tcp_server(tmp_path, *(["--quiet"] if quiet else [])) as (server, address):

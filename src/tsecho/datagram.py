@@ -93,6 +93,7 @@ class TimestampDatagram(DatagramProtocol, metaclass=_NamedClass):
         self.max_datagram = max_datagram
         self.quiet = quiet
         self.datagrams_answered = 0
+        self.datagrams_dropped = 0  # too long, unanswerable, or the reply failed
 
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:
         sender = describe_sender(addr)
@@ -102,9 +103,11 @@ class TimestampDatagram(DatagramProtocol, metaclass=_NamedClass):
                 sender=sender,
                 limit=self.max_datagram,
             )
+            self.datagrams_dropped += 1
             return
         if not addr:
             log.warn("dropped a datagram from an unbound UNIX socket: it cannot be answered")
+            self.datagrams_dropped += 1
             return
         if not self.quiet:
             log.info("datagram from {sender}, {length} bytes", sender=sender, length=len(datagram))
@@ -119,6 +122,7 @@ class TimestampDatagram(DatagramProtocol, metaclass=_NamedClass):
                 length=len(reply),
                 error=e,
             )
+            self.datagrams_dropped += 1
             return
         self.datagrams_answered += 1
 
@@ -131,8 +135,9 @@ class DatagramListenError(Exception):
 
 class DatagramListener(Service):
     """
-    Run one datagram port as a service: open it before privileges are shed,
-    close it on stop and then clean up after it.
+    Run one datagram port (or another port opened at once, like C{--metrics})
+    as a service: open it before privileges are shed, close it on stop and
+    then clean up after it.
 
     @ivar description: names the listener in logs and errors,
         e.g. C{udp:21567} or C{unix-datagram:/run/tsecho.dgram}.

@@ -22,7 +22,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any, cast
 
 import attrs
-from twisted.internet import defer, tcp
+from twisted.internet import defer, error, tcp
 from twisted.internet.interfaces import (
     IConsumer,
     IDelayedCall,
@@ -40,7 +40,9 @@ from zope.interface import implementer
 
 from tsecho.framing import LineFramer
 from tsecho.idle import IdleTimeouts
+from tsecho.logs import CONNECTION_CLOSED
 from tsecho.logtext import describe_address
+from tsecho.tally import NO_METRICS, ConnectionMetrics, Ending
 from tsecho.timestamps import Timestamper
 from tsecho.wire import BUSY, CRLF, line_too_long
 
@@ -200,6 +202,11 @@ class TimestampEcho(LineFramer, TimeoutMixin):
     lines_answered = 0
     _phase = Phase.OPEN
     _flow = Flow.READING
+    # What the connection's summary (log event and metrics) reports.
+    bytes_in = 0
+    bytes_out = 0
+    started = 0.0
+    ending: Ending | None = None  # the first reason to close wins
     _counted = False
     _input_ended = False
     _room = REPLY_BUDGET  # bytes of replies this connection may still make this turn
@@ -224,6 +231,8 @@ class TimestampEcho(LineFramer, TimeoutMixin):
         self._socket = _direct_socket(self.transport)
         if not factory.admit(self):
             log.warn("refused {peer}: server busy ({limit} connections)", peer=self._peer, limit=config.max_connections)
+            self.ending = Ending.BUSY
+            factory.metrics.refused()
             self._replies.append(BUSY)
             self._close()
             return
@@ -234,15 +243,15 @@ class TimestampEcho(LineFramer, TimeoutMixin):
         cast(IConsumer, self.transport).registerProducer(self, True)
         # The idle timeout (or, while draining, the quiet period) is the
         # factory's: one timer for all connections.
-        factory.idle.touch(self, factory.clock.seconds())
-        if not config.quiet:
-            log.info("connected from {peer}", peer=self._peer)
+        self.started = now = factory.clock.seconds()
+        factory.idle.touch(self, now)
 
     # Bytes in.
 
     def dataReceived(self, data: bytes) -> None:
         if self._phase is not Phase.OPEN:
             return
+        self.bytes_in += len(data)
         factory = self.factory
         now = factory.clock.seconds()
         factory.idle.touch(self, now)
@@ -266,6 +275,7 @@ class TimestampEcho(LineFramer, TimeoutMixin):
             self._flow = Flow.BEHIND
             self.paused = True  # the framer holds the rest
         if self.factory.config.one_shot:
+            self.ending = self.ending or Ending.ONE_SHOT
             self._close()
             return True  # no more lines
         return False
@@ -278,6 +288,7 @@ class TimestampEcho(LineFramer, TimeoutMixin):
             limit=self.MAX_LENGTH,
         )
         self._replies.append(line_too_long(self.MAX_LENGTH))
+        self.ending = self.ending or Ending.LINE_TOO_LONG
         self._close()
 
     # Replies out.
@@ -287,6 +298,7 @@ class TimestampEcho(LineFramer, TimeoutMixin):
             assert self.transport is not None
             data = b"".join(self._replies)
             self._replies.clear()
+            self.bytes_out += len(data)
             if self._socket is not None:
                 data = self._send_directly(self._socket, data)
             if data:
@@ -442,6 +454,7 @@ class TimestampEcho(LineFramer, TimeoutMixin):
         held back when the end is read (reading was paused meanwhile).
         """
         self._input_ended = True
+        self.ending = self.ending or Ending.CLIENT_CLOSED
         if self._phase is Phase.OPEN:
             self._prefix = self.factory.reply_prefix()
             self._room = sys.maxsize
@@ -483,6 +496,7 @@ class TimestampEcho(LineFramer, TimeoutMixin):
         if self._phase is not Phase.OPEN:
             if self._counted:
                 log.warn("aborting {peer}: its replies were not read in time", peer=self._peer)
+                self.ending = Ending.ABORTED
             cast(ITCPTransport, self.transport).abortConnection()
             return
         factory = self.factory
@@ -492,10 +506,7 @@ class TimestampEcho(LineFramer, TimeoutMixin):
             # Wait; the shutdown window and deadline still apply.
             factory.idle.touch(self, factory.clock.seconds())
             return
-        if factory.draining:
-            log.debug("closing {peer} for shutdown", peer=self._peer)
-        elif not factory.config.quiet:
-            log.info("closing {peer}: idle for {timeout} seconds", peer=self._peer, timeout=factory.config.timeout)
+        self.ending = self.ending or (Ending.SHUTDOWN if factory.draining else Ending.IDLE_TIMEOUT)
         self._close()
 
     def drain(self) -> None:
@@ -515,6 +526,7 @@ class TimestampEcho(LineFramer, TimeoutMixin):
         shutdown, which it is owed).
         """
         if self._phase is Phase.OPEN and self._flow is Flow.READING:
+            self.ending = self.ending or Ending.SHUTDOWN
             self._close()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
@@ -523,20 +535,35 @@ class TimestampEcho(LineFramer, TimeoutMixin):
         self._phase = Phase.LOST
         self._socket = None
         if self._counted:
-            self.factory.idle.discard(self)
-            self.factory.release(self)
-            if not self.factory.config.quiet:
-                log.info(
-                    "connection from {peer} closed after {answered}: {reason}",
-                    peer=self._peer,
-                    answered="1 line" if self.lines_answered == 1 else f"{self.lines_answered} lines",
-                    lines=self.lines_answered,
-                    reason=reason.getErrorMessage(),
-                )
+            factory = self.factory
+            factory.idle.discard(self)
+            factory.release(self)
+            self._summarize(reason)
         # Break the reference cycles through the transport (which holds us as
         # its producer, or, over TLS, through its producer membrane), so that
         # a closed connection is freed at once, not by the cycle collector.
         self.transport = None
+
+    def _summarize(self, reason: Failure) -> None:
+        """
+        Report the connection, now ended: one log event, and the metrics.
+        """
+        factory = self.factory
+        if self.ending is None:
+            self.ending = Ending.CLIENT_CLOSED if reason.check(error.ConnectionDone) else Ending.RESET
+        duration = factory.clock.seconds() - self.started
+        factory.metrics.closed(self, self.ending, duration)
+        if not factory.config.quiet:
+            log.info(
+                CONNECTION_CLOSED,
+                peer=self._peer,
+                lines=self.lines_answered,
+                answered="1 line" if self.lines_answered == 1 else f"{self.lines_answered} lines",
+                bytes_in=self.bytes_in,
+                bytes_out=self.bytes_out,
+                duration=duration,
+                reason=self.ending.value,
+            )
 
 
 if TYPE_CHECKING:  # Twisted's factories are generic only from 24.x on
@@ -553,6 +580,7 @@ class TimestampEchoFactory(_ServerFactory):
     @ivar idle: the idle timeouts of the open connections that are not
         closing: C{timeout}, or C{drain_quiet} once draining.
     @ivar draining: whether the server is shutting down.
+    @ivar metrics: told of every connection that ends (nothing, by default).
     """
 
     protocol = TimestampEcho
@@ -562,6 +590,7 @@ class TimestampEchoFactory(_ServerFactory):
         self.config = config
         self.timestamper = timestamper
         self.clock = clock
+        self.metrics: ConnectionMetrics = NO_METRICS
         self.connections: set[TimestampEcho] = set()
         self.idle: IdleTimeouts[TimestampEcho] = IdleTimeouts(clock, config.timeout or None)
         self.draining = False
@@ -672,4 +701,5 @@ class TimestampEchoFactory(_ServerFactory):
         """
         for connection in list(self.connections):
             assert connection.transport is not None
+            connection.ending = connection.ending or Ending.ABORTED
             cast(ITCPTransport, connection.transport).abortConnection()

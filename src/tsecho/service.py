@@ -10,7 +10,8 @@ from typing import Any
 from twisted.application.service import MultiService
 from twisted.internet import defer
 from twisted.internet.interfaces import IListeningPort, IReactorTime, IStreamServerEndpoint
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger
+from twisted.python.components import Componentized
 from twisted.python.failure import Failure
 
 from tsecho.listen_errors import explain_listen_failure
@@ -47,6 +48,18 @@ class TimestampEchoService(MultiService):
         self.shutdown_grace = shutdown_grace
         self.ports: list[IListeningPort] = []
         self._listened = False
+
+    log_observer: ILogObserver | None = None
+    """
+    The observer C{twistd} should log to instead of its own (set by
+    L{tsecho.tap.makeService}); given to the C{twistd} application, which
+    C{twistd} asks for one, when this service joins it.
+    """
+
+    def setServiceParent(self, parent: Any) -> None:
+        if self.log_observer is not None and isinstance(parent, Componentized):
+            parent.setComponent(ILogObserver, self.log_observer)
+        super().setServiceParent(parent)
 
     def privilegedStartService(self) -> None:
         """

@@ -73,6 +73,12 @@ class Options(usage.Options):
         ["max-line", None, 16384, "Longest request line, in bytes", _positive_int],
         ["max-connections", None, 10000, "Concurrent stream connections before 'ERROR server busy'", _positive_int],
         ["timeout", None, 300, "Close a connection idle this many seconds; 0 never", _seconds],
+        [
+            "metrics",
+            None,
+            None,
+            "Serve Prometheus metrics at /metrics on this endpoint, e.g. tcp:9121:interface=127.0.0.1 [default: off]",
+        ],
     ]
 
     def __init__(self, reactor: Any = None) -> None:
@@ -134,8 +140,10 @@ class Options(usage.Options):
         elif not descriptions:
             descriptions.append(f"tcp:{DEFAULT_PORT}")
         self["endpoints"] = [(d, self._endpoint(d)) for d in descriptions]
+        if self["metrics"] is not None:
+            self["metrics-endpoint"] = self._endpoint(self["metrics"], "--metrics")
 
-    def _endpoint(self, description: str) -> IStreamServerEndpoint:
+    def _endpoint(self, description: str, option: str = "--listen") -> IStreamServerEndpoint:
         if self.reactor is None:
             from twisted.internet import reactor
 
@@ -145,7 +153,7 @@ class Options(usage.Options):
         try:
             return server_from_string(self.reactor, description)
         except Exception as e:
-            raise usage.UsageError(f"--listen {description}: {explain_description_error(description, e)}") from None
+            raise usage.UsageError(f"{option} {description}: {explain_description_error(description, e)}") from None
 
     def config(self) -> ServerConfig:
         """
@@ -172,13 +180,29 @@ def makeService(options: Options) -> IService:
     timestamper = Timestamper(options["time-format"], bool(options["utc"]))
     factory = TimestampEchoFactory(options.config(), timestamper, reactor)
     service = TimestampEchoService(factory, options["endpoints"], reactor)
-    # Datagram listeners are child services, opened with the stream ones.
+    from tsecho._twistd_logging import default_observer  # twistd internals: only when a server is made
+
+    service.log_observer = default_observer(options.parent, reactor)
+    # Datagram listeners and the metrics page are child services, opened with
+    # the stream listeners.
     quiet = bool(options["quiet"])
+    datagram_listeners = []
     if options["udp"] is not None:
         answer = TimestampDatagram(timestamper, reactor, quiet=quiet)
         udp = options["udp"]
-        udp_listener(reactor, udp.port, answer, udp.interface).setServiceParent(service)
+        datagram_listeners.append((answer, udp_listener(reactor, udp.port, answer, udp.interface)))
     if options["unix-datagram"] is not None:
         answer = TimestampDatagram(timestamper, reactor, quiet=quiet)
-        unix_datagram_listener(reactor, options["unix-datagram"], answer).setServiceParent(service)
+        datagram_listeners.append((answer, unix_datagram_listener(reactor, options["unix-datagram"], answer)))
+    for _, listener in datagram_listeners:
+        listener.setServiceParent(service)
+    if options["metrics"] is not None:
+        from tsecho.metrics import ServerMetrics, metrics_listener, metrics_site, registry_for
+
+        metrics = ServerMetrics(factory.connections)
+        factory.metrics = metrics
+        for answer, listener in datagram_listeners:
+            metrics.watch_datagrams(listener.description, answer)
+        site = metrics_site(*registry_for(metrics))
+        metrics_listener(options["metrics"], options["metrics-endpoint"], site).setServiceParent(service)
     return service

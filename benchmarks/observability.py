@@ -1,0 +1,104 @@
+"""
+What logging and metrics cost per connection, without sockets.
+
+C{python benchmarks/observability.py} prints:
+
+- events per second through C{twistd}'s default text observer (Twisted's
+  C{textFileLogObserver} on a C{LogFile}, as C{twistd --logfile} makes it)
+  and through tsecho's L{TextObserver} and L{JSONObserver} on the same kind
+  of file, for the one event each connection logs;
+- one connection (connect, a line, close) with metrics off (L{NO_METRICS})
+  and on (L{ServerMetrics}), quiet.
+
+Logged events are written to a temporary directory, deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from micro import best_of
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import Logger, LogPublisher, textFileLogObserver
+from twisted.python.logfile import LogFile
+
+from tsecho.logs import CONNECTION_CLOSED, BatchedWriter, JSONObserver, TextObserver
+from tsecho.metrics import ServerMetrics
+from tsecho.protocol import ServerConfig, TimestampEcho, TimestampEchoFactory
+from tsecho.tally import Ending
+from tsecho.timestamps import Timestamper
+
+
+class RunningClock(Clock):
+    """
+    A reactor that runs (so the writer batches); its timer fires every 1,000 events.
+    """
+
+    running = True
+
+    def addSystemEventTrigger(self, *args: Any) -> None:
+        pass
+
+
+def per_event(observer: Any, clock: Clock | None = None, events: int = 20000) -> float:
+    log = Logger(namespace="tsecho.protocol", observer=LogPublisher(observer))
+
+    def work() -> int:
+        for i in range(events):
+            log.info(
+                CONNECTION_CLOSED,
+                peer="127.0.0.1:54321",
+                lines=1,
+                bytes_in=7,
+                bytes_out=34,
+                duration=0.000123,
+                reason=Ending.CLIENT_CLOSED,
+            )
+            if clock is not None and i % 1000 == 999:
+                clock.advance(1)
+        return events
+
+    return best_of(5, work)
+
+
+def per_connection(metrics_on: bool) -> float:
+    factory = TimestampEchoFactory(ServerConfig(quiet=True), Timestamper(), MemoryReactorClock())  # type: ignore[arg-type]
+    if metrics_on:
+        factory.metrics = ServerMetrics(factory.connections)
+
+    def work() -> int:
+        for i in range(5000):
+            protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", i))
+            assert isinstance(protocol, TimestampEcho)
+            protocol.makeConnection(StringTransport())
+            protocol.dataReceived(b"hello\r\n")
+            protocol.connectionLost()
+        return 5000
+
+    return best_of(5, work)
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as directory:
+        twistd = per_event(textFileLogObserver(LogFile.fromFullPath(str(Path(directory) / "twistd.log"))))
+        clock = RunningClock()
+        text = per_event(
+            TextObserver(BatchedWriter(LogFile.fromFullPath(str(Path(directory) / "t.log")), clock)), clock
+        )
+        clock = RunningClock()
+        jsonl = per_event(
+            JSONObserver(BatchedWriter(LogFile.fromFullPath(str(Path(directory) / "j.log")), clock)), clock
+        )
+    print(f"twistd's text observer:   {1 / twistd:9,.0f} events/s ({twistd * 1e6:5.2f} us each)")
+    print(f"tsecho TextObserver:      {1 / text:9,.0f} events/s ({text * 1e6:5.2f} us each), {twistd / text:.1f}x")
+    print(f"tsecho JSONObserver:      {1 / jsonl:9,.0f} events/s ({jsonl * 1e6:5.2f} us each), {twistd / jsonl:.1f}x")
+    off, on = per_connection(False), per_connection(True)
+    print(f"per connection, metrics off: {off * 1e6:6.2f} us; on: {on * 1e6:6.2f} us ({off / on:.3f}x)")
+
+
+if __name__ == "__main__":
+    main()

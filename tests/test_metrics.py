@@ -1,0 +1,456 @@
+"""
+Tests for L{tsecho.metrics}: what is counted, the Prometheus text a scrape
+gets, several processes summed, and C{--metrics} on the real C{twistd}.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+from twisted.internet import error
+from twisted.internet.testing import MemoryReactorClock
+from twisted.python.failure import Failure
+from twisted.python.usage import UsageError
+from twisted.trial.unittest import SynchronousTestCase
+
+from serverprocess import exchange, running_server
+from tsecho.datagram import TimestampDatagram
+from tsecho.metrics import ServerMetrics, multiprocess_registry, registry_for, worker_exited
+from tsecho.protocol import ServerConfig
+from tsecho.service import TimestampEchoService
+from tsecho.tally import NO_METRICS, Ending
+from tsecho.tap import Options, makeService
+from tsecho.testing import connect, make_factory
+from tsecho.timestamps import Timestamper
+
+REASONS = [ending.value for ending in Ending]
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """
+    Every sample of a Prometheus text exposition, parsed by
+    C{prometheus_client}'s own parser: C{(name, sorted labels) -> value}.
+    """
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def tsecho_values(text: str) -> dict[str, float]:
+    """
+    The C{tsecho_} samples, keyed C{name} or C{name{label=value}}.
+    """
+    values = {}
+    for (name, labels), value in samples(text).items():
+        if name.startswith("tsecho_"):
+            suffix = ",".join(f"{k}={v}" for k, v in labels)
+            values[f"{name}{{{suffix}}}" if suffix else name] = value
+    return values
+
+
+def expected(**counts: float) -> dict[str, float]:
+    """
+    Every C{tsecho_} stream sample a scrape has, zero unless given, for a
+    server without datagram listeners; C{closed_REASON} keys give the
+    C{tsecho_connections_closed_total} samples.
+    """
+    values = {
+        "tsecho_connections_accepted_total": 0.0,
+        "tsecho_connections_refused_total": 0.0,
+        "tsecho_connections_open": 0.0,
+        "tsecho_lines_answered_total": 0.0,
+        "tsecho_received_bytes_total": 0.0,
+        "tsecho_sent_bytes_total": 0.0,
+        "tsecho_lines_too_long_total": 0.0,
+    }
+    for reason in REASONS:
+        values[f"tsecho_connections_closed_total{{reason={reason}}}"] = counts.pop(
+            "closed_" + reason.replace(" ", "_").replace("-", "_"), 0.0
+        )
+    for name, value in counts.items():
+        values[f"tsecho_{name}"] = value
+    return values
+
+
+def without_durations(values: dict[str, float]) -> dict[str, float]:
+    """
+    C{values} but the connection duration histogram.
+    """
+    return {k: v for k, v in values.items() if not k.startswith("tsecho_connection_duration")}
+
+
+class ServerMetricsTests(SynchronousTestCase):
+    """
+    L{ServerMetrics} counts what the connections of a factory did, live.
+    """
+
+    def setUp(self) -> None:
+        self.factory = make_factory(ServerConfig(max_line=4, max_connections=2, timeout=10))
+        self.metrics = ServerMetrics(self.factory.connections)
+        self.factory.metrics = self.metrics
+        self.registry, _ = registry_for(self.metrics)
+
+    def scrape(self) -> dict[str, float]:
+        """
+        The C{tsecho_} values a scrape gets now.
+        """
+        return tsecho_values(generate_latest(self.registry).decode())
+
+    def test_nothing_yet(self) -> None:
+        """
+        Before any connection, every counter is there, at zero.
+        """
+        values = self.scrape()
+        self.assertEqual(without_durations(values), expected())
+        self.assertEqual(values["tsecho_connection_duration_seconds_count"], 0)
+
+    def test_known_load(self) -> None:
+        """
+        Lines, bytes, a too-long line, a busy refusal, an idle close and a
+        reset, each counted exactly; open connections' lines and bytes count
+        before they close.
+        """
+        one = connect(self.factory)
+        replies = one.send(b"ab\ncd\n")
+        two = connect(self.factory)
+        busy = connect(self.factory)
+        self.assertEqual(busy.take(), b"ERROR server busy\r\n")
+        values = self.scrape()
+        self.assertEqual(
+            without_durations(values),
+            expected(
+                connections_accepted_total=2,
+                connections_refused_total=1,
+                closed_busy=1,
+                connections_open=2,
+                lines_answered_total=2,
+                received_bytes_total=6,
+                sent_bytes_total=len(replies),
+            ),
+        )
+        busy.lose()
+        too_long = two.send(b"toolong\n")
+        two.lose()
+        self.factory.clock.advance(10)  # type: ignore[attr-defined]
+        one.lose()
+        three = connect(self.factory)
+        last = three.send(b"x\n")
+        three.lose(Failure(error.ConnectionLost()))
+        values = self.scrape()
+        self.assertEqual(
+            without_durations(values),
+            expected(
+                connections_accepted_total=3,
+                connections_refused_total=1,
+                closed_busy=1,
+                closed_idle_timeout=1,
+                closed_line_too_long=1,
+                closed_reset=1,
+                lines_too_long_total=1,
+                lines_answered_total=3,
+                received_bytes_total=6 + 8 + 2,
+                sent_bytes_total=len(replies) + len(too_long) + len(last),  # not the refusal
+            ),
+        )
+        self.assertEqual(values["tsecho_connection_duration_seconds_count"], 3)
+        self.assertEqual(values["tsecho_connection_duration_seconds_sum"], 10.0)
+        self.assertEqual(values["tsecho_connection_duration_seconds_bucket{le=0.001}"], 2)
+        self.assertEqual(values["tsecho_connection_duration_seconds_bucket{le=10.0}"], 3)
+        self.assertEqual(values["tsecho_connection_duration_seconds_bucket{le=+Inf}"], 3)
+
+    def test_datagrams(self) -> None:
+        """
+        Datagrams answered and dropped, labelled by listener.
+        """
+        answer = TimestampDatagram(Timestamper("ctime", True), self.factory.clock, max_datagram=3)
+        self.metrics.watch_datagrams("udp:21567", answer)
+        answer.datagrams_answered, answer.datagrams_dropped = 5, 2
+        values = self.scrape()
+        self.assertEqual(values["tsecho_datagrams_answered_total{listener=udp:21567}"], 5)
+        self.assertEqual(values["tsecho_datagrams_dropped_total{listener=udp:21567}"], 2)
+
+    def test_process_collector(self) -> None:
+        """
+        The default process metrics are there too.
+        """
+        names = {name for name, _ in samples(generate_latest(self.registry).decode())}
+        self.assertIn("process_cpu_seconds_total", names)
+        self.assertIn("process_open_fds", names)
+
+
+WORKER = textwrap.dedent(
+    """
+    import os
+    import sys
+    from twisted.internet.task import Clock
+    from tsecho.metrics import export_to_multiprocess, ServerMetrics
+    from tsecho.protocol import ServerConfig
+    from tsecho.testing import connect, make_factory
+
+    lines, leave_open = int(sys.argv[1]), int(sys.argv[2])
+    factory = make_factory(ServerConfig(max_connections=leave_open))
+    metrics = ServerMetrics(factory.connections)
+    factory.metrics = metrics
+    clock = Clock()
+    loop = export_to_multiprocess(metrics, clock)
+    done = connect(factory)
+    done.send(b"x\\n" * lines)
+    done.lose()
+    for _ in range(leave_open):
+        connect(factory).send(b"open\\n")
+    clock.advance(1)
+    connect(factory)  # refused as busy
+    clock.advance(1)
+    print(os.getpid())
+    """
+)
+
+
+def run_worker(directory: Path, lines: int, leave_open: int) -> int:
+    """
+    Run a worker process that serves a known load and exports its metrics
+    into C{directory}; return its process id.
+    """
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(directory)}
+    process = subprocess.run(
+        [sys.executable, "-c", WORKER, str(lines), str(leave_open)],
+        env=env,
+        timeout=60,
+        check=True,
+        capture_output=True,
+    )
+    return int(process.stdout)
+
+
+class MultiprocessTests(SynchronousTestCase):
+    """
+    Workers export into C{PROMETHEUS_MULTIPROC_DIR}; the main process's
+    registry sums them, and keeps a replaced worker's counts.
+    """
+
+    def test_sum_of_workers(self) -> None:
+        """
+        Two workers' counters add up; the open-connections gauge counts the
+        live workers only once one is marked as exited.
+        """
+        directory = Path(self.mktemp())
+        directory.mkdir()
+        first = run_worker(directory, lines=3, leave_open=1)
+        run_worker(directory, lines=4, leave_open=2)
+        values = tsecho_values(generate_latest(multiprocess_registry(str(directory))).decode())
+        summed = expected(
+            connections_accepted_total=2 + 3,
+            connections_refused_total=2,
+            closed_busy=2,
+            closed_client_closed=2,
+            connections_open=1 + 2,
+            lines_answered_total=3 + 4 + 3,
+            received_bytes_total=6 + 8 + 3 * 5,
+        )
+        sent = values.pop("tsecho_sent_bytes_total")
+        self.assertEqual(without_durations(values), {k: v for k, v in summed.items() if k != "tsecho_sent_bytes_total"})
+        self.assertGreater(sent, 0)
+        self.assertEqual(values["tsecho_connection_duration_seconds_count"], 2)
+        worker_exited(first, str(directory))
+        values = tsecho_values(generate_latest(multiprocess_registry(str(directory))).decode())
+        self.assertEqual(values["tsecho_connections_open"], 2)
+        self.assertEqual(values["tsecho_lines_answered_total"], 10)  # the replaced worker's counts stay
+
+
+def scrape(url: str) -> str:
+    """
+    Get C{url} over HTTP, as Prometheus would.
+    """
+    with urllib.request.urlopen(url, timeout=10) as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("text/plain")
+        return str(response.read().decode())
+
+
+def metrics_url(log: str) -> str | None:
+    """
+    The metrics URL that the server logged, if it has yet.
+    """
+    found = re.search(r"listening on --metrics \S+ \((\S+)\)", log)
+    return f"http://{found[1]}/metrics" if found else None
+
+
+def wait_for_url(server: object) -> str:
+    """
+    Wait until the server serves its metrics; return their URL.
+    """
+    deadline = time.monotonic() + 20
+    while (url := metrics_url(server.log())) is None:  # type: ignore[attr-defined]
+        assert time.monotonic() < deadline, server.log()  # type: ignore[attr-defined]
+        time.sleep(0.05)
+    return url
+
+
+def wait_until_closed(url: str) -> dict[str, float]:
+    """
+    Scrape until no connection is open; return that scrape's values.
+    """
+    deadline = time.monotonic() + 10
+    while (values := tsecho_values(scrape(url)))["tsecho_connections_open"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return values
+
+
+def test_counts_from_real_twistd(tmp_path: Path) -> None:
+    """
+    A known load against the real C{twistd tsecho --metrics}: lines, a
+    too-long line, a busy refusal (C{--max-connections 1}), an idle close
+    (C{--timeout}), UDP datagrams; one scrape over HTTP, every counter exact.
+    """
+    options = (
+        "--listen", "tcp:0:interface=127.0.0.1", "--metrics", "tcp:0:interface=127.0.0.1",
+        "--udp", "0", "--max-line", "10", "--max-connections", "1", "--timeout", "2",
+    )  # fmt: skip
+    with running_server(tmp_path, options, listeners=2) as server:
+        url = wait_for_url(server)
+        udp_port = int(server.addresses[1].rsplit(":", 1)[1])
+        sent = exchange(server.port, b"one\ntwo\r\nthree\n")
+        wait_until_closed(url)  # --max-connections 1
+        sent += exchange(server.port, b"short\nfar too long a line\n")
+        wait_until_closed(url)
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as held:
+            held.sendall(b"held\n")
+            first = held.recv(1024)
+            refusal = exchange(server.port, b"")
+            assert refusal == b"ERROR server busy\r\n"
+            rest = b""
+            while chunk := held.recv(1024):  # the idle timeout closes it
+                rest += chunk
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.settimeout(10)
+            for n in range(3):
+                udp.sendto(b"datagram %d" % n, ("127.0.0.1", udp_port))
+                udp.recv(65536)
+        values = wait_until_closed(url)
+    listener = "udp:0"
+    assert without_durations(values) == {
+        **expected(
+            connections_accepted_total=3,
+            connections_refused_total=1,
+            closed_busy=1,
+            closed_client_closed=1,
+            closed_line_too_long=1,
+            closed_idle_timeout=1,
+            lines_too_long_total=1,
+            lines_answered_total=3 + 1 + 1,
+            received_bytes_total=len(b"one\ntwo\r\nthree\n") + len(b"short\nfar too long a line\n") + 5,
+            sent_bytes_total=len(sent) + len(first) + len(rest),
+        ),
+        f"tsecho_datagrams_answered_total{{listener={listener}}}": 3,
+        f"tsecho_datagrams_dropped_total{{listener={listener}}}": 0,
+    }
+    assert values["tsecho_connection_duration_seconds_count"] == 3
+    assert values["tsecho_connection_duration_seconds_sum"] >= 2
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """
+    The C{fraction} quantile of C{values}.
+    """
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
+
+
+def test_scrape_under_load(tmp_path: Path) -> None:
+    """
+    While 50 clients pipeline lines, scrapes are answered and line service
+    does not stall: both p99 latencies stay sane (generous bounds: the
+    machine may be loaded).
+    """
+    options = ("--listen", "tcp:0:interface=127.0.0.1", "--metrics", "tcp:0:interface=127.0.0.1", "--quiet")
+    with running_server(tmp_path, options) as server:
+        url = wait_for_url(server)
+        stop = threading.Event()
+        line_latencies: list[float] = []
+        errors: list[BaseException] = []
+
+        def client() -> None:
+            try:
+                with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+                    batch = b"pipelined line\n" * 16
+                    while not stop.is_set():
+                        started = time.monotonic()
+                        sock.sendall(batch)
+                        received = 0
+                        while received < 16:
+                            received += sock.recv(65536).count(b"\n")
+                        line_latencies.append(time.monotonic() - started)
+            except BaseException as e:
+                errors.append(e)
+
+        clients = [threading.Thread(target=client) for _ in range(50)]
+        for thread in clients:
+            thread.start()
+        scrape_latencies = []
+        try:
+            deadline = time.monotonic() + 3
+            while time.monotonic() < deadline:
+                started = time.monotonic()
+                text = scrape(url)
+                scrape_latencies.append(time.monotonic() - started)
+                time.sleep(0.02)
+        finally:
+            stop.set()
+            for thread in clients:
+                thread.join(30)
+        assert not errors, errors
+        assert tsecho_values(text)["tsecho_lines_answered_total"] > 0
+    assert len(scrape_latencies) >= 5
+    assert percentile(scrape_latencies, 0.99) < 2.0, scrape_latencies
+    assert percentile(line_latencies, 0.99) < 2.0
+
+
+class OptionTests(SynchronousTestCase):
+    """
+    C{--metrics ENDPOINT}: off by default; a bad endpoint is a usage error.
+    """
+
+    def make(self, *arguments: str) -> TimestampEchoService:
+        options = Options(MemoryReactorClock())
+        options.parseOptions(["--port", "0", *arguments])
+        service = makeService(options)
+        assert isinstance(service, TimestampEchoService)
+        return service
+
+    def test_off_by_default(self) -> None:
+        """
+        Without C{--metrics}, nothing is counted and nothing more listens.
+        """
+        service = self.make()
+        self.assertIs(service.factory.metrics, NO_METRICS)
+        self.assertEqual(list(service), [])  # type: ignore[call-overload]
+
+    def test_on(self) -> None:
+        """
+        With C{--metrics}, the factory counts and a child service serves the page.
+        """
+        service = self.make("--metrics", "tcp:9121:interface=127.0.0.1", "--udp", "0")
+        self.assertIsInstance(service.factory.metrics, ServerMetrics)
+        [_, page] = list(service)  # type: ignore[call-overload]
+        self.assertEqual(page.description, "--metrics tcp:9121:interface=127.0.0.1")
+
+    def test_bad_endpoint(self) -> None:
+        """
+        A bad endpoint is named in a usage error.
+        """
+        with self.assertRaises(UsageError) as caught:
+            self.make("--metrics", "bogus:1")
+        self.assertIn("--metrics bogus:1: Unknown endpoint type: 'bogus'", str(caught.exception))
