@@ -7,6 +7,8 @@ nothing below is imported until someone runs C{twistd tsecho}.
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -37,6 +39,15 @@ def _number(kind: Callable[[str], float], minimum: float, what: str) -> Callable
 
 
 _positive_int = _number(int, 1, "a positive whole number")
+
+
+def _workers(value: str) -> int:
+    if value == "auto":
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return int(_positive_int(value))
+
+
+_workers.coerceDoc = "A positive whole number, or 'auto' (one per CPU this process may run on)."  # type: ignore[attr-defined]
 _seconds = _number(float, 0, "a number of seconds, 0 or more")
 
 
@@ -71,6 +82,7 @@ class Options(usage.Options):
         ["max-line", None, 16384, "Longest request line, in bytes", _positive_int],
         ["max-connections", None, 10000, "Concurrent stream connections before 'ERROR server busy'", _positive_int],
         ["timeout", None, 300, "Close a connection idle this many seconds; 0 never", _seconds],
+        ["workers", None, 1, "Worker processes serving every listener; 1 = this process alone", _workers],
     ]
 
     def __init__(self, reactor: Any = None) -> None:
@@ -89,6 +101,7 @@ class Options(usage.Options):
         (C{twistd} itself would print its whole usage first, and before
         Twisted 26 exit 0); used on its own, this raises L{usage.UsageError}.
         """
+        self.arguments = list(sys.argv[1:] if options is None else options)
         try:
             with stdout_may_close():
                 super().parseOptions(options)
@@ -112,6 +125,11 @@ class Options(usage.Options):
         elif not descriptions:
             descriptions.append(f"tcp:{DEFAULT_PORT}")
         self["endpoints"] = [(d, self._endpoint(d)) for d in descriptions]
+        if self["max-connections"] < self["workers"]:
+            raise usage.UsageError(
+                f"--max-connections {self['max-connections']} is less than --workers {self['workers']}: "
+                "each worker needs at least one connection"
+            )
 
     def _endpoint(self, description: str) -> IStreamServerEndpoint:
         if self.reactor is None:
@@ -154,4 +172,8 @@ def makeService(options: Options) -> IService:
     if options["unix-datagram"] is not None:
         answer = TimestampDatagram(timestamper, reactor, quiet=quiet)
         unix_datagram_listener(reactor, options["unix-datagram"], answer).setServiceParent(service)
+    if options["workers"] > 1:
+        from tsecho.workers import WorkerPool
+
+        return WorkerPool(service, options["workers"], options.arguments, reactor, options["max-connections"])
     return service

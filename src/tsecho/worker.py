@@ -1,0 +1,214 @@
+"""
+One worker process of C{twistd tsecho --workers N}.
+
+The main process (L{tsecho.workers}) opens every listener, then starts
+workers as C{python -m tsecho.worker SPEC OPTIONS...}: OPTIONS are the
+C{twistd tsecho} options it was given, and SPEC (JSON) says which of the
+worker's file descriptors hold the listening sockets, in the order of the
+listeners.  The worker parses OPTIONS with the same L{tsecho.tap.Options},
+builds the same service with L{tsecho.tap.makeService}, but every stream
+endpoint is built on an L{AdoptingReactor}: its C{listenTCP}, C{listenSSL},
+C{listenUNIX} and C{adoptStreamPort} adopt the inherited socket instead of
+binding, so TLS half-close, the PROXY protocol and everything else the
+endpoint string asks for works as in a single process.
+
+The worker logs JSON events on its standard output; the main process
+re-emits them, naming the worker.  It ignores SIGINT and SIGHUP (the main
+process decides) and drains on SIGTERM like a lone C{twistd tsecho}.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStreamServerEndpoint
+from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import Logger
+from twisted.python import usage
+from zope.interface import implementer
+
+READY = "tsecho_ready"
+"""
+The field of the log event that tells the main process a worker serves.
+"""
+
+log = Logger(namespace="tsecho.worker")
+
+
+def socket_family(fd: int) -> int:
+    """
+    The address family of the socket open on C{fd}.
+    """
+    probe = socket.socket(fileno=fd)
+    try:
+        return int(probe.family)
+    finally:
+        probe.detach()
+
+
+@implementer(IListeningPort)
+class SharedPathPort:
+    """
+    An adopted UNIX listening port whose C{stopListening} only stops
+    accepting: Twisted's would remove the socket's path, which the main
+    process and the other workers still serve.
+    """
+
+    def __init__(self, port: Any) -> None:
+        self._port = port
+
+    def startListening(self) -> None:
+        self._port.startListening()
+
+    def stopListening(self) -> None:
+        self._port.stopReading()
+
+    def getHost(self) -> Any:
+        return self._port.getHost()
+
+
+class AdoptingReactor:
+    """
+    A reactor whose listening calls adopt the one inherited socket C{fd}
+    instead of binding; everything else is the wrapped reactor's.
+    """
+
+    def __init__(self, reactor: Any, fd: int) -> None:
+        self._reactor = reactor
+        self._fd = fd
+
+    def _adopt(self, factory: IProtocolFactory) -> IListeningPort:
+        family = socket_family(self._fd)
+        port = self._reactor.adoptStreamPort(self._fd, family, factory)
+        return SharedPathPort(port) if family == socket.AF_UNIX else port
+
+    def listenTCP(self, port: int, factory: IProtocolFactory, backlog: int = 50, interface: str = "") -> IListeningPort:
+        return self._adopt(factory)
+
+    def listenUNIX(self, address: str, factory: IProtocolFactory, *args: Any, **kwargs: Any) -> IListeningPort:
+        return self._adopt(factory)
+
+    def listenSSL(
+        self,
+        port: int,
+        factory: IProtocolFactory,
+        contextFactory: Any,  # noqa: N803 (Twisted's name)
+        backlog: int = 50,
+        interface: str = "",
+    ) -> IListeningPort:
+        """
+        Serve TLS as Twisted's C{listenSSL} does.  (Reached only when
+        L{tsecho.tls} cannot keep half-close; otherwise its reactor wraps
+        this one and calls L{listenTCP}.)
+        """
+        from twisted.protocols.tls import TLSMemoryBIOFactory
+
+        return self._adopt(TLSMemoryBIOFactory(contextFactory, False, factory))
+
+    def adoptStreamPort(self, fileDescriptor: int, addressFamily: int, factory: IProtocolFactory) -> IListeningPort:  # noqa: N803
+        return self._adopt(factory)
+
+    def listenUDP(
+        self,
+        port: int,
+        protocol: DatagramProtocol,
+        interface: str = "",
+        maxPacketSize: int = 8192,  # noqa: N803 (Twisted's name)
+    ) -> IListeningPort:
+        listening: IListeningPort = self._reactor.adoptDatagramPort(
+            self._fd, socket_family(self._fd), protocol, maxPacketSize
+        )
+        return listening
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._reactor, name)
+
+
+def worker_options(reactor: Any, stream_fds: Sequence[int], udp_fd: int | None) -> Any:
+    """
+    L{tsecho.tap.Options} whose listeners adopt the inherited sockets:
+    stream endpoints, in the order given, adopt C{stream_fds}; C{--udp}
+    adopts C{udp_fd}; C{--unix-datagram} is left to the main process.
+    """
+    from tsecho.proxy import server_from_string
+    from tsecho.tap import Options
+
+    fds = list(stream_fds)
+
+    class WorkerOptions(Options):
+        def _endpoint(self, description: str) -> IStreamServerEndpoint:
+            if not fds:
+                raise usage.UsageError(f"--listen {description!r}: no inherited socket for it")
+            return server_from_string(AdoptingReactor(reactor, fds.pop(0)), description)
+
+        def postOptions(self) -> None:
+            super().postOptions()
+            self["unix-datagram"] = None  # answered by the main process
+
+    return WorkerOptions(reactor if udp_fd is None else AdoptingReactor(reactor, udp_fd))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """
+    Run one worker: C{argv} is C{[SPEC, OPTION...]}.  With C{"check": true}
+    in SPEC, only import everything and parse the options (the main process
+    does this once before starting workers).
+    """
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    spec = json.loads(arguments.pop(0))
+    if spec.get("systemd"):
+        # systemd: endpoints name sockets by index or name, resolved from
+        # LISTEN_* (addressed to the main process, and read when Twisted's
+        # endpoints module is imported); the worker adopts its own copies.
+        os.environ["LISTEN_PID"] = str(os.getpid())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+    from twisted.internet import reactor
+    from twisted.logger import globalLogBeginner, jsonFileLogObserver
+
+    from tsecho.tap import Options, makeService
+
+    options = Options(reactor) if spec.get("check") else worker_options(reactor, spec["stream"], spec.get("udp"))
+    try:
+        options.parseOptions(arguments)
+    except usage.UsageError as e:
+        print(f"tsecho worker: {e}", file=sys.stderr)
+        return 1
+    if spec.get("check"):
+        return 0
+    globalLogBeginner.beginLoggingTo([jsonFileLogObserver(sys.stdout)], redirectStandardIO=False)
+    service = makeService(options)
+    service.privilegedStartService()
+    service.startService()
+    reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
+    stop_on_signal(reactor)
+    log.info("serving", **{READY: True})
+    reactor.run(installSignalHandlers=False)  # type: ignore[call-arg]
+    return 0
+
+
+def stop_on_signal(reactor: Any) -> None:
+    """
+    Stop C{reactor} (gracefully) on the first SIGTERM, and ignore the ones
+    that follow: a worker may get it twice, from the main process and from a
+    service manager that signals the whole process group.
+    """
+    stopping: list[bool] = []
+
+    def stop() -> None:
+        if not stopping:
+            stopping.append(True)
+            reactor.stop()
+
+    signal.signal(signal.SIGTERM, lambda signum, frame: reactor.callFromThread(stop))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
