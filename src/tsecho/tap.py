@@ -41,10 +41,13 @@ def _number(kind: Callable[[str], float], minimum: float, what: str) -> Callable
 _positive_int = _number(int, 1, "a positive whole number")
 
 
+_worker_count = _number(int, 1, "a positive whole number of workers, or 'auto'")
+
+
 def _workers(value: str) -> int:
     if value == "auto":
         return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return int(_positive_int(value))
+    return int(_worker_count(value))
 
 
 _workers.coerceDoc = "A positive whole number, or 'auto' (one per CPU this process may run on)."  # type: ignore[attr-defined]

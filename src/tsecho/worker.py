@@ -20,7 +20,6 @@ process decides) and drains on SIGTERM like a lone C{twistd tsecho}.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import sys
@@ -130,6 +129,17 @@ class AdoptingReactor:
         return getattr(self._reactor, name)
 
 
+def adoptable(description: str) -> str:
+    """
+    C{description}, parseable in a worker: a C{systemd:} socket (perhaps
+    behind C{haproxy:}) becomes C{tcp:0}, since the C{LISTEN_*} variables
+    that name it were the main process's; the worker adopts its copy of the
+    socket whatever its address family.
+    """
+    head, systemd, _ = description.partition("systemd:")
+    return head + "tcp:0" if systemd and head in ("", "haproxy:") else description
+
+
 def worker_options(reactor: Any, stream_fds: Sequence[int], udp_fd: int | None) -> Any:
     """
     L{tsecho.tap.Options} whose listeners adopt the inherited sockets:
@@ -145,7 +155,7 @@ def worker_options(reactor: Any, stream_fds: Sequence[int], udp_fd: int | None) 
         def _endpoint(self, description: str) -> IStreamServerEndpoint:
             if not fds:
                 raise usage.UsageError(f"--listen {description!r}: no inherited socket for it")
-            return server_from_string(AdoptingReactor(reactor, fds.pop(0)), description)
+            return server_from_string(AdoptingReactor(reactor, fds.pop(0)), adoptable(description))
 
         def postOptions(self) -> None:
             super().postOptions()
@@ -158,24 +168,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     Run one worker: C{argv} is C{[SPEC, OPTION...]}.  With C{"check": true}
     in SPEC, only import everything and parse the options (the main process
-    does this once before starting workers).
+    does this once before starting workers, to fail start-up in one line).
     """
     arguments = list(sys.argv[1:] if argv is None else argv)
     spec = json.loads(arguments.pop(0))
-    if spec.get("systemd"):
-        # systemd: endpoints name sockets by index or name, resolved from
-        # LISTEN_* (addressed to the main process, and read when Twisted's
-        # endpoints module is imported); the worker adopts its own copies.
-        os.environ["LISTEN_PID"] = str(os.getpid())
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
     from twisted.internet import reactor
     from twisted.logger import globalLogBeginner, jsonFileLogObserver
 
-    from tsecho.tap import Options, makeService
+    from tsecho.tap import makeService
 
-    options = Options(reactor) if spec.get("check") else worker_options(reactor, spec["stream"], spec.get("udp"))
+    options = worker_options(reactor, spec["stream"], spec.get("udp"))
     try:
         options.parseOptions(arguments)
     except usage.UsageError as e:

@@ -231,8 +231,7 @@ class WorkerPool(Service):
     def _spec(self, slot: int) -> dict[str, Any]:
         stream = [FIRST_CHILD_FD + i for i in range(len(self._stream_fds))]
         udp = None if self._udp_fd is None else FIRST_CHILD_FD + len(stream)
-        systemd = os.environ.get("LISTEN_PID") == str(os.getpid())
-        return {"slot": slot, "stream": stream, "udp": udp, "systemd": systemd}
+        return {"slot": slot, "stream": stream, "udp": udp}
 
     def _spawn(self, slot: int, replaces: Worker | None = None) -> Worker:
         self._respawns.pop(slot, None)
