@@ -11,6 +11,7 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -221,7 +222,12 @@ class WorkerPoolTests(SynchronousTestCase):
             protocol.childDataReceived(2, b"!\n")
         texts = [formatEvent(e) for e in events]
         self.assertEqual(
-            texts, ["worker 2 (pid 101): connected from 127.0.0.1:5", "worker 2 (pid 101): Traceback", "worker 2 (pid 101): boom!"]
+            texts,
+            [
+                "worker 2 (pid 101): connected from 127.0.0.1:5",
+                "worker 2 (pid 101): Traceback",
+                "worker 2 (pid 101): boom!",
+            ],
         )
         self.assertEqual((events[0]["tsecho_worker"], events[0]["tsecho_worker_pid"]), (2, 101))
 
@@ -240,7 +246,7 @@ class WorkerPoolTests(SynchronousTestCase):
             [text] = [formatEvent(e) for e in events]
             self.assertIn("killed by SIGKILL", text)
             spawned = len(reactor.spawned)
-            delay = [c for c in reactor.getDelayedCalls() if c.active()][0].getTime() - reactor.seconds()
+            delay = next(c for c in reactor.getDelayedCalls() if c.active()).getTime() - reactor.seconds()
             delays.append(round(delay, 6))
             reactor.advance(delay - 0.01)
             self.assertEqual(len(reactor.spawned), spawned, attempt)
@@ -399,7 +405,8 @@ def systemd_socket(monkeypatch: pytest.MonkeyPatch) -> Iterator[socket.socket]:
     sock.set_inheritable(True)
     shim = (
         "import os, sys; os.dup2(int(os.environ.pop('TEST_FD')), 3); "
-        "os.environ.update(LISTEN_FDS='1', LISTEN_FDNAMES='t', LISTEN_PID=str(os.getpid())); os.execv(sys.argv[1], sys.argv[1:])"
+        "os.environ.update(LISTEN_FDS='1', LISTEN_FDNAMES='t', LISTEN_PID=str(os.getpid())); "
+        "os.execv(sys.argv[1], sys.argv[1:])"
     )
     command = serverprocess.twistd_command
     monkeypatch.setattr(serverprocess, "twistd_command", lambda *o: [sys.executable, "-c", shim, *command(*o)])
@@ -433,9 +440,7 @@ def datagram(family: int, address: Any, payload: bytes, bind: Any = None) -> byt
 
 
 @pytest.mark.slow
-def test_every_listener_kind(
-    tmp_path: Path, certificates: dict[str, Path], systemd_socket: socket.socket
-) -> None:
+def test_every_listener_kind(tmp_path: Path, certificates: dict[str, Path], systemd_socket: socket.socket) -> None:
     """
     With C{--workers 2}, every listener kind serves (half-close, TLS
     close_notify, PROXY addresses kept), and connections reach both workers.
@@ -455,7 +460,7 @@ def test_every_listener_kind(
     ]  # fmt: skip
     with running_server(tmp_path, options, listeners=8, pass_fds=(systemd_socket.fileno(),)) as server:
         wait_for(lambda: server.log().count(": serving") >= 2, "two workers")
-        tcp, tcp6, _unix, tls, proxy, systemd, udp, _dgram = server.addresses[:8]
+        tcp, tcp6, _unix, tls, proxy, _systemd, udp, _dgram = server.addresses[:8]
         tls_port = int(tls.rsplit(":", 1)[1])
         streams: list[tuple[str, Any]] = [
             ("tcp", lambda r: exchange(socket.AF_INET, ("127.0.0.1", int(tcp.rsplit(":", 1)[1])), r)),
@@ -503,3 +508,131 @@ def _worker_of_last_connection(server: ServerProcess, name: str, seen: list[int]
             return int(found[-1])
         assert time.monotonic() < deadline, f"{name}: no connection logged"
         time.sleep(0.02)
+
+
+TCP = ("--listen", "tcp:0:interface=127.0.0.1")
+
+
+def ended_by_server_cleanly(load: Load) -> None:
+    """
+    Every persistent connection got a reply to each line it sent, except at
+    most the one in flight when the server closed it; no reply was wrong.
+    (A client that never pauses is cut off at the end of the shutdown grace
+    period, and may then see a reset instead of end-of-stream.)
+    """
+    assert load.wrong == []
+    for connection in load.connections:
+        assert connection.ended in ("", "eof") or "reset" in connection.ended, connection
+        assert connection.sent - connection.answered <= (1 if connection.ended else 0), connection
+
+
+@pytest.mark.slow
+def test_kill_9_one_worker(tmp_path: Path) -> None:
+    """
+    C{kill -9} one worker while 50 clients answer-wait and another connects
+    per line: the other worker's clients see nothing wrong, no connection is
+    refused, and a replacement worker starts and serves.
+    """
+    with running_server(tmp_path, (*SERVER, *TCP)) as server:
+        wait_for(lambda: server.log().count(": serving") >= 2, "two workers")
+        first, second = worker_pids(server)
+        with Load(("127.0.0.1", server.port), persistent=50) as load:
+            wait_for(lambda: len(set(served_by(server).values())) == 2, "connections on both workers")
+            time.sleep(0.5)
+            os.kill(first, signal.SIGKILL)
+            wait_for(lambda: len(worker_pids(server)) == 3, "a replacement")
+            wait_for(lambda: server.log().count(": serving") >= 3, "the replacement serving")
+            third = worker_pids(server)[2]
+            wait_for(lambda: third in served_by(server).values(), "a connection on the replacement")
+            time.sleep(0.5)
+        assert f"worker 1 (pid {first}) exited unexpectedly (killed by SIGKILL)" in server.log()
+        assert load.refused == []
+        assert load.one_shot[0] == load.one_shot[1] > 0
+        assert load.wrong == []
+        owner = served_by(server)
+        survivors = [c for c in load.connections if owner.get(c.port) != first]
+        assert len(survivors) >= 10
+        for connection in survivors:
+            assert (connection.ended, connection.sent - connection.answered) == ("", 0), connection
+        assert alive(second)
+        assert server.stop() in (0, -signal.SIGTERM)
+
+
+@pytest.mark.slow
+def test_sighup_rolling_restart(tmp_path: Path) -> None:
+    """
+    SIGHUP while 20 clients answer-wait and another connects per line: no
+    connection refused, every line answered but the one in flight when an
+    old worker closed a connection, the old workers gone afterwards.
+    """
+    with running_server(tmp_path, (*SERVER, *TCP)) as server:
+        wait_for(lambda: server.log().count(": serving") >= 2, "two workers")
+        old = worker_pids(server)
+        with Load(("127.0.0.1", server.port), persistent=20) as load:
+            time.sleep(1)
+            server.process.send_signal(signal.SIGHUP)
+            wait_for(lambda: "restart done" in server.log(), "the restart")
+            new = worker_pids(server)[2:]
+            wait_for(lambda: not any(map(alive, old)), "the old workers to exit")
+            wait_for(lambda: set(new) <= set(served_by(server).values()), "connections on the new workers")
+            time.sleep(0.5)
+        assert len(new) == 2
+        assert all(map(alive, new))
+        assert load.refused == []
+        assert load.one_shot[0] == load.one_shot[1] > 0
+        ended_by_server_cleanly(load)
+        assert any(c.ended for c in load.connections), "no connection was drained"
+        assert "exited unexpectedly" not in server.log()
+        assert server.stop() in (0, -signal.SIGTERM)
+
+
+@pytest.mark.slow
+def test_sigterm_under_load(tmp_path: Path) -> None:
+    """
+    SIGTERM with two workers under load: every line answered but the one in
+    flight at each close, exit status per the SPEC, no worker left behind.
+    """
+    with running_server(tmp_path, (*SERVER, *TCP)) as server:
+        wait_for(lambda: server.log().count(": serving") >= 2, "two workers")
+        workers = worker_pids(server)
+        with Load(("127.0.0.1", server.port), persistent=20) as load:
+            time.sleep(1)
+            status = server.stop()
+        assert status in (0, -signal.SIGTERM)
+        assert not any(map(alive, workers))
+        ended_by_server_cleanly(load)
+        assert sum(c.answered for c in load.connections) > 100
+        assert "Traceback" not in server.log()
+
+
+@pytest.mark.slow
+def test_worker_cannot_start(tmp_path: Path) -> None:
+    """
+    A worker process that fails at start (here: an import error, caused by
+    a C{sitecustomize} that only workers trip on) ends C{twistd} at once with
+    one clear line and exit status 1, no worker left.
+    """
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "sitecustomize.py").write_text(
+        "import os, sys\n"
+        "if 'tsecho.worker' in sys.orig_argv:\n"
+        "    sys.stderr.write('Traceback (most recent call last):\\nImportError: cannot import name x\\n')\n"
+        "    os._exit(1)\n"
+    )
+    started = time.monotonic()
+    result = subprocess.run(
+        serverprocess.twistd_command(*SERVER, *TCP),
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(broken)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert time.monotonic() - started < 30
+    errors = [line for line in result.stdout.splitlines() if "tsecho: " in line]
+    assert len(errors) == 1, result.stdout
+    assert errors[0].endswith("tsecho: a worker process cannot start: ImportError: cannot import name x")
+    assert "started (pid" not in result.stdout
