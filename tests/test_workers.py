@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -31,11 +32,14 @@ from twisted.trial.unittest import SynchronousTestCase
 import serverprocess
 from load import Load
 from serverprocess import ServerProcess, running_server
+from test_contrib import parse_unit
 from test_endpoints import close_notify_exchange, tls_version
 from tsecho.service import StartupError
 from tsecho.tap import Options
 from tsecho.worker import READY
 from tsecho.workers import WorkerPool, describe_exit, split_connections
+
+CONTRIB = Path(__file__).parent.parent / "contrib" / "systemd"
 
 # In memory
 
@@ -636,3 +640,26 @@ def test_worker_cannot_start(tmp_path: Path) -> None:
     assert len(errors) == 1, result.stdout
     assert errors[0].endswith("tsecho: a worker process cannot start: ImportError: cannot import name x")
     assert "started (pid" not in result.stdout
+
+
+def test_systemd_workers_unit() -> None:
+    """
+    C{tsecho-workers.service} starts C{twistd} with C{--workers} and options
+    that C{tsecho.tap.Options} accepts, on the socket of its own socket unit;
+    reload is SIGHUP (the rolling restart) and stop signals the main process
+    alone, with room for the workers' drain bound.
+    """
+    service = parse_unit(CONTRIB / "tsecho-workers.service")
+    sockets = parse_unit(CONTRIB / "tsecho-workers.socket")
+    assert service["Unit"]["Requires"] == ["tsecho-workers.socket"]
+    assert sockets["Socket"]["ListenStream"] == ["0.0.0.0:21567"]
+    assert service["Service"]["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
+    assert service["Service"]["KillMode"] == ["mixed"]
+    assert float(service["Service"]["TimeoutStopSec"][0]) > WorkerPool.stop_bound
+    [exec_start] = service["Service"]["ExecStart"]
+    argv = shlex.split(exec_start)
+    assert argv[1:4] == ["--nodaemon", "--pidfile=", "tsecho"]
+    options = Options()
+    options.parseOptions([a.replace("systemd:domain=INET:index=0", "tcp:0") for a in argv[4:]])
+    assert options["workers"] == len(os.sched_getaffinity(0))
+    assert [d for d, _ in options["endpoints"]] == ["tcp:0"]
