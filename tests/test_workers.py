@@ -567,9 +567,11 @@ def test_sighup_rolling_restart(tmp_path: Path) -> None:
     """
     SIGHUP while 20 clients answer-wait and another connects per line: no
     connection refused, every line answered but the one in flight when an
-    old worker closed a connection, the old workers gone afterwards.
+    old worker closed a connection, the old workers gone afterwards, and a
+    UNIX socket still reachable.
     """
-    with running_server(tmp_path, (*SERVER, *TCP)) as server:
+    unix_path = tmp_path / "s.sock"
+    with running_server(tmp_path, (*SERVER, *TCP, "--listen", f"unix:{unix_path}"), listeners=2) as server:
         wait_for(lambda: server.log().count(": serving") >= 2, "two workers")
         old = worker_pids(server)
         with Load(("127.0.0.1", server.port), persistent=20) as load:
@@ -587,6 +589,8 @@ def test_sighup_rolling_restart(tmp_path: Path) -> None:
         ended_by_server_cleanly(load)
         assert any(c.ended for c in load.connections), "no connection was drained"
         assert "exited unexpectedly" not in server.log()
+        # The old workers left the UNIX socket's path to the new ones.
+        assert exchange(socket.AF_UNIX, str(unix_path), b"still there").endswith(b"] still there\r\n")
         assert server.stop() in (0, -signal.SIGTERM)
 
 
