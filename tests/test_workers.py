@@ -183,7 +183,7 @@ class WorkerPoolTests(SynchronousTestCase):
         self.assertEqual(reactor.getReaders(), [])
         self.assertEqual(len(reactor.spawned), 2)
         for slot, (spawned, share) in enumerate(zip(reactor.spawned, [3, 2], strict=True), 1):
-            self.assertEqual(spawned["childFDs"], {1: "r", 2: "r", 3: 7, 4: 8})
+            self.assertEqual(spawned["childFDs"], {0: "w", 1: "r", 2: "r", 3: 7, 4: 8})
             args = spawned["args"]
             self.assertEqual(args[0], "worker")
             self.assertEqual(json.loads(args[1]), {"slot": slot, "stream": [3, 4], "udp": None})
@@ -611,6 +611,27 @@ def test_sigterm_under_load(tmp_path: Path) -> None:
         ended_by_server_cleanly(load)
         assert sum(c.answered for c in load.connections) > 100
         assert "Traceback" not in server.log()
+
+
+@pytest.mark.slow
+def test_main_process_killed(tmp_path: Path) -> None:
+    """
+    When the main process is killed (no chance to stop its workers), the
+    workers notice, drain and exit: none serves on as an orphan.
+    """
+    with running_server(tmp_path, (*SERVER, *TCP)) as server:
+        wait_for(lambda: server.log().count(": serving") >= 2, "two workers")
+        workers = worker_pids(server)
+        with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
+            sock.sendall(b"before\r\n")
+            assert sock.recv(100).endswith(b"] before\r\n")
+            server.stop(signal.SIGKILL)
+            sock.sendall(b"after\r\n")
+            rest = b""
+            while chunk := sock.recv(100):
+                rest += chunk
+            assert rest == b"" or rest.endswith(b"] after\r\n"), rest
+        wait_for(lambda: not any(map(alive, workers)), "the workers to exit")
 
 
 @pytest.mark.slow

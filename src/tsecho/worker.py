@@ -20,16 +20,19 @@ process decides) and drains on SIGTERM like a lone C{twistd tsecho}.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStreamServerEndpoint
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReadDescriptor, IStreamServerEndpoint
+from twisted.internet.main import CONNECTION_DONE
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from twisted.python import usage
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 READY = "tsecho_ready"
@@ -193,17 +196,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     service.privilegedStartService()
     service.startService()
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
-    stop_on_signal(reactor)
+    stop = stop_on_signal(reactor)
+    reactor.addReader(ParentWatch(0, stop))
     log.info("serving", **{READY: True})
     reactor.run(installSignalHandlers=False)  # type: ignore[call-arg]
     return 0
 
 
-def stop_on_signal(reactor: Any) -> None:
+def stop_on_signal(reactor: Any) -> Callable[[], None]:
     """
     Stop C{reactor} (gracefully) on the first SIGTERM, and ignore the ones
     that follow: a worker may get it twice, from the main process and from a
-    service manager that signals the whole process group.
+    service manager that signals the whole process group.  Return the
+    function that stops it.
     """
     stopping: list[bool] = []
 
@@ -213,6 +218,35 @@ def stop_on_signal(reactor: Any) -> None:
             reactor.stop()
 
     signal.signal(signal.SIGTERM, lambda signum, frame: reactor.callFromThread(stop))
+    return stop
+
+
+@implementer(IReadDescriptor)
+class ParentWatch:
+    """
+    Watch the pipe from the main process on C{fd} (which it never writes
+    to): its end means the main process is gone, killed perhaps, and the
+    worker then stops (gracefully) instead of serving on as an orphan.
+    """
+
+    def __init__(self, fd: int, gone: Callable[[], None]) -> None:
+        self.fd = fd
+        self.gone = gone
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def doRead(self) -> Any:
+        if not os.read(self.fd, 4096):
+            return CONNECTION_DONE
+        return None
+
+    def connectionLost(self, reason: Failure) -> None:
+        log.warn("the main process is gone: stopping")
+        self.gone()
+
+    def logPrefix(self) -> str:
+        return "ParentWatch"
 
 
 if __name__ == "__main__":

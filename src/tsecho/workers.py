@@ -236,7 +236,9 @@ class WorkerPool(Service):
     def _spawn(self, slot: int, replaces: Worker | None = None) -> Worker:
         self._respawns.pop(slot, None)
         inherited = [*self._stream_fds, *([] if self._udp_fd is None else [self._udp_fd])]
-        child_fds: dict[int, int | str] = {1: "r", 2: "r"}
+        # Standard input: a pipe never written to, whose end tells the worker
+        # that this process is gone.
+        child_fds: dict[int, int | str] = {0: "w", 1: "r", 2: "r"}
         child_fds.update({FIRST_CHILD_FD + i: fd for i, fd in enumerate(inherited)})
         share = self.shares[slot - 1]
         args = [
