@@ -186,7 +186,7 @@ class WorkerPoolTests(SynchronousTestCase):
             self.assertEqual(spawned["childFDs"], {0: "w", 1: "r", 2: "r", 3: 7, 4: 8})
             args = spawned["args"]
             self.assertEqual(args[0], "worker")
-            self.assertEqual(json.loads(args[1]), {"slot": slot, "stream": [3, 4], "udp": None})
+            self.assertEqual(json.loads(args[1]), {"slot": slot, "stream": [3, 4], "udp": None, "reactor": None})
             self.assertEqual(args[2:], ["--listen", "tcp:1", "--workers=1", f"--max-connections={share}"])
 
     def test_worker_cannot_start(self) -> None:

@@ -177,6 +177,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     spec = json.loads(arguments.pop(0))
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    if spec.get("reactor"):
+        from twisted.application.reactors import installReactor
+
+        installReactor(spec["reactor"])
 
     from twisted.internet import reactor
     from twisted.logger import globalLogBeginner, jsonFileLogObserver
@@ -236,14 +240,18 @@ class ParentWatch:
     def fileno(self) -> int:
         return self.fd
 
+    _ended = False
+
     def doRead(self) -> Any:
         if not os.read(self.fd, 4096):
+            self._ended = True
             return CONNECTION_DONE
         return None
 
     def connectionLost(self, reason: Failure) -> None:
-        log.warn("the main process is gone: stopping")
-        self.gone()
+        if self._ended:  # not the reactor shutting down
+            log.warn("the main process is gone: stopping")
+            self.gone()
 
     def logPrefix(self) -> str:
         return "ParentWatch"

@@ -231,7 +231,7 @@ class WorkerPool(Service):
     def _spec(self, slot: int) -> dict[str, Any]:
         stream = [FIRST_CHILD_FD + i for i in range(len(self._stream_fds))]
         udp = None if self._udp_fd is None else FIRST_CHILD_FD + len(stream)
-        return {"slot": slot, "stream": stream, "udp": udp}
+        return {"slot": slot, "stream": stream, "udp": udp, "reactor": reactor_name(self.reactor)}
 
     def _spawn(self, slot: int, replaces: Worker | None = None) -> Worker:
         self._respawns.pop(slot, None)
@@ -435,6 +435,17 @@ class WorkerPool(Service):
             return self.listeners.stopService()
 
         return self._all_gone.addCallback(close)
+
+
+def reactor_name(reactor: object) -> str | None:
+    """
+    The name C{twistd --reactor} knows C{reactor} by (so that workers run
+    the reactor the main process was given), or C{None}.
+    """
+    from twisted.application.reactors import getReactorTypes
+
+    module = type(reactor).__module__
+    return next((r.shortName for r in getReactorTypes() if getattr(r, "moduleName", None) == module), None)
 
 
 def _parse_event(text: str) -> dict[str, Any] | None:
