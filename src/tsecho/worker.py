@@ -207,19 +207,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def stop_on_signal(reactor: Any) -> Callable[[], None]:
+def stop_on_signal(reactor: Any) -> Callable[[], bool]:
     """
     Stop C{reactor} (gracefully) on the first SIGTERM, and ignore the ones
     that follow: a worker may get it twice, from the main process and from a
     service manager that signals the whole process group.  Return the
-    function that stops it.
+    function that stops it (and says whether it was running).
     """
     stopping: list[bool] = []
 
-    def stop() -> None:
-        if not stopping:
-            stopping.append(True)
-            reactor.stop()
+    def stop() -> bool:
+        if stopping:
+            return False
+        stopping.append(True)
+        reactor.stop()
+        return True
 
     signal.signal(signal.SIGTERM, lambda signum, frame: reactor.callFromThread(stop))
     return stop
@@ -233,25 +235,22 @@ class ParentWatch:
     worker then stops (gracefully) instead of serving on as an orphan.
     """
 
-    def __init__(self, fd: int, gone: Callable[[], None]) -> None:
+    def __init__(self, fd: int, gone: Callable[[], bool]) -> None:
+        """
+        @param gone: stops the worker; returns whether it was running.
+        """
         self.fd = fd
         self.gone = gone
 
     def fileno(self) -> int:
         return self.fd
 
-    _ended = False
-
     def doRead(self) -> Any:
-        if not os.read(self.fd, 4096):
-            self._ended = True
-            return CONNECTION_DONE
-        return None
+        return None if os.read(self.fd, 4096) else CONNECTION_DONE
 
     def connectionLost(self, reason: Failure) -> None:
-        if self._ended:  # not the reactor shutting down
+        if self.gone():  # else the worker was stopping already
             log.warn("the main process is gone: stopping")
-            self.gone()
 
     def logPrefix(self) -> str:
         return "ParentWatch"
