@@ -51,6 +51,8 @@ class Load:
     @ivar wrong: replies that did not echo the line they answer.
     @ivar refused: connections that could not be made (any client).
     @ivar one_shot: lines sent and answered on connect-per-line connections.
+    @ivar broken: the local port and error of each connect-per-line
+        connection that failed after it was made.
     """
 
     def __init__(self, address: tuple[str, int], persistent: int) -> None:
@@ -59,6 +61,7 @@ class Load:
         self.wrong: list[bytes] = []
         self.refused: list[str] = []
         self.one_shot = [0, 0]
+        self.broken: list[tuple[int, str]] = []
         self._running = True
         self._lock = threading.Lock()
         self._threads = [threading.Thread(target=self._persistent, args=(c,)) for c in range(persistent)]
@@ -124,6 +127,7 @@ class Load:
             line = b"one-shot %d" % number
             number += 1
             with sock:
+                port = sock.getsockname()[1]
                 try:
                     sock.sendall(line + b"\r\n")
                     sock.shutdown(socket.SHUT_WR)
@@ -131,8 +135,7 @@ class Load:
                     reply = _read_reply(sock, bytearray())
                 except OSError as e:
                     reply = None
-                    with self._lock:
-                        self.refused.append(f"one-shot: {e!r}")
+                    self.broken.append((port, repr(e)))
             if reply is not None:
                 self._check(reply, line)
                 self.one_shot[1] += 1
