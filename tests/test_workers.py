@@ -24,6 +24,7 @@ import trustme
 from twisted.application.service import MultiService
 from twisted.internet import error
 from twisted.internet.abstract import FileDescriptor
+from twisted.internet.protocol import DatagramProtocol, ServerFactory
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogLevel, capturedLogs, formatEvent, jsonFileLogObserver
 from twisted.python.failure import Failure
@@ -36,7 +37,7 @@ from test_contrib import parse_unit
 from test_endpoints import close_notify_exchange, tls_version
 from tsecho.service import StartupError
 from tsecho.tap import Options
-from tsecho.worker import READY
+from tsecho.worker import READY, AdoptingReactor, SharedPathPort, adoptable
 from tsecho.workers import WorkerPool, describe_exit, split_connections
 
 CONTRIB = Path(__file__).parent.parent / "contrib" / "systemd"
@@ -333,6 +334,69 @@ class WorkerPoolTests(SynchronousTestCase):
         self.assertEqual([s["process"].signals for s in reactor.spawned[:2]], [[], []])
         pool.restart()
         self.assertEqual(len(reactor.spawned), 4)
+
+
+class AdoptingReactorTests(SynchronousTestCase):
+    """
+    L{AdoptingReactor} turns every way of listening into adopting its socket.
+    """
+
+    def test_adopts(self) -> None:
+        """
+        C{listenTCP}, C{listenSSL} (TLS over the adopted socket),
+        C{listenUNIX} and C{adoptStreamPort}, called as Twisted's endpoints
+        call them, adopt the one socket with its own address family;
+        C{listenUDP} adopts it as a datagram port.
+        """
+        from twisted.internet.ssl import CertificateOptions
+        from twisted.protocols.tls import TLSMemoryBIOFactory
+
+        factory = ServerFactory()
+        for family, kind in [(socket.AF_INET, socket.SOCK_STREAM), (socket.AF_INET6, socket.SOCK_DGRAM)]:
+            with socket.socket(family, kind) as sock:
+                memory = MemoryReactorClock()
+                adopting = AdoptingReactor(memory, sock.fileno())
+                adopting.listenTCP(1, factory, backlog=5, interface="x")
+                adopting.listenSSL(1, factory, contextFactory=CertificateOptions(), backlog=5, interface="x")
+                adopting.listenUNIX("/p", factory, backlog=5, mode=0o600, wantPID=True)
+                adopting.adoptStreamPort(99, socket.AF_UNIX, factory)
+                adopting.listenUDP(1, DatagramProtocol(), interface="x", maxPacketSize=10)
+                adopted = memory.adoptedPorts
+                self.assertEqual([a[:2] for a in adopted], [(sock.fileno(), family)] * 5)
+                self.assertEqual([adopted[i][2] for i in (0, 2, 3)], [factory] * 3)
+                self.assertIsInstance(adopted[1][2], TLSMemoryBIOFactory)
+                self.assertEqual(adopted[4][3], 10)
+
+    def test_unix_path_kept(self) -> None:
+        """
+        An adopted UNIX port stops accepting when told to stop listening,
+        without removing the socket's path, which others still serve.
+        """
+        path = self.mktemp()
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.bind(path)
+            sock.listen(5)
+            sock.setblocking(False)
+            from twisted.internet import reactor
+
+            port = AdoptingReactor(reactor, sock.fileno()).listenUNIX(path, ServerFactory())
+            self.assertIsInstance(port, SharedPathPort)
+            self.assertEqual(port.getHost().name, path.encode())  # type: ignore[attr-defined]
+            port.stopListening()
+            self.assertTrue(os.path.exists(path))
+            self.assertNotIn(port._port, reactor.getReaders())  # type: ignore[attr-defined]
+            port._port.socket.close()  # type: ignore[attr-defined]
+
+
+def test_adoptable() -> None:
+    """
+    In a worker, C{systemd:} descriptions (which name the main process's
+    inherited sockets) parse as C{tcp:0}, behind C{haproxy:} too; others
+    are left alone.
+    """
+    assert adoptable("systemd:domain=INET:index=0") == "tcp:0"
+    assert adoptable("haproxy:systemd:domain=UNIX:name=x") == "haproxy:tcp:0"
+    assert adoptable("unix:/run/systemd:x") == "unix:/run/systemd:x"
 
 
 def test_options() -> None:

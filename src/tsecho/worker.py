@@ -96,14 +96,7 @@ class AdoptingReactor:
     def listenUNIX(self, address: str, factory: IProtocolFactory, *args: Any, **kwargs: Any) -> IListeningPort:
         return self._adopt(factory)
 
-    def listenSSL(
-        self,
-        port: int,
-        factory: IProtocolFactory,
-        contextFactory: Any,  # noqa: N803 (Twisted's name)
-        backlog: int = 50,
-        interface: str = "",
-    ) -> IListeningPort:
+    def listenSSL(self, port: int, factory: IProtocolFactory, contextFactory: Any, **kwargs: Any) -> IListeningPort:  # noqa: N803
         """
         Serve TLS as Twisted's C{listenSSL} does.  (Reached only when
         L{tsecho.tls} cannot keep half-close; otherwise its reactor wraps
