@@ -384,6 +384,7 @@ class AdoptingReactorTests(SynchronousTestCase):
             self.assertEqual(port.getHost().name, path.encode())  # type: ignore[attr-defined]
             port.stopListening()
             self.assertTrue(os.path.exists(path))
+            self.assertFalse(port._port.disconnecting)  # type: ignore[attr-defined]  # would remove the path
             self.assertNotIn(port._port, reactor.getReaders())  # type: ignore[attr-defined]
             port._port.socket.close()  # type: ignore[attr-defined]
 
