@@ -39,8 +39,7 @@ def _number(kind: Callable[[str], float], minimum: float, what: str) -> Callable
 
 
 _positive_int = _number(int, 1, "a positive whole number")
-
-
+_seconds = _number(float, 0, "a number of seconds, 0 or more")
 _worker_count = _number(int, 1, "a positive whole number of workers, or 'auto'")
 
 
@@ -51,7 +50,6 @@ def _workers(value: str) -> int:
 
 
 _workers.coerceDoc = "A positive whole number, or 'auto' (one per CPU this process may run on)."  # type: ignore[attr-defined]
-_seconds = _number(float, 0, "a number of seconds, 0 or more")
 
 
 class Options(usage.Options):
