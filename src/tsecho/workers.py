@@ -219,7 +219,7 @@ class WorkerPool(Service):
         """
         if not self._stream_fds and self._udp_fd is None:
             self.privilegedStartService()
-        problem = self.check([*self.command, json.dumps({"check": True, **self._spec(0)}), *self.arguments])
+        problem = self.check(self._command_line(1, check=True))
         if problem is not None:
             raise StartupError(f"tsecho: a worker process cannot start: {problem}")
         super().startService()
@@ -228,10 +228,19 @@ class WorkerPool(Service):
         for slot in range(1, self.count + 1):
             self._spawn(slot)
 
-    def _spec(self, slot: int) -> dict[str, Any]:
+    def _command_line(self, slot: int, check: bool = False) -> list[str]:
+        """
+        Start the worker for C{slot}: its SPEC (where its sockets are), then
+        the options this process was given, for one process, with the slot's
+        share of C{--max-connections}.
+        """
         stream = [FIRST_CHILD_FD + i for i in range(len(self._stream_fds))]
         udp = None if self._udp_fd is None else FIRST_CHILD_FD + len(stream)
-        return {"slot": slot, "stream": stream, "udp": udp, "reactor": reactor_name(self.reactor)}
+        spec = {"slot": slot, "stream": stream, "udp": udp, "reactor": reactor_name(self.reactor)}
+        if check:
+            spec["check"] = True
+        limit = f"--max-connections={self.shares[slot - 1]}"
+        return [*self.command, json.dumps(spec), *self.arguments, "--workers=1", limit]
 
     def _spawn(self, slot: int, replaces: Worker | None = None) -> Worker:
         self._respawns.pop(slot, None)
@@ -240,14 +249,7 @@ class WorkerPool(Service):
         # that this process is gone.
         child_fds: dict[int, int | str] = {0: "w", 1: "r", 2: "r"}
         child_fds.update({FIRST_CHILD_FD + i: fd for i, fd in enumerate(inherited)})
-        share = self.shares[slot - 1]
-        args = [
-            *self.command,
-            json.dumps(self._spec(slot)),
-            *self.arguments,
-            "--workers=1",
-            f"--max-connections={share}",
-        ]
+        args = self._command_line(slot)
         worker = Worker(slot, self.reactor.seconds(), replaces=replaces)
         self.workers.append(worker)
         try:
