@@ -24,7 +24,8 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReadDescriptor, IStreamServerEndpoint
@@ -43,11 +44,32 @@ The field of the log event that tells the main process a worker serves.
 log = Logger(namespace="tsecho.worker")
 
 
+@contextmanager
+def nonblocking_sockets() -> Iterator[None]:
+    """
+    Make the socket objects created meanwhile non-blocking from the start.
+
+    A listening socket's blocking mode belongs to the socket, shared by
+    every process that has it.  PyPy's socket objects made from a descriptor
+    (C{socket.fromfd}, as Twisted adopts one) switch it to blocking, unless
+    the default timeout is 0 (CPython's leave it as it is): the other
+    workers would then block in C{accept} whenever they lose the race for a
+    connection.
+    """
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(0.0)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
 def socket_family(fd: int) -> int:
     """
     The address family of the socket open on C{fd}.
     """
-    probe = socket.socket(fileno=fd)
+    with nonblocking_sockets():
+        probe = socket.socket(fileno=fd)
     try:
         return int(probe.family)
     finally:
@@ -87,7 +109,8 @@ class AdoptingReactor:
 
     def _adopt(self, factory: IProtocolFactory) -> IListeningPort:
         family = socket_family(self._fd)
-        port = self._reactor.adoptStreamPort(self._fd, family, factory)
+        with nonblocking_sockets():
+            port = self._reactor.adoptStreamPort(self._fd, family, factory)
         return SharedPathPort(port) if family == socket.AF_UNIX else port
 
     def listenTCP(self, port: int, factory: IProtocolFactory, backlog: int = 50, interface: str = "") -> IListeningPort:
@@ -116,9 +139,9 @@ class AdoptingReactor:
         interface: str = "",
         maxPacketSize: int = 8192,  # noqa: N803 (Twisted's name)
     ) -> IListeningPort:
-        listening: IListeningPort = self._reactor.adoptDatagramPort(
-            self._fd, socket_family(self._fd), protocol, maxPacketSize
-        )
+        family = socket_family(self._fd)
+        with nonblocking_sockets():
+            listening: IListeningPort = self._reactor.adoptDatagramPort(self._fd, family, protocol, maxPacketSize)
         return listening
 
     def __getattr__(self, name: str) -> Any:
