@@ -35,13 +35,14 @@ import serverprocess
 from load import Load
 from serverprocess import ServerProcess, running_server
 from test_contrib import parse_unit
-from test_endpoints import close_notify_exchange, tls_version
+from test_endpoints import close_notify_exchange, has_ipv6_loopback, tls_version
 from tsecho.service import StartupError
 from tsecho.tap import Options
 from tsecho.worker import READY, AdoptingReactor, SharedPathPort, adoptable
 from tsecho.workers import WorkerPool, describe_exit, split_connections
 
 CONTRIB = Path(__file__).parent.parent / "contrib" / "systemd"
+IPV6 = has_ipv6_loopback()  # else the tcp6 listener is one more tcp one
 CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 # In memory
@@ -523,7 +524,7 @@ def test_every_listener_kind(tmp_path: Path, certificates: dict[str, Path], syst
     options = [
         *SERVER,
         "--listen", "tcp:0:interface=127.0.0.1",
-        "--listen", "tcp6:0:interface=\\:\\:1",
+        "--listen", "tcp6:0:interface=\\:\\:1" if IPV6 else "tcp:0:interface=127.0.0.1",
         "--listen", f"unix:{unix_path}",
         "--listen", f"ssl:0:interface=127.0.0.1:privateKey={certificates['key']}:certKey={certificates['cert']}",
         "--listen", "haproxy:tcp:0:interface=127.0.0.1",
@@ -535,9 +536,10 @@ def test_every_listener_kind(tmp_path: Path, certificates: dict[str, Path], syst
         wait_for(lambda: server.log().count(": serving") >= 2, "two workers")
         tcp, tcp6, _unix, tls, proxy, _systemd, udp, _dgram = server.addresses[:8]
         tls_port = int(tls.rsplit(":", 1)[1])
+        family6, host6 = (socket.AF_INET6, "::1") if IPV6 else (socket.AF_INET, "127.0.0.1")
         streams: list[tuple[str, Any]] = [
             ("tcp", lambda r: exchange(socket.AF_INET, ("127.0.0.1", int(tcp.rsplit(":", 1)[1])), r)),
-            ("tcp6", lambda r: exchange(socket.AF_INET6, ("::1", int(tcp6.rsplit(":", 1)[1])), r)),
+            ("tcp6", lambda r: exchange(family6, (host6, int(tcp6.rsplit(":", 1)[1])), r)),
             ("unix", lambda r: exchange(socket.AF_UNIX, str(unix_path), r)),
             ("ssl", lambda r: close_notify_exchange(certificates, tls_port, r, tls_version("1.3"))),
             ("systemd", lambda r: exchange(socket.AF_INET, systemd_socket.getsockname(), r)),
