@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,6 +69,7 @@ class Server:
     env: dict[str, str] = field(default_factory=dict)
     sweep: bool = False
     logfile: bool = False
+    pinned: bool = True  # else server and load generator share every CPU
 
 
 def progress(message: str) -> None:
@@ -152,11 +153,46 @@ def servers(pypy: Path | None) -> list[Server]:
             twistd_argv(python, "--quiet", "--metrics", "tcp:0:interface=127.0.0.1"),
             env=source,
         ),
+        *unpinned(python, "", source),
     ]
     if pypy is not None:
         found += [
             Server("tsecho --quiet, PyPy", twistd_argv(pypy, "--quiet"), env=source, sweep=True),
             Server("naive LineReceiver, PyPy", script_argv(pypy, "naive_linereceiver.py")),
+            *unpinned(pypy, ", PyPy", source),
+        ]
+    return found
+
+
+UNPINNED = ", unpinned"
+WORKERS_1, WORKERS_2 = "tsecho --quiet --workers 1", "tsecho --quiet --workers 2"
+
+
+def unpinned(python: Path, suffix: str, source: dict[str, str]) -> list[Server]:
+    """
+    Issue 12's servers: tsecho with one and with two worker processes, and
+    the baselines it is reported against, all unpinned (server and load
+    generator share the CPUs, as on a user's machine).
+    """
+    # Each of N workers admits 1/N of --max-connections: room for the idle
+    # stage's 10,000 connections however the kernel spreads them.
+    limit = ("--quiet", "--max-connections", "20000")
+    found = [
+        Server(f"{WORKERS_1}{suffix}{UNPINNED}", twistd_argv(python, *limit), env=source, pinned=False),
+        Server(
+            f"{WORKERS_2}{suffix}{UNPINNED}", twistd_argv(python, *limit, "--workers", "2"), env=source, pinned=False
+        ),
+    ]
+    if not suffix:
+        found += [
+            Server(f"asyncio Protocol (batching){UNPINNED}", script_argv(python, "asyncio_protocol.py"), pinned=False),
+            Server(
+                f"socketserver original{UNPINNED}",
+                script_argv(python, "socketserver_original.py"),
+                ("cpr",),
+                "repr",
+                pinned=False,
+            ),
         ]
     return found
 
@@ -187,7 +223,7 @@ def running(server: Server, workdir: Path) -> Iterator[tuple[subprocess.Popen[by
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
-        preexec_fn=pin(SERVER_CPU),
+        preexec_fn=pin(SERVER_CPU) if server.pinned else None,
     )
     try:
         deadline = time.monotonic() + 30
@@ -216,21 +252,48 @@ def running(server: Server, workdir: Path) -> Iterator[tuple[subprocess.Popen[by
 
 
 def rss_kib(pid: int) -> int:
+    """
+    The resident memory of C{pid} and its children (the workers of C{--workers N}).
+    """
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
-            return int(line.split()[1])
+            return int(line.split()[1]) + sum(rss_kib(child) for child in children(pid))
     raise RuntimeError(f"no VmRSS for {pid}")
 
 
 def cpu_seconds(pid: int) -> float:
     """
-    The CPU time (user + system) process C{pid} has used so far.
+    The CPU time (user + system) process C{pid} and its children (the
+    workers of C{--workers N}) have used so far.
     """
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+    return own + sum(cpu_seconds(child) for child in children(pid))
 
 
-def loadgen(port: int, args: list[str], timing: tuple[float, float], reply_format: str) -> dict[str, Any]:
+def children(pid: int) -> list[int]:
+    """
+    The child processes of C{pid} (for C{--workers N}: its workers).
+    """
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with suppress(OSError):
+            found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def connections_per_worker(pid: int) -> list[int]:
+    """
+    The open descriptors of each worker of C{pid} (none for a lone process):
+    sampled with idle connections open, and less the count before, how many
+    connections each worker holds.
+    """
+    return [len(os.listdir(f"/proc/{child}/fd")) for child in children(pid)]
+
+
+def loadgen(
+    port: int, args: list[str], timing: tuple[float, float], reply_format: str, pinned: bool = True
+) -> dict[str, Any]:
     """
     Run the load generator once; its JSON result, plus C{loadgen_cpu}: the
     share of its core it used (well under 1.0 means it was not the bottleneck).
@@ -240,7 +303,11 @@ def loadgen(port: int, args: list[str], timing: tuple[float, float], reply_forma
     argv += ["--duration", str(duration), "--warmup", str(warmup), "--format", reply_format]
     before, started = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic()
     done = subprocess.run(
-        argv, capture_output=True, check=True, preexec_fn=pin(LOADGEN_CPU), timeout=duration + warmup + 120
+        argv,
+        capture_output=True,
+        check=True,
+        preexec_fn=pin(LOADGEN_CPU) if pinned else None,
+        timeout=duration + warmup + 120,
     )
     after, elapsed = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic() - started
     result: dict[str, Any] = json.loads(done.stdout.decode().strip().splitlines()[-1])
@@ -252,11 +319,13 @@ def loadgen(port: int, args: list[str], timing: tuple[float, float], reply_forma
 def idle_memory(process: subprocess.Popen[bytes], port: int) -> dict[str, Any]:
     """
     RSS growth per connection over 1,000 and 10,000 idle connections (one
-    line exchanged on each), from the server's VmRSS.
+    line exchanged on each), from the server's VmRSS; with workers, also how
+    the 1,000 connections were split among them.
     """
     loadgen(port, ["--scenario", "pipelined", "--conns", "10", "--inflight", "4"], (0.3, 0.0), "line")
     time.sleep(0.3)
     base = rss_kib(process.pid)
+    base_fds = connections_per_worker(process.pid)
     stages = ",".join(map(str, IDLE_STAGES))
     gen = subprocess.Popen(
         [str(BUILD / "loadgen"), "--port", str(port), "--scenario", "idle", "--stages", stages],
@@ -272,6 +341,8 @@ def idle_memory(process: subprocess.Popen[bytes], port: int) -> dict[str, Any]:
             stage = json.loads(gen.stdout.readline())
             time.sleep(0.5)  # let the server finish its work on the last batch
             result[f"kib_{count}"] = (rss_kib(process.pid) - base) / count
+            if base_fds and count == IDLE_STAGES[0]:
+                result["split"] = [n - b for n, b in zip(connections_per_worker(process.pid), base_fds, strict=False)]
             result["errors"] = stage["errors"] + (stage["conns"] - stage["alive"])
             if stage["first_error"]:
                 result["first_error"] = stage["first_error"]
@@ -358,7 +429,7 @@ def run_one(
             result = idle_memory(process, port)
         else:
             cpu_before, cpu_started = cpu_seconds(process.pid), time.monotonic()
-            result = loadgen(port, SCENARIOS[scenario], timing, server.reply_format)
+            result = loadgen(port, SCENARIOS[scenario], timing, server.reply_format, server.pinned)
             result["server_cpu"] = (cpu_seconds(process.pid) - cpu_before) / (time.monotonic() - cpu_started)
     except (subprocess.SubprocessError, OSError, ValueError) as e:
         progress(f"{label} {server.name} {scenario}: FAILED: {e}")
@@ -509,6 +580,8 @@ def ratio_table(results: dict[str, dict[str, list[Any]]]) -> str:
     ]
     for s in subjects:
         for b in baselines:
+            if s.endswith(UNPINNED) != b.endswith(UNPINNED):
+                continue
             cells = []
             for scenario in ("pipelined", "latency", "cpr", "many"):
                 value = ratio(results, s, b, scenario)
@@ -602,6 +675,52 @@ def target_table(results: dict[str, dict[str, list[Any]]]) -> str:
     return "\n".join(lines)
 
 
+def workers_table(results: dict[str, dict[str, list[Any]]]) -> str:
+    """
+    Issue 12's targets: C{--workers 2} against C{--workers 1}, both unpinned;
+    server CPU time per reply (all processes) against one worker's; how the
+    connections were split; and C{--workers 2} against the unpinned baselines.
+    """
+    lines = ["| measure | figure | target | met |", "| --- | ---: | ---: | :---: |"]
+    for suffix in ("", ", PyPy"):
+        two, one = f"{WORKERS_2}{suffix}{UNPINNED}", f"{WORKERS_1}{suffix}{UNPINNED}"
+        if two not in results or one not in results:
+            continue
+        rows: list[tuple[str, float | None, str, Callable[[float], bool] | None]] = [
+            (f"{two} ÷ {one}: pipelined", ratio(results, two, one, "pipelined"), "≥ 1.3×", lambda v: v >= 1.3),
+            (f"{two} ÷ {one}: 1000 conns", ratio(results, two, one, "many"), "≥ 1.3×", lambda v: v >= 1.3),
+            (f"{two} ÷ {one}: connect-per-request", ratio(results, two, one, "cpr"), "≥ 1.1×", lambda v: v >= 1.1),
+        ]
+        for scenario in ("pipelined", "many"):
+            per_reply = [cpu_per_reply(results, name, scenario) for name in (two, one)]
+            value = per_reply[0] / per_reply[1] if per_reply[0] and per_reply[1] else None
+            rows.append((f"server CPU per reply, {scenario}: 2 workers ÷ 1", value, "≤ 1.1×", lambda v: v <= 1.1))
+        if suffix == "":
+            for baseline in (f"asyncio Protocol (batching){UNPINNED}", f"socketserver original{UNPINNED}"):
+                for scenario in ("pipelined", "cpr", "many"):
+                    value = ratio(results, two, baseline, scenario)
+                    if value is not None:
+                        rows.append((f"{two} ÷ {baseline}: {scenario}", value, "report", None))
+        for text, value, target, ok in rows:
+            shown = f"{value:.2f}×" if value is not None else "—"
+            met = "—" if value is None or ok is None else "yes" if ok(value) else "no"
+            lines.append(f"| {text} | {shown} | {target} | {met} |")
+        splits = [r["split"] for r in results[two].get("idle", []) if sum(r.get("split", [])) > 0]
+        shares = [f"{max(s) / sum(s):.0%} / {min(s) / sum(s):.0%}" for s in splits]
+        met = "—" if not splits else "yes" if all(0.4 <= max(s) / sum(s) <= 0.6 for s in splits) else "no"
+        text = f"{two}: 1,000 connections split (busiest / other worker)"
+        lines.append(f"| {text} | {', '.join(shares) or '—'} | 40–60 % | {met} |")
+    return "\n".join(lines)
+
+
+def cpu_per_reply(results: dict[str, dict[str, list[Any]]], server: str, scenario: str) -> float | None:
+    """
+    The median over rounds of the server's CPU seconds (all its processes)
+    per reply.
+    """
+    return median([r["server_cpu"] / r["rate"] for r in results.get(server, {}).get(scenario, []) if r.get("rate")])
+
+
 def machine() -> str:
     cpu = "unknown CPU"
     for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -668,6 +787,10 @@ medians with (min..max). Every reply is checked; errors are counted.
 ## Targets (issue 6)
 
 {target_table(results)}
+
+## Workers (issue 12), unpinned: server and load generator share both CPUs
+
+{workers_table(results)}
 
 ## Scaling
 

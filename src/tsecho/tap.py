@@ -7,6 +7,8 @@ nothing below is imported until someone runs C{twistd tsecho}.
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -41,6 +43,16 @@ def _number(kind: Callable[[str], float], minimum: float, what: str) -> Callable
 
 _positive_int = _number(int, 1, "a positive whole number")
 _seconds = _number(float, 0, "a number of seconds, 0 or more")
+_worker_count = _number(int, 1, "a positive whole number of workers, or 'auto'")
+
+
+def _workers(value: str) -> int:
+    if value == "auto":
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return int(_worker_count(value))
+
+
+_workers.coerceDoc = "A positive whole number, or 'auto' (one per CPU this process may run on)."  # type: ignore[attr-defined]
 
 
 class Options(usage.Options):
@@ -79,6 +91,7 @@ class Options(usage.Options):
             None,
             "Serve Prometheus metrics at /metrics on this endpoint, e.g. tcp:9121:interface=127.0.0.1 [default: off]",
         ],
+        ["workers", None, 1, "Worker processes serving every listener; 1 = this process alone", _workers],
     ]
 
     def __init__(self, reactor: Any = None) -> None:
@@ -98,6 +111,7 @@ class Options(usage.Options):
         (C{twistd} itself would print its whole usage first, and before
         Twisted 26 exit 0); used on its own, this raises L{usage.UsageError}.
         """
+        self.arguments = list(sys.argv[1:] if options is None else options)
         try:
             with stdout_may_close():
                 super().parseOptions(options)
@@ -142,6 +156,11 @@ class Options(usage.Options):
         self["endpoints"] = [(d, self._endpoint(d)) for d in descriptions]
         if self["metrics"] is not None:
             self["metrics-endpoint"] = self._endpoint(self["metrics"], "--metrics")
+        if self["max-connections"] < self["workers"]:
+            raise usage.UsageError(
+                f"--max-connections {self['max-connections']} is less than --workers {self['workers']}: "
+                "each worker needs at least one connection"
+            )
 
     def _endpoint(self, description: str, option: str = "--listen") -> IStreamServerEndpoint:
         if self.reactor is None:
@@ -205,4 +224,8 @@ def makeService(options: Options) -> IService:
             metrics.watch_datagrams(listener.description, answer)
         site = metrics_site(*registry_for(metrics))
         metrics_listener(options["metrics"], options["metrics-endpoint"], site).setServiceParent(service)
+    if options["workers"] > 1:
+        from tsecho.workers import WorkerPool
+
+        return WorkerPool(service, options["workers"], options.arguments, reactor, options["max-connections"])
     return service

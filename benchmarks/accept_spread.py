@@ -1,0 +1,128 @@
+"""
+How evenly do two worker processes share new connections: one listening
+socket shared by both (what C{twistd tsecho --workers N} does), or one
+C{SO_REUSEPORT} socket each?
+
+C{python benchmarks/accept_spread.py} starts two processes running tsecho's
+factory on Twisted's reactor, for each way of sharing and each load of
+C{benchmarks/loadgen.c} (run C{benchmarks/run.py} once to build it), and
+prints each process's share of the connections and the reply rate.
+Unpinned, like a user's machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+LOADGEN = HERE / "build" / "loadgen"
+LOADS = {
+    "1000 conns": ["--scenario", "pipelined", "--conns", "1000", "--inflight", "1"],
+    "connect-per-request": ["--scenario", "cpr", "--conns", "8"],
+    "pipelined 50 conns x 16": ["--scenario", "pipelined", "--conns", "50", "--inflight", "16"],
+}
+
+
+def serve(listening: socket.socket, report: int) -> None:
+    """
+    In a child process: serve C{listening} with tsecho's factory until
+    SIGTERM, then write how many connections it accepted to C{report}.
+    """
+    from twisted.internet import reactor
+
+    from tsecho.protocol import ServerConfig, TimestampEchoFactory
+    from tsecho.timestamps import Timestamper
+
+    factory = TimestampEchoFactory(ServerConfig(quiet=True, max_connections=100000), Timestamper("ctime"), reactor)
+    accepted = [0]
+    build = factory.buildProtocol
+
+    def counting(addr: object) -> object:
+        accepted[0] += 1
+        return build(addr)  # type: ignore[arg-type]
+
+    factory.buildProtocol = counting  # type: ignore[method-assign]
+    listening.setblocking(False)
+    reactor.adoptStreamPort(listening.fileno(), socket.AF_INET, factory)  # type: ignore[attr-defined]
+    reactor.addSystemEventTrigger("before", "shutdown", lambda: os.write(report, b"%d\n" % accepted[0]))
+    reactor.run()  # type: ignore[attr-defined]
+
+
+def listener(port: int, reuseport: bool) -> socket.socket:
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuseport:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(("127.0.0.1", port))
+    sock.listen(1024)
+    return sock
+
+
+def measure(mode: str, load: list[str], duration: float) -> tuple[list[int], float]:
+    """
+    Start two serving processes sharing a port as C{mode} says, drive them
+    with C{load}; return each one's connection count and the reply rate.
+    """
+    reuseport = mode == "SO_REUSEPORT"
+    sockets = [listener(0, reuseport)]
+    port = sockets[0].getsockname()[1]
+    if reuseport:
+        sockets.append(listener(port, True))
+    read, write = os.pipe()
+    children = []
+    for index in range(2):
+        mine = sockets[index] if reuseport else sockets[0]
+        pid = os.fork()
+        if pid == 0:
+            try:
+                for other in sockets:
+                    if other is not mine:
+                        other.close()  # a reuseport socket nobody serves would take its share
+                serve(mine, write)
+            finally:
+                os._exit(0)
+        children.append(pid)
+    for sock in sockets:
+        sock.close()
+    time.sleep(1.5)
+    argv = [str(LOADGEN), "--port", str(port), *load, "--duration", str(duration), "--warmup", "0.5"]
+    done = subprocess.run(argv, capture_output=True, check=True, timeout=duration + 120)
+    result = json.loads(done.stdout.decode().strip().splitlines()[-1])
+    for pid in children:
+        os.kill(pid, signal.SIGTERM)
+    for pid in children:
+        os.waitpid(pid, 0)
+    os.close(write)
+    with os.fdopen(read) as counts:
+        accepted = [int(line) for line in counts.read().split()]
+    return accepted, float(result.get("rate") or result.get("conn_rate") or 0)
+
+
+def main() -> int:
+    if not LOADGEN.exists():
+        print("build the load generator first: python benchmarks/run.py --quick --only C", file=sys.stderr)
+        return 1
+    duration = float(sys.argv[1]) if len(sys.argv) > 1 else 2.0
+    print("| load | sharing | connections: busiest / other process | busiest ÷ even share | rate |")
+    print("| --- | --- | ---: | ---: | ---: |")
+    for name, load in LOADS.items():
+        for mode in ("shared socket", "SO_REUSEPORT"):
+            accepted, rate = measure(mode, load, duration)
+            total = sum(accepted) or 1
+            busiest = max(accepted)
+            print(
+                f"| {name} | {mode} | {busiest:,} / {min(accepted):,} | {busiest / (total / 2):.2f} | {rate:,.0f}/s |",
+                flush=True,
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
