@@ -422,7 +422,7 @@ def test_options() -> None:
 
 SERVER = ("--workers", "2", "--utc", "--time-format", "iso")
 _STARTED = re.compile(r"worker (\d+) started \(pid (\d+)\)")
-_CONNECTED = re.compile(r"worker \d+ \(pid (\d+)\): connected from \S+:(\d+)")
+_CLOSED = re.compile(r"worker \d+ \(pid (\d+)\): connection from \S+:(\d+) closed after")
 
 
 def worker_pids(server: ServerProcess) -> list[int]:
@@ -439,11 +439,37 @@ def wait_for(condition: Any, what: str, timeout: float = 30.0) -> None:
         time.sleep(0.05)
 
 
+def live_owners(server: ServerProcess) -> dict[int, int]:
+    """
+    Which worker pid holds each open TCP connection to the server's first
+    port, by client port: the server side's socket inode in C{/proc/net/tcp}
+    (and C{tcp6}), found among each worker's descriptors.
+    """
+    inodes: dict[str, int] = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for row in Path(table).read_text().splitlines()[1:]:
+            fields = row.split()
+            local_port = int(fields[1].rsplit(":", 1)[1], 16)
+            if local_port == server.port and fields[9] != "0":
+                inodes[f"socket:[{fields[9]}]"] = int(fields[2].rsplit(":", 1)[1], 16)
+    owners: dict[int, int] = {}
+    for pid in worker_pids(server):
+        try:
+            links = [os.readlink(entry) for entry in Path(f"/proc/{pid}/fd").iterdir()]
+        except OSError:  # gone, or going
+            continue
+        owners.update({inodes[link]: pid for link in links if link in inodes})
+    return owners
+
+
 def served_by(server: ServerProcess) -> dict[int, int]:
     """
-    Which worker pid served each client port, from the log.
+    Which worker pid served each client port: the open connections (from
+    C{/proc}), and the closed ones (from their summary in the log).
     """
-    return {int(m[2]): int(m[1]) for m in _CONNECTED.finditer(server.log())}
+    owners = {int(m[2]): int(m[1]) for m in _CLOSED.finditer(server.log())}
+    owners.update(live_owners(server))
+    return owners
 
 
 def alive(pid: int) -> bool:
@@ -483,7 +509,9 @@ def systemd_socket(monkeypatch: pytest.MonkeyPatch) -> Iterator[socket.socket]:
         "os.execv(sys.argv[1], sys.argv[1:])"
     )
     command = serverprocess.twistd_command
-    monkeypatch.setattr(serverprocess, "twistd_command", lambda *o: [sys.executable, "-c", shim, *command(*o)])
+    monkeypatch.setattr(
+        serverprocess, "twistd_command", lambda *o, **k: [sys.executable, "-c", shim, *command(*o, **k)]
+    )
     monkeypatch.setenv("TEST_FD", str(sock.fileno()))
     with sock:
         yield sock
@@ -558,7 +586,10 @@ def test_every_listener_kind(tmp_path: Path, certificates: dict[str, Path], syst
         proxy_address = ("127.0.0.1", int(proxy.rsplit(":", 1)[1]))
         for _ in range(10):
             assert exchange(socket.AF_INET, proxy_address, header + b"hi").endswith(b"] hi\r\n")
-        assert re.search(r"worker \d \(pid \d+\): connected from 192\.0\.2\.7:4567", server.log())
+        wait_for(
+            lambda: re.search(r"worker \d \(pid \d+\): connection from 192\.0\.2\.7:4567 closed", server.log()),
+            "the PROXY client's summary",
+        )
         udp_address = ("127.0.0.1", int(udp.rsplit(":", 1)[1]))
         for i in range(30):
             assert datagram(socket.AF_INET, udp_address, b"u%d" % i).endswith(b"] u%d" % i)
@@ -616,6 +647,7 @@ def test_kill_9_one_worker(tmp_path: Path) -> None:
         with Load(("127.0.0.1", server.port), persistent=50) as load:
             wait_for(lambda: len(set(served_by(server).values())) == 2, "connections on both workers")
             time.sleep(0.5)
+            before_kill = served_by(server)
             os.kill(first, signal.SIGKILL)
             wait_for(lambda: len(worker_pids(server)) == 3, "a replacement")
             wait_for(lambda: server.log().count(": serving") >= 3, "the replacement serving")
@@ -627,7 +659,9 @@ def test_kill_9_one_worker(tmp_path: Path) -> None:
         # Which workers served each client port (a port may be reused once
         # the killed worker's connection on it is gone).
         owners: dict[int, set[int]] = {}
-        for m in _CONNECTED.finditer(server.log()):
+        for port, pid in before_kill.items():
+            owners.setdefault(port, set()).add(pid)
+        for m in _CLOSED.finditer(server.log()):
             owners.setdefault(int(m[2]), set()).add(int(m[1]))
         # Only a connection the killed worker had accepted may have failed.
         assert all(first in owners.get(port, {first}) for port, _ in load.broken), load.broken
@@ -742,8 +776,8 @@ def test_worker_cannot_start(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert time.monotonic() - started < 30
-    errors = [line for line in result.stdout.splitlines() if "tsecho: " in line]
-    assert len(errors) == 1, result.stdout
+    errors = [line for line in result.stderr.splitlines() if "tsecho: " in line]
+    assert len(errors) == 1, (result.stdout, result.stderr)
     assert errors[0].endswith("tsecho: a worker process cannot start: ImportError: cannot import name x")
     assert "started (pid" not in result.stdout
 

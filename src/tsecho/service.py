@@ -48,6 +48,9 @@ class TimestampEchoService(MultiService):
         self.shutdown_grace = shutdown_grace
         self.ports: list[IListeningPort] = []
         self._listened = False
+        #: Whether start-up is over once the listeners are open (a worker pool
+        #: still has its workers to start, and may fail on one line after this).
+        self.started_when_listening = True
 
     log_observer: ILogObserver | None = None
     """
@@ -78,7 +81,8 @@ class TimestampEchoService(MultiService):
         except Exception as e:
             self._stop_listening()
             raise fail(f"tsecho: {e}") from None
-        release_stderr()
+        if self.started_when_listening:
+            release_stderr()
 
     def startService(self) -> None:
         """

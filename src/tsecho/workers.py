@@ -45,7 +45,8 @@ from twisted.logger import Logger, eventFromJSON, formatEvent, globalLogPublishe
 from twisted.python.failure import Failure
 
 from tsecho.datagram import DatagramListener
-from tsecho.service import StartupError, TimestampEchoService
+from tsecho.service import TimestampEchoService
+from tsecho.startup import fail, release_stderr
 from tsecho.worker import READY
 
 log = Logger()
@@ -173,6 +174,7 @@ class WorkerPool(Service):
             start; returns its error, or C{None}.  (Tests replace it.)
         """
         self.listeners = listeners
+        listeners.started_when_listening = False  # until a worker could start
         self.count = count
         self.arguments = list(arguments)
         self.reactor = reactor
@@ -199,7 +201,7 @@ class WorkerPool(Service):
         self.listeners.privilegedStartService()
         ports = list(self.listeners.ports)
         if len(ports) != len(self.listeners.endpoints):
-            raise StartupError("tsecho: --workers needs listeners that open at once")
+            raise fail("tsecho: --workers needs listeners that open at once")
         for port in ports:
             self._stream_fds.append(self._pause(port))
         for child in self.listeners:
@@ -221,7 +223,8 @@ class WorkerPool(Service):
             self.privilegedStartService()
         problem = self.check(self._command_line(1, check=True))
         if problem is not None:
-            raise StartupError(f"tsecho: a worker process cannot start: {problem}")
+            raise fail(f"tsecho: a worker process cannot start: {problem}")
+        release_stderr()
         super().startService()
         self.listeners.startService()
         self._previous_hup = signal.signal(signal.SIGHUP, self._hangup)
