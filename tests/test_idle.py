@@ -1,5 +1,5 @@
 """
-Tests for L{tsecho.idle}: idle timeouts of many connections on one timer.
+Tests for L{tsecho._idle}: idle timeouts of many connections on one timer.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from collections.abc import Callable
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from tsecho.idle import IdleTimeouts
+from tsecho._idle import IdleTimeouts
 
 START = 1_795_000_000.0
 

@@ -13,7 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 import tsecho.client
 
 #: The modules of tsecho that are neither side's: the client may load these.
-SIDE_NEUTRAL = {"tsecho", "tsecho.wire", "tsecho.framing", "tsecho.logtext", "tsecho.cli", "tsecho.endpoint_errors"}
+SIDE_NEUTRAL = {"tsecho", "tsecho.wire", "tsecho.framing", "tsecho._logtext", "tsecho._cli", "tsecho._endpoint_errors"}
 
 
 def modules_after(statement: str) -> set[str]:
@@ -44,7 +44,7 @@ class ClientImportsTests(SynchronousTestCase):
     def test_package_loads_no_server_module(self) -> None:
         """
         C{import tsecho.client} loads no server module (C{tsecho.protocol},
-        C{tsecho.service}, C{tsecho.tap}, C{tsecho.idle}, C{tsecho.datagram}, ...),
+        C{tsecho.service}, C{tsecho.tap}, C{tsecho._idle}, C{tsecho.datagram}, ...),
         nor C{twisted.internet.tcp}, nor a reactor.
         """
         modules = modules_after("import tsecho.client")

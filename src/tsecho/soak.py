@@ -40,7 +40,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.python import usage
 from twisted.python.failure import Failure
 
-from tsecho.cli import usage_error_text, version_text
+from tsecho._cli import usage_error_text, version_text
 from tsecho.wire import line_too_long
 
 STAMP = re.compile(rb"\[(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\+00:00\] ")

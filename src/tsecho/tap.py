@@ -16,13 +16,13 @@ from twisted.application.service import IService
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.python import usage
 
-from tsecho.cli import port_number, stdout_may_close, usage_error_text, version_text
+from tsecho._cli import port_number, stdout_may_close, usage_error_text, version_text
+from tsecho._endpoint_errors import explain_description_error
+from tsecho._startup import keep_stderr
 from tsecho.datagram import TimestampDatagram, parse_udp_address, udp_listener, unix_datagram_listener
-from tsecho.endpoint_errors import explain_description_error
 from tsecho.listeners import server_from_string
 from tsecho.protocol import ServerConfig, TimestampEchoFactory
 from tsecho.service import TimestampEchoService
-from tsecho.startup import keep_stderr
 from tsecho.timestamps import Timestamper, validate_time_format
 from tsecho.wire import DEFAULT_PORT
 

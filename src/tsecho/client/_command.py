@@ -36,13 +36,13 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 
 from tsecho import __version__
-from tsecho.cli import discard_stdout, port_number, stdout_may_close, usage_error_text
+from tsecho._cli import discard_stdout, port_number, stdout_may_close, usage_error_text
+from tsecho._endpoint_errors import explain_description_error
 from tsecho.client._datagram import DatagramClient
 from tsecho.client._errors import ClientError, ServerError, one_line
 from tsecho.client._input import InputLines, StdinReader
 from tsecho.client._stream import EchoClient, EchoSession
 from tsecho.client._tls import client_from_string
-from tsecho.endpoint_errors import explain_description_error
 from tsecho.wire import DEFAULT_PORT, ERROR_PREFIX, LF, host_port
 
 PROGRAM = "tsecho-client"
