@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
+import attrs
 from twisted.application.service import IService
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.python import usage
@@ -54,6 +55,15 @@ def _workers(value: str) -> int:
 
 _workers.coerceDoc = "A positive whole number, or 'auto' (one per CPU this process may run on)."  # type: ignore[attr-defined]
 
+_DEFAULTS = attrs.fields(ServerConfig)  # the defaults are written once, in ServerConfig
+
+
+def _usage_exit(error: usage.UsageError) -> NoReturn:
+    """
+    End C{twistd tsecho} with one line on standard error and exit status 1.
+    """
+    raise SystemExit(f"twistd tsecho: {usage_error_text(error)} (see twistd tsecho --help)")
+
 
 class Options(usage.Options):
     """
@@ -82,9 +92,15 @@ class Options(usage.Options):
         ],
         ["unix-datagram", None, None, "Also answer datagrams on a UNIX datagram socket at this path [default: off]"],
         ["time-format", None, "ctime", "'ctime', 'iso' (RFC 3339) or a strftime pattern", validate_time_format],
-        ["max-line", None, 16384, "Longest request line, in bytes", _positive_int],
-        ["max-connections", None, 10000, "Concurrent stream connections before 'ERROR server busy'", _positive_int],
-        ["timeout", None, 300, "Close a connection idle this many seconds; 0 never", _seconds],
+        ["max-line", None, _DEFAULTS.max_line.default, "Longest request line, in bytes", _positive_int],
+        [
+            "max-connections",
+            None,
+            _DEFAULTS.max_connections.default,
+            "Concurrent stream connections before 'ERROR server busy'",
+            _positive_int,
+        ],
+        ["timeout", None, _DEFAULTS.timeout.default, "Close a connection idle this many seconds; 0 never", _seconds],
         [
             "metrics",
             None,
@@ -118,7 +134,7 @@ class Options(usage.Options):
         except usage.UsageError as e:
             if self.parent is None:
                 raise
-            raise SystemExit(f"twistd tsecho: {usage_error_text(e)} (see twistd tsecho --help)") from None
+            _usage_exit(e)
 
     def opt_version(self) -> None:
         """
@@ -148,19 +164,39 @@ class Options(usage.Options):
             raise usage.UsageError(f"--udp {address!r}: {e}") from None
 
     def postOptions(self) -> None:
-        descriptions = list(self["listen"])
-        if self["port"] is not None:
-            descriptions.insert(0, f"tcp:{self['port']}")
-        elif not descriptions:
-            descriptions.append(f"tcp:{DEFAULT_PORT}")
-        self["endpoints"] = [(d, self._endpoint(d)) for d in descriptions]
-        if self["metrics"] is not None:
-            self["metrics-endpoint"] = self._endpoint(self["metrics"], "--metrics")
         if self["max-connections"] < self["workers"]:
             raise usage.UsageError(
                 f"--max-connections {self['max-connections']} is less than --workers {self['workers']}: "
                 "each worker needs at least one connection"
             )
+
+    def stream_descriptions(self) -> list[str]:
+        """
+        The stream listeners asked for, in order: C{--port}, then each C{--listen};
+        with neither, TCP port 21567 on all interfaces.
+        """
+        descriptions = list(self["listen"])
+        if self["port"] is not None:
+            descriptions.insert(0, f"tcp:{self['port']}")
+        elif not descriptions:
+            descriptions.append(f"tcp:{DEFAULT_PORT}")
+        return descriptions
+
+    def endpoints(self) -> list[tuple[str, IStreamServerEndpoint]]:
+        """
+        Build the stream listeners' endpoints (called once, by L{makeService}).
+
+        @raise usage.UsageError: naming a description Twisted refuses, and why.
+        """
+        return [(d, self._endpoint(d)) for d in self.stream_descriptions()]
+
+    def metrics_endpoint(self) -> IStreamServerEndpoint | None:
+        """
+        Build the C{--metrics} endpoint, if asked for.
+
+        @raise usage.UsageError: naming a description Twisted refuses, and why.
+        """
+        return None if self["metrics"] is None else self._endpoint(self["metrics"], "--metrics")
 
     def _endpoint(self, description: str, option: str = "--listen") -> IStreamServerEndpoint:
         if self.reactor is None:
@@ -187,35 +223,51 @@ class Options(usage.Options):
         )
 
 
+def _datagram_listeners(
+    options: Options, timestamper: Timestamper, reactor: Any
+) -> list[tuple[TimestampDatagram, Any]]:
+    """
+    The C{--udp} and C{--unix-datagram} listeners asked for, each with the protocol that answers.
+    """
+    quiet = bool(options["quiet"])
+    listeners = []
+    if options["udp"] is not None:
+        answer = TimestampDatagram(timestamper, reactor, quiet=quiet)
+        udp = options["udp"]
+        listeners.append((answer, udp_listener(reactor, udp.port, answer, udp.interface)))
+    if options["unix-datagram"] is not None:
+        answer = TimestampDatagram(timestamper, reactor, quiet=quiet)
+        listeners.append((answer, unix_datagram_listener(reactor, options["unix-datagram"], answer)))
+    return listeners
+
+
 def makeService(options: Options) -> IService:
     """
     Build the whole server from parsed L{Options}.
     """
     if options.parent is not None:  # a command (twistd, twist): it may daemonize after this
         keep_stderr()
+    try:
+        endpoints, metrics_endpoint = options.endpoints(), options.metrics_endpoint()
+    except usage.UsageError as e:
+        if options.parent is None:
+            raise
+        _usage_exit(e)
     reactor = options.reactor
     if reactor is None:
         from twisted.internet import reactor
     timestamper = Timestamper(options["time-format"], bool(options["utc"]))
     factory = TimestampEchoFactory(options.config(), timestamper, reactor)
-    service = TimestampEchoService(factory, options["endpoints"], reactor)
+    service = TimestampEchoService(factory, endpoints, reactor)
     from tsecho._twistd_logging import default_observer  # twistd internals: only when a server is made
 
     service.log_observer = default_observer(options.parent, reactor)
     # Datagram listeners and the metrics page are child services, opened with
     # the stream listeners.
-    quiet = bool(options["quiet"])
-    datagram_listeners = []
-    if options["udp"] is not None:
-        answer = TimestampDatagram(timestamper, reactor, quiet=quiet)
-        udp = options["udp"]
-        datagram_listeners.append((answer, udp_listener(reactor, udp.port, answer, udp.interface)))
-    if options["unix-datagram"] is not None:
-        answer = TimestampDatagram(timestamper, reactor, quiet=quiet)
-        datagram_listeners.append((answer, unix_datagram_listener(reactor, options["unix-datagram"], answer)))
+    datagram_listeners = _datagram_listeners(options, timestamper, reactor)
     for _, listener in datagram_listeners:
         listener.setServiceParent(service)
-    if options["metrics"] is not None:
+    if metrics_endpoint is not None:
         from tsecho.metrics import ServerMetrics, metrics_listener, metrics_site, registry_for
 
         metrics = ServerMetrics(factory.connections)
@@ -223,7 +275,7 @@ def makeService(options: Options) -> IService:
         for answer, listener in datagram_listeners:
             metrics.watch_datagrams(listener.description, answer)
         site = metrics_site(*registry_for(metrics))
-        metrics_listener(options["metrics"], options["metrics-endpoint"], site).setServiceParent(service)
+        metrics_listener(options["metrics"], metrics_endpoint, site).setServiceParent(service)
     if options["workers"] > 1:
         from tsecho.workers import WorkerPool
 

@@ -213,7 +213,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if spec.get("check"):
         return 0
     globalLogBeginner.beginLoggingTo([jsonFileLogObserver(sys.stdout)], redirectStandardIO=False)
-    service = makeService(options)
+    try:
+        service = makeService(options)
+    except usage.UsageError as e:  # a listener description refused, or a socket missing
+        print(f"tsecho worker: {e}", file=sys.stderr)
+        return 1
     service.privilegedStartService()
     service.startService()
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
