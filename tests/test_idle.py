@@ -70,7 +70,7 @@ class IdleTimeoutsTests(SynchronousTestCase):
         self.clock.advance(2.5)
         self.assertEqual(self.log, [("a", START + 10), ("b", START + 13), ("c", START + 15.5)])
         self.assertEqual(self.clock.getDelayedCalls(), [])
-        self.assertEqual(len(self.idle), 0)
+        self.assertEqual(self.idle._deadlines, {})
 
     def test_activity_postpones(self) -> None:
         """
@@ -119,7 +119,7 @@ class IdleTimeoutsTests(SynchronousTestCase):
         """
         idle: IdleTimeouts[Connection] = IdleTimeouts(self.clock, None)
         idle.touch(self.connection("a"), self.clock.seconds())
-        self.assertEqual(len(idle), 0)
+        self.assertEqual(idle._deadlines, {})
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_restart(self) -> None:
