@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
 
 import attrs
 from twisted.application.service import IService
@@ -55,14 +56,23 @@ def _workers(value: str) -> int:
 
 _workers.coerceDoc = "A positive whole number, or 'auto' (one per CPU this process may run on)."  # type: ignore[attr-defined]
 
-_DEFAULTS = attrs.fields(ServerConfig)  # the defaults are written once, in ServerConfig
+_DEFAULTS = attrs.fields(ServerConfig)  # the defaults are written once, in ServerConfig (whole seconds, for --help)
 
 
-def _usage_exit(error: usage.UsageError) -> NoReturn:
+@contextmanager
+def _one_line_usage_errors(options: usage.Options) -> Iterator[None]:
     """
-    End C{twistd tsecho} with one line on standard error and exit status 1.
+    As a C{twistd} command (C{options} with a parent), a usage error ends the
+    process with one line on standard error and exit status 1 (C{twistd}
+    itself would print its whole usage first, and before Twisted 26 exit 0);
+    used on its own, L{usage.UsageError} is raised.
     """
-    raise SystemExit(f"twistd tsecho: {usage_error_text(error)} (see twistd tsecho --help)")
+    try:
+        yield
+    except usage.UsageError as e:
+        if options.parent is None:
+            raise
+        raise SystemExit(f"twistd tsecho: {usage_error_text(e)} (see twistd tsecho --help)") from None
 
 
 class Options(usage.Options):
@@ -100,7 +110,7 @@ class Options(usage.Options):
             "Concurrent stream connections before 'ERROR server busy'",
             _positive_int,
         ],
-        ["timeout", None, _DEFAULTS.timeout.default, "Close a connection idle this many seconds; 0 never", _seconds],
+        ["timeout", None, int(_DEFAULTS.timeout.default), "Close a connection idle this many seconds; 0 never", _seconds],
         [
             "metrics",
             None,
@@ -122,19 +132,11 @@ class Options(usage.Options):
 
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
         """
-        Parse C{options}.  As a C{twistd} command, a usage error ends the
-        process here with one line on standard error and exit status 1
-        (C{twistd} itself would print its whole usage first, and before
-        Twisted 26 exit 0); used on its own, this raises L{usage.UsageError}.
+        Parse C{options}: a usage error is one line (L{_one_line_usage_errors}).
         """
         self.arguments = list(sys.argv[1:] if options is None else options)
-        try:
-            with stdout_may_close():
-                super().parseOptions(options)
-        except usage.UsageError as e:
-            if self.parent is None:
-                raise
-            _usage_exit(e)
+        with _one_line_usage_errors(self), stdout_may_close():
+            super().parseOptions(options)
 
     def opt_version(self) -> None:
         """
@@ -247,12 +249,8 @@ def makeService(options: Options) -> IService:
     """
     if options.parent is not None:  # a command (twistd, twist): it may daemonize after this
         keep_stderr()
-    try:
+    with _one_line_usage_errors(options):  # a listener description Twisted refuses
         endpoints, metrics_endpoint = options.endpoints(), options.metrics_endpoint()
-    except usage.UsageError as e:
-        if options.parent is None:
-            raise
-        _usage_exit(e)
     reactor = options.reactor
     if reactor is None:
         from twisted.internet import reactor
