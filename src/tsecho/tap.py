@@ -110,7 +110,13 @@ class Options(usage.Options):
             "Concurrent stream connections before 'ERROR server busy'",
             _positive_int,
         ],
-        ["timeout", None, int(_DEFAULTS.timeout.default), "Close a connection idle this many seconds; 0 never", _seconds],
+        [
+            "timeout",
+            None,
+            int(_DEFAULTS.timeout.default),
+            "Close a connection idle this many seconds; 0 never",
+            _seconds,
+        ],
         [
             "metrics",
             None,
