@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-import attrs
 from twisted.application.service import IService
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.python import usage
@@ -56,7 +55,7 @@ def _workers(value: str) -> int:
 
 _workers.coerceDoc = "A positive whole number, or 'auto' (one per CPU this process may run on)."  # type: ignore[attr-defined]
 
-_DEFAULTS = attrs.fields(ServerConfig)  # the defaults are written once, in ServerConfig (whole seconds, for --help)
+_DEFAULTS = ServerConfig()  # the defaults are written once, in ServerConfig (the timeout in whole seconds, for --help)
 
 
 @contextmanager
@@ -102,18 +101,18 @@ class Options(usage.Options):
         ],
         ["unix-datagram", None, None, "Also answer datagrams on a UNIX datagram socket at this path [default: off]"],
         ["time-format", None, "ctime", "'ctime', 'iso' (RFC 3339) or a strftime pattern", validate_time_format],
-        ["max-line", None, _DEFAULTS.max_line.default, "Longest request line, in bytes", _positive_int],
+        ["max-line", None, _DEFAULTS.max_line, "Longest request line, in bytes", _positive_int],
         [
             "max-connections",
             None,
-            _DEFAULTS.max_connections.default,
+            _DEFAULTS.max_connections,
             "Concurrent stream connections before 'ERROR server busy'",
             _positive_int,
         ],
         [
             "timeout",
             None,
-            int(_DEFAULTS.timeout.default),
+            int(_DEFAULTS.timeout),
             "Close a connection idle this many seconds; 0 never",
             _seconds,
         ],
