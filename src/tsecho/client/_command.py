@@ -385,6 +385,20 @@ async def run(
     return status
 
 
+def _feed(conversation: Conversation, options: ClientOptions, terminal: Terminal) -> None:
+    """
+    Give C{conversation} the messages of the command line, or else standard input's lines.
+    """
+    if options.messages:
+        for message in options.messages:
+            conversation.message(message)
+        conversation.end_of_input()
+    else:
+        conversation.input = InputLines(conversation)
+        conversation.start()
+        terminal.read_input(conversation.input)
+
+
 async def _converse(
     reactor: Any,
     options: ClientOptions,
@@ -407,14 +421,7 @@ async def _converse(
     # Stopped early (Ctrl-C, SIGTERM): say so, and do not exit 0.  (Once the
     # conversation is over, interrupting it does nothing.)
     reactor.addSystemEventTrigger("before", "shutdown", conversation.interrupt)
-    if options.messages:
-        for message in options.messages:
-            conversation.message(message)
-        conversation.end_of_input()
-    else:
-        conversation.input = InputLines(conversation)
-        conversation.start()
-        terminal.read_input(conversation.input)
+    _feed(conversation, options, terminal)
     error = await conversation.done
     if conversation.at_prompt:
         terminal.stderr.write("\n")  # after "> " and the terminal's ^C or ^D
