@@ -624,6 +624,22 @@ class CompactTests(SynchronousTestCase):
         self.assertEqual(framer.clearLineBuffer(), b"\n" * 65535)
 
 
+class TwistedsReceiver(LineReceiver):
+    """
+    Twisted's L{LineReceiver}, for comparison: records each line, and
+    returns true from C{lineReceived} for the line C{stop}.
+    """
+
+    delimiter = LF
+
+    def __init__(self) -> None:
+        self.lines: list[bytes] = []
+
+    def lineReceived(self, line: bytes) -> bool:
+        self.lines.append(line)
+        return line == b"stop"
+
+
 class LineReceiverDifferenceTests(SynchronousTestCase):
     """
     Where L{LineFramer} departs from L{LineReceiver}'s contract (README,
@@ -650,20 +666,11 @@ class LineReceiverDifferenceTests(SynchronousTestCase):
         framer.dataReceived(b"c\nd\n")
         self.assertEqual(framer.lines, [(b"stop", LF), (b"b", LF)])
 
-        seen: list[bytes] = []
-
-        class Twisteds(LineReceiver):
-            delimiter = LF
-
-            def lineReceived(self, line: bytes) -> bool:
-                seen.append(line)
-                return line == b"stop"
-
-        receiver = Twisteds()
+        receiver = TwistedsReceiver()
         receiver.makeConnection(StringTransport())
         receiver.dataReceived(b"stop\nb\n")
         receiver.dataReceived(b"c\n")
-        self.assertEqual(seen, [b"stop", b"b", b"c"])
+        self.assertEqual(receiver.lines, [b"stop", b"b", b"c"])
 
     def test_no_transport_one_line(self) -> None:
         """
@@ -677,13 +684,6 @@ class LineReceiverDifferenceTests(SynchronousTestCase):
         framer.dataReceived(b"c\n")
         self.assertEqual(framer.lines, [(b"a", LF), (b"b", LF)])
 
-        seen: list[bytes] = []
-
-        class Twisteds(LineReceiver):
-            delimiter = LF
-
-            def lineReceived(self, line: bytes) -> None:
-                seen.append(line)
-
-        Twisteds().dataReceived(b"a\nb\nc\n")
-        self.assertEqual(seen, [b"a", b"b", b"c"])
+        receiver = TwistedsReceiver()
+        receiver.dataReceived(b"a\nb\nc\n")
+        self.assertEqual(receiver.lines, [b"a", b"b", b"c"])
