@@ -180,7 +180,7 @@ class Options(usage.Options):
     def stream_descriptions(self) -> list[str]:
         """
         The stream listeners asked for, in order: C{--port}, then each C{--listen};
-        with neither, TCP port 21567 on all interfaces.
+        with neither, the default port (L{DEFAULT_PORT}) on all interfaces.
         """
         descriptions = list(self["listen"])
         if self["port"] is not None:
