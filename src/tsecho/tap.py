@@ -256,9 +256,7 @@ def makeService(options: Options) -> IService:
         keep_stderr()
     with _one_line_usage_errors(options):  # a listener description Twisted refuses
         endpoints, metrics_endpoint = options.endpoints(), options.metrics_endpoint()
-    reactor = options.reactor
-    if reactor is None:
-        from twisted.internet import reactor
+    reactor = options.reactor  # given, or the global one that building the endpoints took
     timestamper = Timestamper(options["time-format"], bool(options["utc"]))
     factory = TimestampEchoFactory(options.config(), timestamper, reactor)
     service = TimestampEchoService(factory, endpoints, reactor)
