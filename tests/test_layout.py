@@ -96,3 +96,32 @@ class ClientFaceTests(SynchronousTestCase):
         self.assertGreater(len(errors), 1)
         for error in errors:
             self.assertTrue(issubclass(error, tsecho.client.ClientError), error)
+
+
+class PublicAPITests(SynchronousTestCase):
+    """
+    C{tsecho/__init__.py} names the public modules without loading them.
+    """
+
+    def test_import_tsecho_loads_nothing(self) -> None:
+        """
+        C{import tsecho} loads no module of tsecho besides itself.
+        """
+        modules = modules_after("import tsecho")
+        self.assertEqual(sorted(m for m in modules if m.startswith("tsecho")), ["tsecho"])
+
+    def test_named_modules_are_public(self) -> None:
+        """
+        Each name in C{tsecho.__all__} (besides C{__version__}) is a public
+        module of the package, and the package itself is installed: no
+        private module is named public, and none named is missing.
+        """
+        import importlib
+
+        import tsecho
+
+        named = [name for name in tsecho.__all__ if name != "__version__"]
+        self.assertIn("testing", named)
+        for name in named:
+            self.assertFalse(name.startswith("_"), name)
+            self.assertEqual(importlib.import_module(f"tsecho.{name}").__name__, f"tsecho.{name}")
