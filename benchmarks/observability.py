@@ -26,10 +26,10 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import Logger, LogPublisher, textFileLogObserver
 from twisted.python.logfile import LogFile
 
+from tsecho._tally import Ending
 from tsecho.logs import CONNECTION_CLOSED, BatchedWriter, JSONObserver, TextObserver
 from tsecho.metrics import ServerMetrics
 from tsecho.protocol import ServerConfig, TimestampEcho, TimestampEchoFactory
-from tsecho.tally import Ending
 from tsecho.timestamps import Timestamper
 
 

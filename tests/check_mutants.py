@@ -9,7 +9,7 @@ it changes): the function, then the original line and the mutated one, as in
 
 C{tests/mutation-accepted.txt} lists the accepted survivors in that form,
 each under a comment saying why it is equivalent (or not worth a test).
-Mutants that the run did not check (C{mutmut run "tsecho.idle*"} checks one
+Mutants that the run did not check (C{mutmut run "tsecho._idle*"} checks one
 module) are left out, and so are accepted entries for them.
 
 Usage: C{python tests/check_mutants.py [ACCEPTED_FILE]}; exit status 1 if a

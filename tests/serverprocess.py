@@ -1,5 +1,6 @@
 """
-Run the real C{twistd tsecho} in a subprocess, for end-to-end tests.
+Run the real C{twistd tsecho} in a subprocess, for end-to-end tests and for
+the soak (C{benchmarks/soak.py}, which imports this module).
 
 The server listens on port 0 and its log says which port it got, so tests
 never race for a free port.
@@ -46,16 +47,35 @@ class ServerProcess:
 
     def log(self) -> str:
         """
-        Everything logged so far.
+        Everything logged so far, with the files C{twistd --logfile} rotated away first (oldest first).
         """
-        return self.log_path.read_text(errors="replace")
+        rotated = sorted(self.log_path.parent.glob(f"{self.log_path.name}.*"), key=lambda p: -int(p.suffix[1:]))
+        return "".join(path.read_text(errors="replace") for path in [*rotated, self.log_path] if path.exists())
+
+    def _proc_status(self, field: str) -> int:
+        """
+        A C{kB} field of C{/proc/PID/status} (Linux), such as C{VmRSS}, in KiB.
+        """
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        return int(re.search(rf"^{field}:\s+(\d+)", status, re.MULTILINE).group(1))  # type: ignore[union-attr]
 
     def rss_kib(self) -> int:
         """
         The server's resident memory, in KiB.
         """
-        status = Path(f"/proc/{self.process.pid}/status").read_text()
-        return int(re.search(r"VmRSS:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
+        return self._proc_status("VmRSS")
+
+    def peak_rss_kib(self) -> int:
+        """
+        The most resident memory the server ever had, in KiB.
+        """
+        return self._proc_status("VmHWM")
+
+    def fd_count(self) -> int:
+        """
+        How many file descriptors the server has open.
+        """
+        return len(list(Path(f"/proc/{self.process.pid}/fd").iterdir()))
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
         """

@@ -70,7 +70,7 @@ def test_systemd_units() -> None:
         "options = ServerOptions()\n"
         "options.parseOptions(sys.argv[1:])\n"
         "assert options['nodaemon'] and options['pidfile'] == '' and options.subCommand == 'tsecho'\n"
-        "[(description, endpoint)] = options.subOptions['endpoints']\n"
+        "[(description, endpoint)] = options.subOptions.endpoints()\n"
         "print(description, type(endpoint).__name__, endpoint.fileno, int(endpoint.addressFamily))\n"
     )
     shim = "import os, sys; os.environ['LISTEN_PID'] = str(os.getpid()); os.execv(sys.argv[1], sys.argv[1:])"

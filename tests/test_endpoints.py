@@ -540,14 +540,18 @@ def loaded_after(*arguments: str) -> set[str]:
     """
     Which of tsecho's listener workarounds, and of Twisted's PROXY-protocol
     modules, a fresh Python has loaded after importing C{tsecho.tap} and,
-    if C{arguments} are given, parsing them as C{twistd tsecho} options.
+    if C{arguments} are given, parsing them as C{twistd tsecho} options and
+    building their listeners' endpoints.
     """
     script = (
         "import sys\n"
         "import tsecho.tap\n"
         "if sys.argv[1:]:\n"
-        "    tsecho.tap.Options().parseOptions(sys.argv[1:])\n"
-        "print(' '.join(m for m in sys.modules if m.startswith(('twisted.protocols.haproxy', 'tsecho._'))))\n"
+        "    options = tsecho.tap.Options()\n"
+        "    options.parseOptions(sys.argv[1:])\n"
+        "    options.endpoints()\n"
+        "watched = ('twisted.protocols.haproxy', 'tsecho._tls', 'tsecho._proxy')\n"
+        "print(' '.join(m for m in sys.modules if m.startswith(watched)))\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", script, *arguments], capture_output=True, text=True, timeout=60, check=True

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from unittest import skipIf
 
 from twisted.internet.testing import StringTransport
+from twisted.protocols.basic import LineReceiver
 from twisted.trial.unittest import SynchronousTestCase
 
 from tsecho.framing import LineFramer
@@ -621,3 +622,68 @@ class CompactTests(SynchronousTestCase):
         self.assertEqual(len(framer.lines), 1)
         self.assertTrue(framer.has_unframed_input())
         self.assertEqual(framer.clearLineBuffer(), b"\n" * 65535)
+
+
+class TwistedsReceiver(LineReceiver):
+    """
+    Twisted's L{LineReceiver}, for comparison: records each line, and
+    returns true from C{lineReceived} for the line C{stop}.
+    """
+
+    delimiter = LF
+
+    def __init__(self) -> None:
+        self.lines: list[bytes] = []
+
+    def lineReceived(self, line: bytes) -> bool:
+        self.lines.append(line)
+        return line == b"stop"
+
+
+class LineReceiverDifferenceTests(SynchronousTestCase):
+    """
+    Where L{LineFramer} departs from L{LineReceiver}'s contract (README,
+    "Framing contract"); each test shows Twisted's behaviour beside it.
+    """
+
+    def test_true_return_stops_for_good(self) -> None:
+        """
+        A true return from C{lineReceived} stops delivery for good: from then
+        on each later chunk delivers only the oldest line waiting, then stops
+        again.  L{LineReceiver} stops only the rest of the current chunk, and
+        delivers all of it with the next one.
+        """
+
+        class Halting(RecordingFramer):
+            def lineReceived(self, line: bytes) -> bool:
+                super().lineReceived(line)
+                return line == b"stop"
+
+        framer = Halting()
+        framer.makeConnection(StringTransport())
+        framer.dataReceived(b"stop\nb\n")
+        self.assertEqual(framer.lines, [(b"stop", LF)])
+        framer.dataReceived(b"c\nd\n")
+        self.assertEqual(framer.lines, [(b"stop", LF), (b"b", LF)])
+
+        receiver = TwistedsReceiver()
+        receiver.makeConnection(StringTransport())
+        receiver.dataReceived(b"stop\nb\n")
+        receiver.dataReceived(b"c\n")
+        self.assertEqual(receiver.lines, [b"stop", b"b", b"c"])
+
+    def test_no_transport_one_line(self) -> None:
+        """
+        Without a transport, L{LineFramer} delivers one line per chunk and
+        keeps the rest; L{LineReceiver} delivers every line.
+        """
+        framer = RecordingFramer()
+        framer.dataReceived(b"a\nb\n")
+        self.assertEqual(framer.lines, [(b"a", LF)])
+        self.assertTrue(framer.has_unframed_input())
+        framer.dataReceived(b"c\n")
+        self.assertEqual(framer.lines, [(b"a", LF), (b"b", LF)])
+
+        receiver = TwistedsReceiver()
+        receiver.dataReceived(b"a\nb\nc\n")
+        self.assertEqual(receiver.lines, [b"a", b"b", b"c"])

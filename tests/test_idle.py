@@ -1,5 +1,5 @@
 """
-Tests for L{tsecho.idle}: idle timeouts of many connections on one timer.
+Tests for L{tsecho._idle}: idle timeouts of many connections on one timer.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from collections.abc import Callable
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from tsecho.idle import IdleTimeouts
+from tsecho._idle import IdleTimeouts
 
 START = 1_795_000_000.0
 
@@ -70,7 +70,7 @@ class IdleTimeoutsTests(SynchronousTestCase):
         self.clock.advance(2.5)
         self.assertEqual(self.log, [("a", START + 10), ("b", START + 13), ("c", START + 15.5)])
         self.assertEqual(self.clock.getDelayedCalls(), [])
-        self.assertEqual(len(self.idle), 0)
+        self.assertEqual(self.idle._deadlines, {})
 
     def test_activity_postpones(self) -> None:
         """
@@ -119,7 +119,7 @@ class IdleTimeoutsTests(SynchronousTestCase):
         """
         idle: IdleTimeouts[Connection] = IdleTimeouts(self.clock, None)
         idle.touch(self.connection("a"), self.clock.seconds())
-        self.assertEqual(len(idle), 0)
+        self.assertEqual(idle._deadlines, {})
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_restart(self) -> None:

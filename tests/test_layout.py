@@ -13,7 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 import tsecho.client
 
 #: The modules of tsecho that are neither side's: the client may load these.
-SIDE_NEUTRAL = {"tsecho", "tsecho.wire", "tsecho.framing", "tsecho.logtext", "tsecho.cli", "tsecho.endpoint_errors"}
+SIDE_NEUTRAL = {"tsecho", "tsecho.wire", "tsecho.framing", "tsecho._logtext", "tsecho._cli", "tsecho._endpoint_errors"}
 
 
 def modules_after(statement: str) -> set[str]:
@@ -44,7 +44,7 @@ class ClientImportsTests(SynchronousTestCase):
     def test_package_loads_no_server_module(self) -> None:
         """
         C{import tsecho.client} loads no server module (C{tsecho.protocol},
-        C{tsecho.service}, C{tsecho.tap}, C{tsecho.idle}, C{tsecho.datagram}, ...),
+        C{tsecho.service}, C{tsecho.tap}, C{tsecho._idle}, C{tsecho.datagram}, ...),
         nor C{twisted.internet.tcp}, nor a reactor.
         """
         modules = modules_after("import tsecho.client")
@@ -96,3 +96,32 @@ class ClientFaceTests(SynchronousTestCase):
         self.assertGreater(len(errors), 1)
         for error in errors:
             self.assertTrue(issubclass(error, tsecho.client.ClientError), error)
+
+
+class PublicAPITests(SynchronousTestCase):
+    """
+    C{tsecho/__init__.py} names the public modules without loading them.
+    """
+
+    def test_import_tsecho_loads_nothing(self) -> None:
+        """
+        C{import tsecho} loads no module of tsecho besides itself.
+        """
+        modules = modules_after("import tsecho")
+        self.assertEqual(sorted(m for m in modules if m.startswith("tsecho")), ["tsecho"])
+
+    def test_named_modules_are_public(self) -> None:
+        """
+        Each name in C{tsecho.__all__} (besides C{__version__}) is a public
+        module of the package, and the package itself is installed: no
+        private module is named public, and none named is missing.
+        """
+        import importlib
+
+        import tsecho
+
+        named = [name for name in tsecho.__all__ if name != "__version__"]
+        self.assertIn("testing", named)
+        for name in named:
+            self.assertFalse(name.startswith("_"), name)
+            self.assertEqual(importlib.import_module(f"tsecho.{name}").__name__, f"tsecho.{name}")

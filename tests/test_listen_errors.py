@@ -1,5 +1,5 @@
 """
-L{tsecho.listen_errors} and L{tsecho.endpoint_errors}: each failure Twisted
+L{tsecho._listen_errors} and L{tsecho._endpoint_errors}: each failure Twisted
 reports becomes one line that names the input and what to do.
 """
 
@@ -12,8 +12,8 @@ from twisted.internet.error import CannotListenError
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from tsecho.endpoint_errors import explain_description_error
-from tsecho.listen_errors import explain_listen_failure
+from tsecho._endpoint_errors import explain_description_error
+from tsecho._listen_errors import explain_listen_failure
 
 
 def _explain(error: BaseException) -> str:

@@ -1,5 +1,5 @@
 """
-Tests for L{tsecho.logtext.escape}: what a client controls reaches the log
+Tests for L{tsecho._logtext.escape}: what a client controls reaches the log
 as one line of visible characters.
 """
 
@@ -13,7 +13,7 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
-from tsecho.logtext import describe_address, escape
+from tsecho._logtext import describe_address, escape
 from tsecho.testing import make_factory
 
 HOSTILE = "/tmp/x\n2026-11-29T00:00:00+0000 [tsecho.protocol#info] forged\x1b[2J\r\x00\x7f\u2028"

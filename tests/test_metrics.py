@@ -25,11 +25,11 @@ from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 
 from serverprocess import exchange, running_server
+from tsecho._tally import NO_METRICS, Ending
 from tsecho.datagram import TimestampDatagram
 from tsecho.metrics import ServerMetrics, multiprocess_registry, registry_for, worker_exited
 from tsecho.protocol import ServerConfig
 from tsecho.service import TimestampEchoService
-from tsecho.tally import NO_METRICS, Ending
 from tsecho.tap import Options, makeService
 from tsecho.testing import connect, make_factory
 from tsecho.timestamps import Timestamper

@@ -22,10 +22,10 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import alsoProvides
 
 from timezones import use_time_zone
+from tsecho._logtext import describe_address
+from tsecho._tally import Ending
 from tsecho.logs import CONNECTION_CLOSED
-from tsecho.logtext import describe_address
 from tsecho.protocol import REPLY_BUDGET, TURN_BUDGET, ServerConfig, TimestampEcho
-from tsecho.tally import Ending
 from tsecho.testing import (
     EXAMPLE_PEER,
     EXAMPLE_STAMP,

@@ -18,7 +18,7 @@ import pytest
 from twisted.trial.unittest import SynchronousTestCase
 
 from serverprocess import twistd_command
-from tsecho import startup
+from tsecho import _startup as startup
 
 
 class FailTests(SynchronousTestCase):

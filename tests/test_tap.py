@@ -8,6 +8,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
+from tsecho._startup import release_stderr
 from tsecho.datagram import UDPAddress
 from tsecho.protocol import ServerConfig, TimestampEchoFactory
 from tsecho.service import TimestampEchoService
@@ -45,9 +46,9 @@ def listened(options: Options, reactor: MemoryReactorClock) -> list[tuple[str, i
     Listen on each parsed endpoint; return (description, port, interface) per TCP listener.
     """
     factory = make_factory()
-    for _, endpoint in options["endpoints"]:
+    for _, endpoint in options.endpoints():
         endpoint.listen(factory)
-    descriptions = [d for d, _ in options["endpoints"]]
+    descriptions = [d for d, _ in options.endpoints()]
     return [
         (description, port, interface) for description, (port, _, _, interface) in zip(descriptions, reactor.tcpServers)
     ]
@@ -169,7 +170,7 @@ class OptionTests(SynchronousTestCase):
         """
         options, reactor = parse("--listen", "unix:/tmp/tsecho-test.sock")
         factory = make_factory()
-        [(description, endpoint)] = options["endpoints"]
+        [(description, endpoint)] = options.endpoints()
         endpoint.listen(factory)
         self.assertEqual(description, "unix:/tmp/tsecho-test.sock")
         self.assertEqual(reactor.unixServers[0][0], "/tmp/tsecho-test.sock")
@@ -199,7 +200,7 @@ class GlobalReactorTests(SynchronousTestCase):
 
         options = Options()
         options.parseOptions(["--port", "0"])
-        [(description, endpoint)] = options["endpoints"]
+        [(description, endpoint)] = options.endpoints()
         self.assertEqual(description, "tcp:0")
         self.assertTrue(IStreamServerEndpoint.providedBy(endpoint))
         self.assertIs(options.reactor, reactor)
@@ -225,9 +226,12 @@ class BadValueTests(SynchronousTestCase):
         ("--timeout", "soon"),
         ("--time-format", "xx"),
         ("--time-format", "%Y\0"),
+    )
+    BAD_LISTENERS = (
         ("--listen", "foo:1"),
         ("--listen", "tcp:notaport"),
         ("--listen", ""),
+        ("--metrics", "foo:1"),
     )
 
     def test_bad_values(self) -> None:
@@ -238,8 +242,31 @@ class BadValueTests(SynchronousTestCase):
             options = Options(reactor=MemoryReactorClock())
             e = self.assertRaises(usage.UsageError, options.parseOptions, [option, value])
             self.assertTrue(str(e), (option, value))
-            if option == "--listen":
-                self.assertIn(f"--listen {value}" if value else "--listen needs", str(e))
+
+    def test_bad_listeners(self) -> None:
+        """
+        Options keep the descriptions as typed; L{makeService}, which builds
+        every listener, raises L{usage.UsageError} naming a bad one.
+        """
+        for option, value in self.BAD_LISTENERS:
+            options = Options(reactor=MemoryReactorClock())
+            options.parseOptions([option, value])
+            e = self.assertRaises(usage.UsageError, makeService, options)
+            self.assertIn(f"{option} {value}" if value else "--listen needs", str(e))
+
+    def test_bad_listener_under_twistd(self) -> None:
+        """
+        Under C{twistd} (options with a parent), a bad description ends the
+        command with the same one line as any other usage error.
+        """
+        options = Options(reactor=MemoryReactorClock())
+        options.parent = object()
+        self.addCleanup(release_stderr)  # makeService keeps a copy of stderr for a daemon
+        options.parseOptions(["--listen", "tcp:notaport"])
+        e = self.assertRaises(SystemExit, makeService, options)
+        self.assertEqual(
+            str(e), "twistd tsecho: --listen tcp:notaport: notaport is not a number (see twistd tsecho --help)"
+        )
 
     def test_listen_messages(self) -> None:
         """
@@ -251,7 +278,8 @@ class BadValueTests(SynchronousTestCase):
         }
         for value, message in cases.items():
             options = Options(reactor=MemoryReactorClock())
-            e = self.assertRaises(usage.UsageError, options.parseOptions, ["--listen", value])
+            options.parseOptions(["--listen", value])
+            e = self.assertRaises(usage.UsageError, makeService, options)
             self.assertEqual(str(e), message)
 
     def test_unknown_option(self) -> None:

@@ -802,7 +802,7 @@ def test_systemd_workers_unit() -> None:
     options = Options()
     options.parseOptions([a.replace("systemd:domain=INET:index=0", "tcp:0") for a in argv[4:]])
     assert options["workers"] == CPUS
-    assert [d for d, _ in options["endpoints"]] == ["tcp:0"]
+    assert [d for d, _ in options.endpoints()] == ["tcp:0"]
 
 
 def test_adopting_keeps_the_socket_nonblocking() -> None:

@@ -57,7 +57,7 @@ from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 from zope.interface import directlyProvides, implementer, providedBy
 
-from tsecho.logtext import describe_address
+from tsecho._logtext import describe_address
 
 HEADER_TIMEOUT = 30.0
 """

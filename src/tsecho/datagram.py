@@ -27,7 +27,7 @@ from twisted.internet.interfaces import IListeningPort, IReactorTime, IReactorUD
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
-from tsecho.logtext import describe_address, escape
+from tsecho._logtext import describe_address, escape
 from tsecho.timestamps import Timestamper
 from tsecho.wire import host_port
 

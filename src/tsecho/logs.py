@@ -39,7 +39,7 @@ CONNECTION_CLOSED = (
 The one event each connection logs, when it ends.  Its fields: C{peer}, the
 client (behind the PROXY protocol, the real one); C{lines}, lines answered;
 C{bytes_in} and C{bytes_out}; C{duration} in seconds; C{reason}, how it
-ended (one of L{tsecho.tally.Ending}).
+ended (one of L{tsecho._tally.Ending}).
 """
 
 FLUSH_DELAY = 1.0

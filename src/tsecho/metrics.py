@@ -36,8 +36,8 @@ from twisted.internet.interfaces import IListeningPort, IReactorTime, IStreamSer
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 
+from tsecho._tally import Ending
 from tsecho.datagram import DatagramListener
-from tsecho.tally import Ending
 
 if TYPE_CHECKING:
     from tsecho.datagram import TimestampDatagram
@@ -70,7 +70,7 @@ class Snapshot:
 
 class ServerMetrics:
     """
-    The counts of one server process; the factory's L{tsecho.tally.ConnectionMetrics}.
+    The counts of one server process; the factory's L{tsecho._tally.ConnectionMetrics}.
     """
 
     def __init__(self, connections: Collection[TimestampEcho]) -> None:

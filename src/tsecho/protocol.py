@@ -38,11 +38,11 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from tsecho._idle import IdleTimeouts
+from tsecho._logtext import describe_address
+from tsecho._tally import NO_METRICS, ConnectionMetrics, Ending
 from tsecho.framing import LineFramer
-from tsecho.idle import IdleTimeouts
 from tsecho.logs import CONNECTION_CLOSED
-from tsecho.logtext import describe_address
-from tsecho.tally import NO_METRICS, ConnectionMetrics, Ending
 from tsecho.timestamps import Timestamper
 from tsecho.wire import BUSY, CRLF, line_too_long
 

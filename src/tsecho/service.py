@@ -14,10 +14,10 @@ from twisted.logger import ILogObserver, Logger
 from twisted.python.components import Componentized
 from twisted.python.failure import Failure
 
-from tsecho.listen_errors import explain_listen_failure
-from tsecho.logtext import describe_address
+from tsecho._listen_errors import explain_listen_failure
+from tsecho._logtext import describe_address
+from tsecho._startup import StartupError, fail, release_stderr
 from tsecho.protocol import TimestampEchoFactory
-from tsecho.startup import StartupError, fail, release_stderr
 
 __all__ = ["StartupError", "TimestampEchoService"]
 
@@ -68,7 +68,7 @@ class TimestampEchoService(MultiService):
         """
         Open every listener now, before privileges are shed, and fail start-up
         with one line naming the listener that could not be opened
-        (L{tsecho.startup.fail}).
+        (L{tsecho._startup.fail}).
         """
         self._listened = True
         for description, endpoint in self.endpoints:

@@ -9,20 +9,21 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from twisted.application.service import IService
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.python import usage
 
-from tsecho.cli import port_number, stdout_may_close, usage_error_text, version_text
+from tsecho._cli import port_number, stdout_may_close, usage_error_text, version_text
+from tsecho._endpoint_errors import explain_description_error
+from tsecho._startup import keep_stderr
 from tsecho.datagram import TimestampDatagram, parse_udp_address, udp_listener, unix_datagram_listener
-from tsecho.endpoint_errors import explain_description_error
 from tsecho.listeners import server_from_string
 from tsecho.protocol import ServerConfig, TimestampEchoFactory
 from tsecho.service import TimestampEchoService
-from tsecho.startup import keep_stderr
 from tsecho.timestamps import Timestamper, validate_time_format
 from tsecho.wire import DEFAULT_PORT
 
@@ -54,6 +55,24 @@ def _workers(value: str) -> int:
 
 _workers.coerceDoc = "A positive whole number, or 'auto' (one per CPU this process may run on)."  # type: ignore[attr-defined]
 
+_DEFAULTS = ServerConfig()  # the defaults are written once, in ServerConfig (the timeout in whole seconds, for --help)
+
+
+@contextmanager
+def _one_line_usage_errors(options: usage.Options) -> Iterator[None]:
+    """
+    As a C{twistd} command (C{options} with a parent), a usage error ends the
+    process with one line on standard error and exit status 1 (C{twistd}
+    itself would print its whole usage first, and before Twisted 26 exit 0);
+    used on its own, L{usage.UsageError} is raised.
+    """
+    try:
+        yield
+    except usage.UsageError as e:
+        if options.parent is None:
+            raise
+        raise SystemExit(f"twistd tsecho: {usage_error_text(e)} (see twistd tsecho --help)") from None
+
 
 class Options(usage.Options):
     """
@@ -82,9 +101,21 @@ class Options(usage.Options):
         ],
         ["unix-datagram", None, None, "Also answer datagrams on a UNIX datagram socket at this path [default: off]"],
         ["time-format", None, "ctime", "'ctime', 'iso' (RFC 3339) or a strftime pattern", validate_time_format],
-        ["max-line", None, 16384, "Longest request line, in bytes", _positive_int],
-        ["max-connections", None, 10000, "Concurrent stream connections before 'ERROR server busy'", _positive_int],
-        ["timeout", None, 300, "Close a connection idle this many seconds; 0 never", _seconds],
+        ["max-line", None, _DEFAULTS.max_line, "Longest request line, in bytes", _positive_int],
+        [
+            "max-connections",
+            None,
+            _DEFAULTS.max_connections,
+            "Concurrent stream connections before 'ERROR server busy'",
+            _positive_int,
+        ],
+        [
+            "timeout",
+            None,
+            int(_DEFAULTS.timeout),
+            "Close a connection idle this many seconds; 0 never",
+            _seconds,
+        ],
         [
             "metrics",
             None,
@@ -106,19 +137,11 @@ class Options(usage.Options):
 
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
         """
-        Parse C{options}.  As a C{twistd} command, a usage error ends the
-        process here with one line on standard error and exit status 1
-        (C{twistd} itself would print its whole usage first, and before
-        Twisted 26 exit 0); used on its own, this raises L{usage.UsageError}.
+        Parse C{options}: a usage error is one line (L{_one_line_usage_errors}).
         """
         self.arguments = list(sys.argv[1:] if options is None else options)
-        try:
-            with stdout_may_close():
-                super().parseOptions(options)
-        except usage.UsageError as e:
-            if self.parent is None:
-                raise
-            raise SystemExit(f"twistd tsecho: {usage_error_text(e)} (see twistd tsecho --help)") from None
+        with _one_line_usage_errors(self), stdout_may_close():
+            super().parseOptions(options)
 
     def opt_version(self) -> None:
         """
@@ -148,19 +171,39 @@ class Options(usage.Options):
             raise usage.UsageError(f"--udp {address!r}: {e}") from None
 
     def postOptions(self) -> None:
-        descriptions = list(self["listen"])
-        if self["port"] is not None:
-            descriptions.insert(0, f"tcp:{self['port']}")
-        elif not descriptions:
-            descriptions.append(f"tcp:{DEFAULT_PORT}")
-        self["endpoints"] = [(d, self._endpoint(d)) for d in descriptions]
-        if self["metrics"] is not None:
-            self["metrics-endpoint"] = self._endpoint(self["metrics"], "--metrics")
         if self["max-connections"] < self["workers"]:
             raise usage.UsageError(
                 f"--max-connections {self['max-connections']} is less than --workers {self['workers']}: "
                 "each worker needs at least one connection"
             )
+
+    def stream_descriptions(self) -> list[str]:
+        """
+        The stream listeners asked for, in order: C{--port}, then each C{--listen};
+        with neither, the default port (L{DEFAULT_PORT}) on all interfaces.
+        """
+        descriptions = list(self["listen"])
+        if self["port"] is not None:
+            descriptions.insert(0, f"tcp:{self['port']}")
+        elif not descriptions:
+            descriptions.append(f"tcp:{DEFAULT_PORT}")
+        return descriptions
+
+    def endpoints(self) -> list[tuple[str, IStreamServerEndpoint]]:
+        """
+        Build the stream listeners' endpoints (called once, by L{makeService}).
+
+        @raise usage.UsageError: naming a description Twisted refuses, and why.
+        """
+        return [(d, self._endpoint(d)) for d in self.stream_descriptions()]
+
+    def metrics_endpoint(self) -> IStreamServerEndpoint | None:
+        """
+        Build the C{--metrics} endpoint, if asked for.
+
+        @raise usage.UsageError: naming a description Twisted refuses, and why.
+        """
+        return None if self["metrics"] is None else self._endpoint(self["metrics"], "--metrics")
 
     def _endpoint(self, description: str, option: str = "--listen") -> IStreamServerEndpoint:
         if self.reactor is None:
@@ -187,35 +230,45 @@ class Options(usage.Options):
         )
 
 
+def _datagram_listeners(
+    options: Options, timestamper: Timestamper, reactor: Any
+) -> list[tuple[TimestampDatagram, Any]]:
+    """
+    The C{--udp} and C{--unix-datagram} listeners asked for, each with the protocol that answers.
+    """
+    quiet = bool(options["quiet"])
+    listeners = []
+    if options["udp"] is not None:
+        answer = TimestampDatagram(timestamper, reactor, quiet=quiet)
+        udp = options["udp"]
+        listeners.append((answer, udp_listener(reactor, udp.port, answer, udp.interface)))
+    if options["unix-datagram"] is not None:
+        answer = TimestampDatagram(timestamper, reactor, quiet=quiet)
+        listeners.append((answer, unix_datagram_listener(reactor, options["unix-datagram"], answer)))
+    return listeners
+
+
 def makeService(options: Options) -> IService:
     """
     Build the whole server from parsed L{Options}.
     """
     if options.parent is not None:  # a command (twistd, twist): it may daemonize after this
         keep_stderr()
-    reactor = options.reactor
-    if reactor is None:
-        from twisted.internet import reactor
+    with _one_line_usage_errors(options):  # a listener description Twisted refuses
+        endpoints, metrics_endpoint = options.endpoints(), options.metrics_endpoint()
+    reactor = options.reactor  # given, or the global one that building the endpoints took
     timestamper = Timestamper(options["time-format"], bool(options["utc"]))
     factory = TimestampEchoFactory(options.config(), timestamper, reactor)
-    service = TimestampEchoService(factory, options["endpoints"], reactor)
+    service = TimestampEchoService(factory, endpoints, reactor)
     from tsecho._twistd_logging import default_observer  # twistd internals: only when a server is made
 
     service.log_observer = default_observer(options.parent, reactor)
     # Datagram listeners and the metrics page are child services, opened with
     # the stream listeners.
-    quiet = bool(options["quiet"])
-    datagram_listeners = []
-    if options["udp"] is not None:
-        answer = TimestampDatagram(timestamper, reactor, quiet=quiet)
-        udp = options["udp"]
-        datagram_listeners.append((answer, udp_listener(reactor, udp.port, answer, udp.interface)))
-    if options["unix-datagram"] is not None:
-        answer = TimestampDatagram(timestamper, reactor, quiet=quiet)
-        datagram_listeners.append((answer, unix_datagram_listener(reactor, options["unix-datagram"], answer)))
+    datagram_listeners = _datagram_listeners(options, timestamper, reactor)
     for _, listener in datagram_listeners:
         listener.setServiceParent(service)
-    if options["metrics"] is not None:
+    if metrics_endpoint is not None:
         from tsecho.metrics import ServerMetrics, metrics_listener, metrics_site, registry_for
 
         metrics = ServerMetrics(factory.connections)
@@ -223,7 +276,7 @@ def makeService(options: Options) -> IService:
         for answer, listener in datagram_listeners:
             metrics.watch_datagrams(listener.description, answer)
         site = metrics_site(*registry_for(metrics))
-        metrics_listener(options["metrics"], options["metrics-endpoint"], site).setServiceParent(service)
+        metrics_listener(options["metrics"], metrics_endpoint, site).setServiceParent(service)
     if options["workers"] > 1:
         from tsecho.workers import WorkerPool
 

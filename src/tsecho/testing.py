@@ -134,28 +134,21 @@ class TCPStringTransport(StringTransport):
         """
         self.protocol.writeConnectionLost()
 
+    # The four socket-option methods of ITCPTransport: the options are recorded.
     def getTcpNoDelay(self) -> bool:
-        """
-        Whether C{TCP_NODELAY} is set.
-        """
+        """Whether C{TCP_NODELAY} is set."""
         return self.no_delay
 
-    def setTcpNoDelay(self, enabled: bool) -> None:
-        """
-        Set or clear C{TCP_NODELAY}.
-        """
-        self.no_delay = enabled
-
     def getTcpKeepAlive(self) -> bool:
-        """
-        Whether C{SO_KEEPALIVE} is set.
-        """
+        """Whether C{SO_KEEPALIVE} is set."""
         return self.keep_alive
 
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        """Set or clear C{TCP_NODELAY}."""
+        self.no_delay = enabled
+
     def setTcpKeepAlive(self, enabled: bool) -> None:
-        """
-        Set or clear C{SO_KEEPALIVE}.
-        """
+        """Set or clear C{SO_KEEPALIVE}."""
         self.keep_alive = enabled
 
 

@@ -207,13 +207,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = worker_options(reactor, spec["stream"], spec.get("udp"))
     try:
         options.parseOptions(arguments)
+        service = None if spec.get("check") else makeService(options)  # makeService builds the listeners
     except usage.UsageError as e:
         print(f"tsecho worker: {e}", file=sys.stderr)
         return 1
-    if spec.get("check"):
+    if service is None:
         return 0
     globalLogBeginner.beginLoggingTo([jsonFileLogObserver(sys.stdout)], redirectStandardIO=False)
-    service = makeService(options)
     service.privilegedStartService()
     service.startService()
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)

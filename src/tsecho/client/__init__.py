@@ -17,30 +17,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NoReturn
 
+from tsecho.client import _errors
 from tsecho.client._datagram import CannotSendError, DatagramClient
-from tsecho.client._errors import (
-    CannotConnectError,
-    ClientError,
-    ClosedEarlyError,
-    ClosedError,
-    NoReplyError,
-    ReplyTooLongError,
-)
+from tsecho.client._errors import *  # noqa: F403  # the ClientError family: _errors.__all__
 from tsecho.client._stream import EchoClient, EchoSession
 
-__all__ = [
-    "CannotConnectError",
-    "CannotSendError",
-    "ClientError",
-    "ClosedEarlyError",
-    "ClosedError",
-    "DatagramClient",
-    "EchoClient",
-    "EchoSession",
-    "NoReplyError",
-    "ReplyTooLongError",
-    "main",
-]
+__all__ = ["CannotSendError", "DatagramClient", "EchoClient", "EchoSession", "main"]
+__all__ += _errors.__all__
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:

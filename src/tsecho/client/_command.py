@@ -36,13 +36,13 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 
 from tsecho import __version__
-from tsecho.cli import discard_stdout, port_number, stdout_may_close, usage_error_text
+from tsecho._cli import discard_stdout, port_number, stdout_may_close, usage_error_text
+from tsecho._endpoint_errors import explain_description_error
 from tsecho.client._datagram import DatagramClient
 from tsecho.client._errors import ClientError, ServerError, one_line
 from tsecho.client._input import InputLines, StdinReader
 from tsecho.client._stream import EchoClient, EchoSession
 from tsecho.client._tls import client_from_string
-from tsecho.endpoint_errors import explain_description_error
 from tsecho.wire import DEFAULT_PORT, ERROR_PREFIX, LF, host_port
 
 PROGRAM = "tsecho-client"
@@ -385,6 +385,20 @@ async def run(
     return status
 
 
+def _feed(conversation: Conversation, options: ClientOptions, terminal: Terminal) -> None:
+    """
+    Give C{conversation} the messages of the command line, or else standard input's lines.
+    """
+    if options.messages:
+        for message in options.messages:
+            conversation.message(message)
+        conversation.end_of_input()
+    else:
+        conversation.input = InputLines(conversation)
+        conversation.start()
+        terminal.read_input(conversation.input)
+
+
 async def _converse(
     reactor: Any,
     options: ClientOptions,
@@ -407,14 +421,7 @@ async def _converse(
     # Stopped early (Ctrl-C, SIGTERM): say so, and do not exit 0.  (Once the
     # conversation is over, interrupting it does nothing.)
     reactor.addSystemEventTrigger("before", "shutdown", conversation.interrupt)
-    if options.messages:
-        for message in options.messages:
-            conversation.message(message)
-        conversation.end_of_input()
-    else:
-        conversation.input = InputLines(conversation)
-        conversation.start()
-        terminal.read_input(conversation.input)
+    _feed(conversation, options, terminal)
     error = await conversation.done
     if conversation.at_prompt:
         terminal.stderr.write("\n")  # after "> " and the terminal's ^C or ^D

@@ -11,6 +11,16 @@ from __future__ import annotations
 from twisted.internet import error
 from twisted.python.failure import Failure
 
+__all__ = [  # the public ones, which tsecho.client re-exports
+    "CannotConnectError",
+    "ClientError",
+    "ClosedEarlyError",
+    "ClosedError",
+    "NoReplyError",
+    "ReplyTooLongError",
+    "ServerClosedError",
+]
+
 
 def explain(reason: Failure) -> str:
     """

@@ -40,8 +40,8 @@ from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from tsecho._logtext import escape
 from tsecho.client._errors import ClientError
-from tsecho.logtext import escape
 from tsecho.wire import host_port
 
 PREFIX = "tls"

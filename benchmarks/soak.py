@@ -1,7 +1,7 @@
 """
 A soak test for humans: a real server, a mixed crowd of clients, a verdict.
 
-    python -m tsecho.soak --duration 20
+    python benchmarks/soak.py --duration 20
 
 It starts C{twistd -n tsecho} in a subprocess (UTC ISO timestamps, so every
 reply can be checked to the second), then runs, for the whole duration,
@@ -40,99 +40,16 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.python import usage
 from twisted.python.failure import Failure
 
-from tsecho.cli import usage_error_text, version_text
+from tsecho._cli import usage_error_text, version_text
 from tsecho.wire import line_too_long
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from serverprocess import ServerProcess, running_server  # the tests' helper: one way to run a server
 
 STAMP = re.compile(rb"\[(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\+00:00\] ")
 STAMP_LENGTH = len(b"[2026-11-26T14:09:48+00:00] ")
-LISTENING = re.compile(r"listening on \S+ \(127\.0\.0\.1:(\d+)\)")
 LINGER_0 = struct.pack("ii", 1, 0)
 MAX_LINE = 4096
-
-
-def twistd_command(options: Sequence[str], twistd_options: Sequence[str] = ()) -> list[str]:
-    """
-    C{twistd -n TWISTD_OPTIONS tsecho OPTIONS}, run by this Python
-    (C{python -m twisted} is C{twist}, not C{twistd}).
-    """
-    launcher = "import sys; sys.argv[0] = 'twistd'; from twisted.scripts.twistd import run; run()"
-    return [sys.executable, "-c", launcher, "-n", "--pidfile=", *twistd_options, "tsecho", *options]
-
-
-def proc_status(pid: int, field: str) -> int:
-    """
-    A C{kB} field of C{/proc/PID/status}, such as C{VmRSS} or C{VmHWM}, in KiB.
-    """
-    match = re.search(rf"^{field}:\s+(\d+)", Path(f"/proc/{pid}/status").read_text(), re.MULTILINE)
-    return int(match.group(1)) if match else 0
-
-
-@attrs.define
-class ServerProcess:
-    """
-    A C{twistd -n tsecho} subprocess that logs to a file in a directory of its own.
-    """
-
-    process: subprocess.Popen[bytes]
-    log_path: Path
-    port: int = 0
-
-    @classmethod
-    def start(cls, directory: Path, options: Sequence[str], timeout: float = 20.0) -> ServerProcess:
-        """
-        Start the server on a free port of 127.0.0.1 and wait until it listens.
-        """
-        log_path = directory / "server.log"
-        command = twistd_command(options, [f"--logfile={log_path}"])
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, cwd=directory)
-        server = cls(process, log_path)
-        deadline = time.monotonic() + timeout
-        while not server.port:
-            if process.poll() is not None or time.monotonic() > deadline:
-                server.stop(signal.SIGKILL)
-                raise RuntimeError(f"the server did not start:\n{server.log()}")
-            time.sleep(0.05)
-            found = LISTENING.search(server.log())
-            server.port = int(found.group(1)) if found else 0
-        return server
-
-    def log(self) -> str:
-        """
-        Everything the server logged (all rotated files, oldest first).
-        """
-        paths = sorted(self.log_path.parent.glob("server.log.*"), key=lambda p: -int(p.suffix[1:]))
-        return "".join(p.read_text(errors="replace") for p in [*paths, self.log_path] if p.exists())
-
-    def rss_kib(self) -> int:
-        """
-        Resident memory now, in KiB.
-        """
-        return proc_status(self.process.pid, "VmRSS")
-
-    def peak_rss_kib(self) -> int:
-        """
-        The most resident memory the server ever had, in KiB.
-        """
-        return proc_status(self.process.pid, "VmHWM")
-
-    def fd_count(self) -> int:
-        """
-        How many file descriptors the server has open.
-        """
-        return len(list(Path(f"/proc/{self.process.pid}/fd").iterdir()))
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
-        """
-        Signal the server and return its exit status (killing it if it hangs).
-        """
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            return -signal.SIGKILL
 
 
 def check_reply(reply: bytes, request: bytes, now: float, slack: float = 5.0) -> str | None:
@@ -417,10 +334,10 @@ class Soak:
 
 class Options(usage.Options):
     """
-    The command line of C{python -m tsecho.soak}.
+    The command line of C{python benchmarks/soak.py}.
     """
 
-    synopsis = "Usage: python -m tsecho.soak [--duration SECONDS] [--clients N] [--seed N] [--max-rss MIB]"
+    synopsis = "Usage: python benchmarks/soak.py [--duration SECONDS] [--clients N] [--seed N] [--max-rss MIB]"
     longdesc = (
         "A soak test for humans: a real server, a mixed crowd of clients, a verdict. "
         "It starts twistd -n tsecho in a subprocess, then runs, for the whole duration, well-behaved "
@@ -494,13 +411,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         options.parseOptions(sys.argv[1:] if argv is None else list(argv))
     except usage.UsageError as e:
-        print(f"python -m tsecho.soak: {usage_error_text(e)} (see --help)", file=sys.stderr)
+        print(f"benchmarks/soak.py: {usage_error_text(e)} (see --help)", file=sys.stderr)
         return 2
-    with tempfile.TemporaryDirectory(prefix="tsecho-soak-") as directory:
-        server_options = ["--listen", "tcp:0:interface=127.0.0.1:backlog=1024", "--utc", "--time-format", "iso"]
-        server = ServerProcess.start(Path(directory), [*server_options, "--max-line", str(MAX_LINE), "--timeout", "30"])
+    server_options = ["--listen", "tcp:0:interface=127.0.0.1:backlog=1024", "--utc", "--time-format", "iso"]
+    server_options += ["--max-line", str(MAX_LINE), "--timeout", "30"]
+    with (
+        tempfile.TemporaryDirectory(prefix="tsecho-soak-") as directory,
+        running_server(
+            Path(directory), server_options, twistd_options=["--logfile=server.log"], logfile="server.log"
+        ) as server,
+    ):
+        fds_before = server.fd_count()
         try:
-            fds_before = server.fd_count()
             tally = run_reactor(lambda reactor: soak(reactor, options, server))
             deadline = time.monotonic() + 10
             while server.fd_count() > fds_before and time.monotonic() < deadline:
@@ -508,7 +430,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             fds_after = server.fd_count()
             peak = max(server.peak_rss_kib(), tally.max_rss_kib)
         finally:
-            status = server.stop()
+            status = stop(server)
         log = server.log()
     tracebacks = log.count("Traceback (most recent call last)")
     if tracebacks:
@@ -541,6 +463,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     verdict = "FAIL: " + "; ".join(problems) if problems else "PASS"
     print(verdict)
     return 1 if problems else 0
+
+
+def stop(server: ServerProcess) -> int:
+    """
+    Stop the server with SIGTERM; its exit status, or -SIGKILL if it hung and was killed.
+    """
+    try:
+        return server.stop(timeout=20.0)
+    except subprocess.TimeoutExpired:
+        return -signal.SIGKILL
 
 
 def run_reactor(work: Callable[[Any], Coroutine[Any, Any, Tally]]) -> Tally:

@@ -50,9 +50,6 @@ class IdleTimeouts(Generic[C]):
         self._deadlines: dict[C, float] = {}  # in order of deadline
         self._call: IDelayedCall | None = None
 
-    def __len__(self) -> int:
-        return len(self._deadlines)
-
     def touch(self, connection: C, now: float) -> None:
         """
         C{connection} was active at C{now} (the clock's current time): it
@@ -107,12 +104,9 @@ class IdleTimeouts(Generic[C]):
 
     def _rearm(self, now: float) -> None:
         """
-        Point the timer at the earliest deadline, or cancel it if none is left.
+        Point the timer at the earliest deadline, if any is left.
         """
-        if not self._deadlines:
-            if self._call is not None:
-                self._call.cancel()
-                self._call = None
+        if not self._deadlines:  # then no timer either: discard and restart cancel it with the last deadline
             return
         delay = max(next(iter(self._deadlines.values())) - now, 0.0)
         if self._call is None:
