@@ -44,9 +44,9 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger, eventFromJSON, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 
+from tsecho._startup import fail, release_stderr
 from tsecho.datagram import DatagramListener
 from tsecho.service import TimestampEchoService
-from tsecho.startup import fail, release_stderr
 from tsecho.worker import READY
 
 log = Logger()
