@@ -694,6 +694,80 @@ def test_rss_per_non_reading_connection(tmp_path: Path, kind: str, pattern: str)
         assert per_client <= HOLDINGS_BOUND_KIB
 
 
+def send_and_end(port: int, payload: bytes) -> socket.socket:
+    """
+    Connect a TLS client to C{127.0.0.1:port}, then send C{payload} and its
+    C{close_notify} in one C{sendall} (so the server reads them together);
+    return the raw socket, which reads nothing more.
+    """
+    import ssl
+
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # the server is not what is tested here
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = context.wrap_bio(incoming, outgoing, server_hostname="localhost")
+    for _ in range(10):
+        try:
+            tls.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            raw.sendall(outgoing.read())
+            incoming.write(raw.recv(65536))
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # replies stay in the server
+    tls.write(payload)
+    with contextlib.suppress(ssl.SSLWantReadError):
+        tls.unwrap()  # queues our close_notify; the server's is never read
+    raw.sendall(outgoing.read())
+    return raw
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["tcp", "unix", "ssl", "haproxy"])
+def test_rss_per_client_that_ends_without_reading(tmp_path: Path, kind: str) -> None:
+    """
+    200 clients that each send 64 KiB of empty lines and end their input in
+    the same write (a TCP FIN; over TLS a C{close_notify}, read by the server
+    together with the lines), then never read, make the server's resident
+    memory grow by at most 256 KiB each: the end of input does not make the
+    server answer everything at once.  (Not a proof: the kernel's send
+    buffer may absorb much of what a server made at once, so this guards
+    the bound; C{test_protocol}'s and C{test_tls}'s in-memory tests pin the
+    per-turn answering.)
+    """
+    listen, connect_client = hostile_listener(kind, tmp_path)
+    options = ("--listen", listen[0], "--utc", "--time-format", "iso", "--quiet")
+    payload = b"\n" * 65536
+    with running_server(tmp_path, options) as server:
+        port = 0
+        if kind != "unix":
+            port = int(server.addresses[0].rsplit(":", 1)[1])
+            connect_client.port.append(port)  # type: ignore[attr-defined]
+        time.sleep(0.5)
+        baseline = rss_kib(server.process.pid)
+        clients = []
+        try:
+            for _ in range(HOSTILE_CLIENTS):
+                if kind == "ssl":
+                    clients.append(send_and_end(port, payload))
+                    continue
+                sock = connect_client()
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # replies stay in the server
+                sock.sendall(payload)
+                sock.shutdown(socket.SHUT_WR)
+                clients.append(sock)
+            time.sleep(1)
+            growth = rss_kib(server.process.pid) - baseline
+        finally:
+            for sock in clients:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_0)
+                sock.close()
+        per_client = growth / HOSTILE_CLIENTS
+        print(f"{kind}, 64 KiB of empty lines + end, no reading: RSS +{growth} KiB, {per_client:.0f} KiB per client")
+        assert per_client <= HOLDINGS_BOUND_KIB
+
+
 @pytest.mark.slow
 def test_sigterm_with_500_flooders(tmp_path: Path) -> None:
     """
