@@ -631,6 +631,25 @@ def hostile_listener(kind: str, tmp_path: Path) -> tuple[list[str], Callable[[],
     return options, connect_inet
 
 
+def reset_all(sockets: list[socket.socket]) -> None:
+    """
+    Close every socket with a reset (so none lingers in the server).
+    """
+    for sock in sockets:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_0)
+        sock.close()
+
+
+def check_holdings(what: str, growth_kib: int) -> None:
+    """
+    Say what L{HOSTILE_CLIENTS} clients made the server's memory grow by,
+    and check it is at most L{HOLDINGS_BOUND_KIB} per client.
+    """
+    per_client = growth_kib / HOSTILE_CLIENTS
+    print(f"{what}: RSS +{growth_kib} KiB, {per_client:.0f} KiB per client")
+    assert per_client <= HOLDINGS_BOUND_KIB
+
+
 def flood_until_stalled(sockets: list[socket.socket], chunk: bytes, seconds: float = 20.0) -> int:
     """
     Send C{chunk} again and again on every socket, never reading, until no
@@ -686,12 +705,8 @@ def test_rss_per_non_reading_connection(tmp_path: Path, kind: str, pattern: str)
             time.sleep(0.5)
             growth = rss_kib(server.process.pid) - baseline
         finally:
-            for sock in clients:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_0)
-                sock.close()
-        per_client = growth / HOSTILE_CLIENTS
-        print(f"{kind}, {pattern}: sent {sent / 2**20:.1f} MiB; RSS +{growth} KiB, {per_client:.0f} KiB per client")
-        assert per_client <= HOLDINGS_BOUND_KIB
+            reset_all(clients)
+        check_holdings(f"{kind}, {pattern}: sent {sent / 2**20:.1f} MiB", growth)
 
 
 def send_and_end(port: int, payload: bytes) -> socket.socket:
@@ -760,12 +775,8 @@ def test_rss_per_client_that_ends_without_reading(tmp_path: Path, kind: str) -> 
             time.sleep(1)
             growth = rss_kib(server.process.pid) - baseline
         finally:
-            for sock in clients:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_0)
-                sock.close()
-        per_client = growth / HOSTILE_CLIENTS
-        print(f"{kind}, 64 KiB of empty lines + end, no reading: RSS +{growth} KiB, {per_client:.0f} KiB per client")
-        assert per_client <= HOLDINGS_BOUND_KIB
+            reset_all(clients)
+        check_holdings(f"{kind}, 64 KiB of empty lines + end, no reading", growth)
 
 
 @pytest.mark.slow
