@@ -31,7 +31,7 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
 
-from serverprocess import running_server
+from serverprocess import exchange, running_server
 from tsecho.protocol import ServerConfig, TimestampEchoFactory
 from tsecho.timestamps import Timestamper
 
@@ -780,15 +780,18 @@ def test_rss_per_client_that_ends_without_reading(tmp_path: Path, kind: str) -> 
 
 
 @pytest.mark.slow
-def test_sigterm_with_500_flooders(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_sigterm_with_500_flooders(tmp_path: Path, workers: str) -> None:
     """
     500 clients flood empty lines and never read; on SIGTERM the server stops
     accepting within 1 s (each connection does a bounded amount of work per
-    turn of the reactor, so the signal is handled promptly) and exits within
-    12 s (clients that do not read are cut off 10 s after the signal).
+    turn of the reactor, so the signal is handled promptly; with workers,
+    the main process closes its copy of the listening socket too) and exits
+    within 12 s (clients that do not read are cut off 10 s after the signal).
     """
-    with running_server(tmp_path, (*SERVER, "--quiet")) as server:
+    with running_server(tmp_path, (*SERVER, "--quiet", "--workers", workers)) as server:
         port = server.port
+        assert exchange(port, b"ready\n").endswith(b"ready\n")  # a worker serves
         clients = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(500)]
         try:
             for sock in clients:
@@ -821,7 +824,7 @@ def test_sigterm_with_500_flooders(tmp_path: Path) -> None:
         finally:
             for sock in clients:
                 sock.close()
-        print(f"500 flooders: port closed {port_closed} s, exit {exited} s after SIGTERM")
+        print(f"{workers} worker(s), 500 flooders: port closed {port_closed} s, exit {exited} s after SIGTERM")
         assert port_closed is not None
         assert port_closed < 1.0
         assert exited is not None
