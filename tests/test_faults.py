@@ -833,13 +833,15 @@ def test_sigterm_with_500_flooders(tmp_path: Path, workers: str) -> None:
 
 
 @pytest.mark.slow
-def test_lock_step_client_after_sigterm(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_lock_step_client_after_sigterm(tmp_path: Path, workers: str) -> None:
     """
     A client in lock-step (a line, its reply, the next line) keeps going
     after SIGTERM: it gets a reply for every line but at most the one in
-    flight, then the end of the stream, and the server exits within 3 s.
+    flight, then the end of the stream, and the server exits within 3 s
+    (also with workers).
     """
-    with running_server(tmp_path, SERVER) as server:
+    with running_server(tmp_path, (*SERVER, "--workers", workers)) as server:
         with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
             sent: list[bytes] = []
             received = bytearray()
