@@ -367,7 +367,7 @@ class TimestampEcho(LineFramer, TimeoutMixin):
     def _answer_held_input(self) -> None:
         """
         Answer the input held back, within a new turn's budget; once it is all
-        answered, read on.
+        answered, read on (or, if the client's input has ended, finish).
         """
         factory = self.factory
         self._flow = Flow.READING
