@@ -354,6 +354,26 @@ class RouteTests(SynchronousTestCase):
             self.assertTrue(server.transport.disconnecting)
             self.reactor.tcpServers.clear()
 
+    def test_close_notify_then_never_reading(self) -> None:
+        """
+        A client that sends a flood and its C{close_notify}, then never
+        reads, does not hold the connection open for ever: the idle timeout
+        closes it (our C{close_notify} is sent), as for any client that stops
+        reading.
+        """
+        factory = make_factory()
+        server, client = self.connect(factory)
+        assert isinstance(server.transport, StringTransport)
+        server.transport.producer.pauseProducing()  # its replies wait unsent
+        client.connection.sendall(b"\n" * 65536)
+        client.connection.shutdown()
+        client.flush()
+        self.assertFalse(server.transport.disconnecting)
+        factory.clock.advance(factory.config.timeout)  # type: ignore[attr-defined]
+        self.assertTrue(server.transport.disconnecting)
+        client.flush()
+        self.assertEqual(client.receive(), (b"", True))
+
     def test_not_half_closeable(self) -> None:
         """
         A wrapped protocol without L{IHalfCloseableProtocol} is closed as
