@@ -31,7 +31,7 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
 
-from serverprocess import running_server
+from serverprocess import exchange, running_server
 from tsecho.protocol import ServerConfig, TimestampEchoFactory
 from tsecho.timestamps import Timestamper
 
@@ -631,6 +631,25 @@ def hostile_listener(kind: str, tmp_path: Path) -> tuple[list[str], Callable[[],
     return options, connect_inet
 
 
+def reset_all(sockets: list[socket.socket]) -> None:
+    """
+    Close every socket with a reset (so none lingers in the server).
+    """
+    for sock in sockets:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_0)
+        sock.close()
+
+
+def check_holdings(what: str, growth_kib: int) -> None:
+    """
+    Say what L{HOSTILE_CLIENTS} clients made the server's memory grow by,
+    and check it is at most L{HOLDINGS_BOUND_KIB} per client.
+    """
+    per_client = growth_kib / HOSTILE_CLIENTS
+    print(f"{what}: RSS +{growth_kib} KiB, {per_client:.0f} KiB per client")
+    assert per_client <= HOLDINGS_BOUND_KIB
+
+
 def flood_until_stalled(sockets: list[socket.socket], chunk: bytes, seconds: float = 20.0) -> int:
     """
     Send C{chunk} again and again on every socket, never reading, until no
@@ -686,24 +705,93 @@ def test_rss_per_non_reading_connection(tmp_path: Path, kind: str, pattern: str)
             time.sleep(0.5)
             growth = rss_kib(server.process.pid) - baseline
         finally:
-            for sock in clients:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_0)
-                sock.close()
-        per_client = growth / HOSTILE_CLIENTS
-        print(f"{kind}, {pattern}: sent {sent / 2**20:.1f} MiB; RSS +{growth} KiB, {per_client:.0f} KiB per client")
-        assert per_client <= HOLDINGS_BOUND_KIB
+            reset_all(clients)
+        check_holdings(f"{kind}, {pattern}: sent {sent / 2**20:.1f} MiB", growth)
+
+
+def send_and_end(port: int, payload: bytes) -> socket.socket:
+    """
+    Connect a TLS client to C{127.0.0.1:port}, then send C{payload} and its
+    C{close_notify} in one C{sendall} (so the server reads them together);
+    return the raw socket, which reads nothing more.
+    """
+    import ssl
+
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # the server is not what is tested here
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = context.wrap_bio(incoming, outgoing, server_hostname="localhost")
+    for _ in range(10):
+        try:
+            tls.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            raw.sendall(outgoing.read())
+            incoming.write(raw.recv(65536))
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # replies stay in the server
+    tls.write(payload)
+    with contextlib.suppress(ssl.SSLWantReadError):
+        tls.unwrap()  # queues our close_notify; the server's is never read
+    raw.sendall(outgoing.read())
+    return raw
 
 
 @pytest.mark.slow
-def test_sigterm_with_500_flooders(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["tcp", "unix", "ssl", "haproxy"])
+def test_rss_per_client_that_ends_without_reading(tmp_path: Path, kind: str) -> None:
+    """
+    200 clients that each send 64 KiB of empty lines and end their input in
+    the same write (a TCP FIN; over TLS a C{close_notify}, read by the server
+    together with the lines), then never read, make the server's resident
+    memory grow by at most 256 KiB each: the end of input does not make the
+    server answer everything at once.  (Not a proof: the kernel's send
+    buffer may absorb much of what a server made at once, so this guards
+    the bound; C{test_protocol}'s and C{test_tls}'s in-memory tests pin the
+    per-turn answering.)
+    """
+    listen, connect_client = hostile_listener(kind, tmp_path)
+    options = ("--listen", listen[0], "--utc", "--time-format", "iso", "--quiet")
+    payload = b"\n" * 65536
+    with running_server(tmp_path, options) as server:
+        port = 0
+        if kind != "unix":
+            port = int(server.addresses[0].rsplit(":", 1)[1])
+            connect_client.port.append(port)  # type: ignore[attr-defined]
+        time.sleep(0.5)
+        baseline = rss_kib(server.process.pid)
+        clients = []
+        try:
+            for _ in range(HOSTILE_CLIENTS):
+                if kind == "ssl":
+                    clients.append(send_and_end(port, payload))
+                    continue
+                sock = connect_client()
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # replies stay in the server
+                sock.sendall(payload)
+                sock.shutdown(socket.SHUT_WR)
+                clients.append(sock)
+            time.sleep(1)
+            growth = rss_kib(server.process.pid) - baseline
+        finally:
+            reset_all(clients)
+        check_holdings(f"{kind}, 64 KiB of empty lines + end, no reading", growth)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_sigterm_with_500_flooders(tmp_path: Path, workers: str) -> None:
     """
     500 clients flood empty lines and never read; on SIGTERM the server stops
     accepting within 1 s (each connection does a bounded amount of work per
-    turn of the reactor, so the signal is handled promptly) and exits within
-    12 s (clients that do not read are cut off 10 s after the signal).
+    turn of the reactor, so the signal is handled promptly; with workers,
+    the main process closes its copy of the listening socket too) and exits
+    within 12 s (clients that do not read are cut off 10 s after the signal).
     """
-    with running_server(tmp_path, (*SERVER, "--quiet")) as server:
+    with running_server(tmp_path, (*SERVER, "--quiet", "--workers", workers)) as server:
         port = server.port
+        assert exchange(port, b"ready\n").endswith(b"ready\n")  # a worker serves
         clients = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(500)]
         try:
             for sock in clients:
@@ -736,7 +824,7 @@ def test_sigterm_with_500_flooders(tmp_path: Path) -> None:
         finally:
             for sock in clients:
                 sock.close()
-        print(f"500 flooders: port closed {port_closed} s, exit {exited} s after SIGTERM")
+        print(f"{workers} worker(s), 500 flooders: port closed {port_closed} s, exit {exited} s after SIGTERM")
         assert port_closed is not None
         assert port_closed < 1.0
         assert exited is not None
@@ -745,13 +833,15 @@ def test_sigterm_with_500_flooders(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_lock_step_client_after_sigterm(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_lock_step_client_after_sigterm(tmp_path: Path, workers: str) -> None:
     """
     A client in lock-step (a line, its reply, the next line) keeps going
     after SIGTERM: it gets a reply for every line but at most the one in
-    flight, then the end of the stream, and the server exits within 3 s.
+    flight, then the end of the stream, and the server exits within 3 s
+    (also with workers).
     """
-    with running_server(tmp_path, SERVER) as server:
+    with running_server(tmp_path, (*SERVER, "--workers", workers)) as server:
         with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
             sent: list[bytes] = []
             received = bytearray()

@@ -250,7 +250,10 @@ class HalfCloseTests(SynchronousTestCase):
         echo = connected_echo()
         echo.protocol.pauseProducing()
         self.assertEqual(echo.send(b"a\r\nb\n"), b"")
-        self.assertEqual(echo.half_close(), STAMP + b"a\r\n" + STAMP + b"b\n")
+        self.assertEqual(echo.half_close(), b"")  # still held back: the client is not reading
+        self.assertFalse(echo.transport.disconnecting)
+        echo.protocol.resumeProducing()
+        self.assertEqual(echo.take(), STAMP + b"a\r\n" + STAMP + b"b\n")
         self.assertTrue(echo.transport.disconnecting)
 
     def test_final_unterminated_line(self) -> None:
@@ -1139,6 +1142,37 @@ class TurnBudgetTests(SynchronousTestCase):
         self.assertEqual(b"".join(turns), (STAMP + b"\n") * 65536)
         self.assertGreater(len(turns), 20)
         self.assertEqual(echo.clock.getDelayedCalls()[1:], [])  # only the idle timer
+
+    def test_end_of_input_within_budget(self) -> None:
+        """
+        The client's end of input arriving with a chunk of 65,536 empty lines
+        (over TLS, its C{close_notify} in the same read) does not make all
+        the replies at once: they follow turn by turn as before, then the
+        unterminated last line's, then the close.
+        """
+        echo = connected_echo(quiet=True)
+        echo.protocol.dataReceived(b"\n" * 65536 + b"last")
+        turns = [echo.half_close()]
+        while not echo.transport.disconnecting:
+            self.assertLessEqual(len(turns), 100)
+            next_turn(echo.clock)
+            turns.append(echo.take())
+        self.assertTrue(all(len(replies) <= REPLY_BUDGET + 64 for replies in turns))
+        self.assertEqual(b"".join(turns), (STAMP + b"\n") * 65536 + STAMP + b"last\r\n")
+        self.assertGreater(len(turns), 20)
+
+    def test_end_of_input_while_blocked(self) -> None:
+        """
+        The client's end of input while its replies wait unsent makes none:
+        they are made once the transport drains, within the budget.
+        """
+        echo = connected_echo(quiet=True)
+        echo.protocol.pauseProducing()
+        echo.protocol.dataReceived(b"\n" * 65536)
+        self.assertEqual(echo.half_close(), b"")
+        echo.protocol.resumeProducing()
+        self.assertLessEqual(len(echo.take()), REPLY_BUDGET + 64)
+        self.assertFalse(echo.transport.disconnecting)
 
     def test_input_during_later_turns_keeps_order(self) -> None:
         """

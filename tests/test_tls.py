@@ -29,7 +29,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from tsecho import listeners
 from tsecho._proxy import ProxyWrappingFactory
 from tsecho.listeners import server_from_string
-from tsecho.protocol import TimestampEcho
+from tsecho.protocol import REPLY_BUDGET, TimestampEcho
 from tsecho.testing import EXAMPLE_STAMP, make_factory
 
 try:
@@ -303,8 +303,10 @@ class RouteTests(SynchronousTestCase):
     def test_close_notify_while_paused(self) -> None:
         """
         A connection that back-pressure paused (its TCP transport, through
-        the TLS layer, paused the protocol) still answers everything at the
-        client's C{close_notify}: the producer registered through TLS works.
+        the TLS layer, paused the protocol) answers nothing while paused,
+        even after the client's C{close_notify}, and everything once resumed:
+        the producer registered through TLS works, and TLS stays up until the
+        protocol closes.
         """
         server, client = self.connect(make_factory())
         echo = server.wrappedProtocol
@@ -316,7 +318,61 @@ class RouteTests(SynchronousTestCase):
         client.connection.sendall(PAYLOAD)
         client.connection.shutdown()
         client.flush()
+        self.assertEqual(client.receive(), (b"", False))
+        self.assertFalse(server.transport.disconnecting)
+        server.transport.producer.resumeProducing()
+        client.flush()
         self.assertEqual(client.receive(), (REPLIES, True))
+        self.assertTrue(server.transport.disconnecting)
+
+    def test_close_notify_with_a_flood(self) -> None:
+        """
+        65,536 empty lines and the client's C{close_notify}, delivered in one
+        read, under TLS 1.2 and 1.3: the replies are made within the
+        per-turn budget (TLS stays up meanwhile), all of them, then the
+        server's C{close_notify}.  A client that never reads costs the server
+        a turn's replies, not 1.8 MB.
+        """
+        for version in (SSL.TLS1_2_VERSION, SSL.TLS1_3_VERSION):
+            factory = make_factory()
+            server, client = self.connect(factory, max_version=version)
+            client.connection.sendall(b"\n" * 65536)
+            client.connection.shutdown()
+            client.flush()
+            first, closed = client.receive()
+            self.assertLessEqual(len(first), 2 * REPLY_BUDGET, version)
+            self.assertFalse(closed)
+            replies = [first]
+            while not closed:
+                self.assertLessEqual(len(replies), 100)
+                factory.clock.advance(0)  # type: ignore[attr-defined]
+                client.flush()
+                more, closed = client.receive()
+                replies.append(more)
+            self.assertEqual(b"".join(replies), (EXAMPLE_STAMP + b"\n") * 65536, version)
+            assert isinstance(server.transport, StringTransport)
+            self.assertTrue(server.transport.disconnecting)
+            self.reactor.tcpServers.clear()
+
+    def test_close_notify_then_never_reading(self) -> None:
+        """
+        A client that sends a flood and its C{close_notify}, then never
+        reads, does not hold the connection open for ever: the idle timeout
+        closes it (our C{close_notify} is sent), as for any client that stops
+        reading.
+        """
+        factory = make_factory()
+        server, client = self.connect(factory)
+        assert isinstance(server.transport, StringTransport)
+        server.transport.producer.pauseProducing()  # its replies wait unsent
+        client.connection.sendall(b"\n" * 65536)
+        client.connection.shutdown()
+        client.flush()
+        self.assertFalse(server.transport.disconnecting)
+        factory.clock.advance(factory.config.timeout)  # type: ignore[attr-defined]
+        self.assertTrue(server.transport.disconnecting)
+        client.flush()
+        self.assertEqual(client.receive(), (b"", True))
 
     def test_not_half_closeable(self) -> None:
         """
@@ -489,7 +545,8 @@ class TwistedInternalsCanary(SynchronousTestCase):
         """
         L{_tls.missing_internals} tells each change it looks for:
         C{_shutdownTLS} gone or taking arguments, C{_flushReceiveBIO} no
-        longer calling it, a factory that takes no clock.
+        longer calling it or C{_tlsShutdownFinished}, a factory that takes
+        no clock.
         """
 
         class Gone:
@@ -507,7 +564,15 @@ class TwistedInternalsCanary(SynchronousTestCase):
             def _flushReceiveBIO(self) -> None:
                 pass
 
+        class NoFinish:
+            def _shutdownTLS(self) -> None:
+                pass
+
+            def _flushReceiveBIO(self) -> None:
+                self._shutdownTLS()
+
         for fake, why in (
+            (NoFinish, "TLSMemoryBIOProtocol._flushReceiveBIO no longer calls _tlsShutdownFinished"),
             (Gone, "TLSMemoryBIOProtocol._shutdownTLS(self) is gone or changed"),
             (Changed, "TLSMemoryBIOProtocol._shutdownTLS(self) is gone or changed"),
             (NotCalled, "TLSMemoryBIOProtocol._flushReceiveBIO no longer calls _shutdownTLS"),

@@ -269,12 +269,15 @@ class WorkerPoolTests(SynchronousTestCase):
 
     def test_stop(self) -> None:
         """
-        Stopping asks every worker to drain, kills those still running after
-        the bound (logged), and closes the listeners after the last one.
+        Stopping closes the listeners at once (the port must refuse new
+        connections while workers drain), asks every worker to drain, kills
+        those still running after the bound (logged), and is done after the
+        last one.
         """
         pool, reactor = self.make_pool()
         self.start(pool)
         stopped = pool.stopService()
+        self.assertTrue(pool.listeners.stopped)  # type: ignore[attr-defined]
         self.assertEqual([s["process"].signals for s in reactor.spawned], [["TERM"], ["TERM"]])
         self.end(reactor, 0, exitCode=0)
         self.assertNoResult(stopped)
@@ -282,10 +285,8 @@ class WorkerPoolTests(SynchronousTestCase):
             reactor.advance(pool.stop_bound)
         self.assertIn("worker 2 (pid 101) still running 20.0 s after it was asked to stop", formatEvent(events[0]))
         self.assertEqual(reactor.spawned[1]["process"].signals, ["TERM", "KILL"])
-        self.assertFalse(pool.listeners.stopped)  # type: ignore[attr-defined]
         self.end(reactor, 1, signal=9)
         self.successResultOf(stopped)
-        self.assertTrue(pool.listeners.stopped)  # type: ignore[attr-defined]
         self.assertEqual(len(reactor.spawned), 2)
         reactor.advance(100)
         self.assertEqual(len(reactor.spawned), 2)

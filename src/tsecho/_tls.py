@@ -14,11 +14,14 @@ complete lines are dropped too.
 
 L{HalfCloseTLSProtocol} lets the wrapped protocol finish first: when the
 peer's C{close_notify} arrives, it calls the protocol's C{readConnectionLost}
-(if it provides L{IHalfCloseableProtocol}), flushes what it wrote, and only
-then lets Twisted send its own C{close_notify} and close.  (TLS 1.3 makes
-C{close_notify} a half-close; OpenSSL allows sending after it under TLS 1.2
-too, until we send ours.)  Whatever the protocol writes later is not sent:
-like a protocol that is not half-closeable, it has one chance.
+(if it provides L{IHalfCloseableProtocol}) and keeps TLS up until the
+protocol closes: the protocol answers what it holds as it would any other
+time, within its per-turn budget and under back-pressure (64 KiB of lines
+arriving with the alert are not 1.8 MB of replies made at once), and its
+C{loseConnection} sends our C{close_notify} after its replies.  (TLS 1.3
+makes C{close_notify} a half-close; OpenSSL allows sending after it under
+TLS 1.2 too, until we send ours.)  A protocol that is not half-closeable is
+closed at once, what it wrote sent first.
 
 A client may also end with a TCP FIN and no C{close_notify}.  The TCP
 transport then asks its protocol -- Twisted's TLS layer -- for
@@ -39,6 +42,10 @@ it at run time, C{tests/test_tls.py}'s canary checks the behaviour):
   - C{TLSMemoryBIOProtocol._shutdownTLS(self)}, private, which
     C{_flushReceiveBIO} calls on the peer's C{close_notify} and which
     flushes the TLS send buffer (Twisted 11.1 to 26.10 at least);
+  - C{_flushReceiveBIO(self)}, private, Twisted's receive loop, which then
+    calls C{_tlsShutdownFinished(None)}: L{HalfCloseTLSProtocol} leaves the
+    loop there with an exception of its own while the wrapped protocol
+    still answers, and wraps the loop to catch it; and C{_flushSendBIO};
   - L{BufferingTLSTransport}, whose C{loseConnection} flushes the writes it
     holds back, and the C{clock} argument of L{TLSMemoryBIOFactory};
   - C{TLSMemoryBIOProtocol._tlsShutdownFinished(self, reason)}, private,
@@ -73,14 +80,24 @@ def missing_internals() -> str | None:
     if not inspect.isfunction(shutdown) or list(inspect.signature(shutdown).parameters) != ["self"]:
         return "TLSMemoryBIOProtocol._shutdownTLS(self) is gone or changed"
     receive = getattr(TLSMemoryBIOProtocol, "_flushReceiveBIO", None)
-    if "_shutdownTLS" not in getattr(getattr(receive, "__code__", None), "co_names", ()):
-        return "TLSMemoryBIOProtocol._flushReceiveBIO no longer calls _shutdownTLS"
+    for called in ("_shutdownTLS", "_tlsShutdownFinished"):
+        if called not in getattr(getattr(receive, "__code__", None), "co_names", ()):
+            return f"TLSMemoryBIOProtocol._flushReceiveBIO no longer calls {called}"
+    if not inspect.isfunction(inspect.getattr_static(TLSMemoryBIOProtocol, "_flushSendBIO", None)):
+        return "TLSMemoryBIOProtocol._flushSendBIO is gone"
     if "clock" not in inspect.signature(TLSMemoryBIOFactory).parameters:
         return "TLSMemoryBIOFactory takes no clock"
     finished = inspect.getattr_static(TLSMemoryBIOProtocol, "_tlsShutdownFinished", None)
     if not inspect.isfunction(finished) or list(inspect.signature(finished).parameters) != ["self", "reason"]:
         return "TLSMemoryBIOProtocol._tlsShutdownFinished(self, reason) is gone or changed"
     return None
+
+
+class _StillAnsweringError(Exception):
+    """
+    Raised out of Twisted's receive loop at the peer's C{close_notify} while
+    the wrapped protocol still answers, instead of shutting TLS down.
+    """
 
 
 @implementer(IHalfCloseableProtocol)
@@ -92,6 +109,7 @@ class HalfCloseTLSProtocol(BufferingTLSTransport):
 
     _peer_closed = False
     _peer_eof = False
+    _answering = False  # the peer's close_notify is in; the wrapped protocol answers what it owes
 
     def readConnectionLost(self) -> None:
         """
@@ -127,15 +145,22 @@ class HalfCloseTLSProtocol(BufferingTLSTransport):
 
     def _shutdownTLS(self) -> None:
         """
-        Called by Twisted to send our C{close_notify}: when it is in answer
-        to the peer's, first give the wrapped protocol its
-        C{readConnectionLost}, then close as it would (sending what it wrote).
+        Called by Twisted to send our C{close_notify}.  When it is in answer
+        to the peer's, give the wrapped protocol its C{readConnectionLost}
+        instead and let it close when it has answered (it then calls
+        C{loseConnection}, which comes back here): a protocol that answers
+        within a budget per turn and under back-pressure keeps doing so.  A
+        protocol that is not half-closeable is closed at once, sending what it
+        wrote.
         """
         if not self._peer_closed and not self.disconnecting and self._received_close_notify():
             self._peer_closed = True
             inner = IHalfCloseableProtocol(self.wrappedProtocol, None)
             if inner is not None:
+                self._answering = True
                 inner.readConnectionLost()
+                if not self.disconnecting:
+                    return  # it answers on later turns, then closes
             # Flushes the buffered writes first; a no-op if already closing.
             self.loseConnection()
         super()._shutdownTLS()
@@ -154,9 +179,28 @@ class HalfCloseTLSProtocol(BufferingTLSTransport):
         cycle collector frees.  Dropping the traceback breaks it; the
         failure's message is kept.
         """
+        if reason is None and self._answering and not self.disconnecting:
+            # The peer's close_notify, and the wrapped protocol is still
+            # answering: TLS must stay up for its replies.  Leave Twisted's
+            # receive loop (L{_flushReceiveBIO} catches this).
+            raise _StillAnsweringError()
         if reason is not None:
             reason.cleanFailure()
         super()._tlsShutdownFinished(reason)
+
+    def _flushReceiveBIO(self) -> None:
+        """
+        Deliver what the peer sent, as Twisted does, until its
+        C{close_notify}; after it, the peer sends nothing more: only send
+        what the wrapped protocol writes.
+        """
+        if self._answering:
+            self._flushSendBIO()
+            return
+        try:
+            super()._flushReceiveBIO()
+        except _StillAnsweringError:
+            self._flushSendBIO()
 
     def _received_close_notify(self) -> bool:
         handle = self.getHandle()

@@ -367,7 +367,7 @@ class TimestampEcho(LineFramer, TimeoutMixin):
     def _answer_held_input(self) -> None:
         """
         Answer the input held back, within a new turn's budget; once it is all
-        answered, read on.
+        answered, read on (or, if the client's input has ended, finish).
         """
         factory = self.factory
         self._flow = Flow.READING
@@ -380,6 +380,9 @@ class TimestampEcho(LineFramer, TimeoutMixin):
         self._send_replies()
         self._end_turn(room)
         if self._flow is Flow.READING and self._phase is Phase.OPEN:  # all of it answered
+            if self._input_ended:
+                self._finish_input()
+                return
             assert self.transport is not None
             cast(IPushProducer, self.transport).resumeProducing()
 
@@ -448,21 +451,30 @@ class TimestampEcho(LineFramer, TimeoutMixin):
         The client shut down its sending side: answer everything, then close.
         (If we were closing already, the client has now seen our end: done.)
 
-        Everything received is answered at once, held-back input and the
-        unterminated last line too, outside the turn's budget: over TLS this
-        is the one chance (L{tsecho.tls}), and on other transports nothing is
-        held back when the end is read (reading was paused meanwhile).
+        What is held back is answered as before, turn by turn within the
+        budget and under back-pressure: over TLS the peer's C{close_notify}
+        may come in the same read as 64 KiB of lines (L{tsecho._tls} keeps TLS
+        up until we close).  Then the unterminated last line, then the close
+        (L{_finish_input}).
         """
         self._input_ended = True
         self.ending = self.ending or Ending.CLIENT_CLOSED
-        if self._phase is Phase.OPEN:
-            self._prefix = self.factory.reply_prefix()
-            self._room = sys.maxsize
-            self.deliver_unterminated_line()
-            self._close()
-        else:
+        if self._phase is not Phase.OPEN:
             assert self.transport is not None
             self.transport.loseConnection()
+        elif self._flow is Flow.READING:  # nothing held back
+            self._finish_input()
+        # Otherwise the held input's turn (continue_turn, resumeProducing) finishes.
+
+    def _finish_input(self) -> None:
+        """
+        The client's input has ended and all of it is answered but an
+        unterminated last line: answer that, then close.
+        """
+        self._prefix = self.factory.reply_prefix()
+        self._room = sys.maxsize  # one line, at most max_line
+        self.deliver_unterminated_line()
+        self._close()
 
     def writeConnectionLost(self) -> None:
         """

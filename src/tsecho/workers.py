@@ -13,8 +13,9 @@ Supervision:
     replaced, after a delay that doubles (up to L{WorkerPool.max_delay})
     while replacements keep dying young; the sockets stay open meanwhile,
     so connections wait in the listen queue instead of being refused;
-  - SIGTERM/SIGINT: every worker gets SIGTERM and drains as a lone server
-    does; the main process exits after the last one, and kills (and logs)
+  - SIGTERM/SIGINT: the main process closes its listening sockets, and
+    every worker gets SIGTERM and drains as a lone server does (closing its
+    copies at once); the main process exits after the last one, and kills (and logs)
     any worker still running L{WorkerPool.stop_bound} seconds later;
   - SIGHUP: a rolling restart, slot by slot: a fresh worker starts, and once
     it serves, the old one drains.  If the fresh one cannot start, the old
@@ -418,10 +419,14 @@ class WorkerPool(Service):
 
     def stopService(self) -> defer.Deferred[None]:
         """
-        Let every worker drain (killing those that outlive L{stop_bound}),
-        then close the listeners.
+        Close the listeners at once (the workers close their copies as they
+        start draining, so the port refuses new connections within the
+        SPEC's second instead of queueing them unserved until the last
+        worker is gone), and let every worker drain, killing those that
+        outlive L{stop_bound}.
         """
         super().stopService()
+        closed = defer.maybeDeferred(self.listeners.stopService)
         if self._previous_hup is not None:
             signal.signal(signal.SIGHUP, self._previous_hup)
             self._previous_hup = None
@@ -436,10 +441,10 @@ class WorkerPool(Service):
         for worker in list(self.workers):
             self._drain(worker)
 
-        def close(_: object) -> defer.Deferred[None]:
-            return self.listeners.stopService()
+        def closed_too(_: object) -> defer.Deferred[None]:
+            return closed
 
-        return self._all_gone.addCallback(close)
+        return self._all_gone.addCallback(closed_too)
 
 
 def reactor_name(reactor: object) -> str | None:
