@@ -443,7 +443,8 @@ class RunTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(session.start()), USAGE)
         self.assertEqual(
             session.stderr.getvalue(),
-            "tsecho-client: bad --connect description bogus:x: Unknown endpoint type: 'bogus'\n",
+            "tsecho-client: bad --connect description bogus:x: "
+            "bogus is not an endpoint type Twisted knows: start with one such as tcp: or unix:\n",
         )
 
     def test_endpoint_without_port(self) -> None:
