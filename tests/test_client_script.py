@@ -299,6 +299,19 @@ class MainTests(SynchronousTestCase):
         self.assertEqual(e.code, USAGE)
         self.assertEqual(stderr.getvalue(), "tsecho-client: option --bogus not recognized (see --help)\n")
 
+    def test_help_usage_line(self) -> None:
+        """
+        C{--help} starts with a C{Usage:} line, as C{twistd tsecho --help} does, and exits 0.
+        """
+        stdout = io.StringIO()
+        self.patch(sys, "stdout", stdout)
+        e = self.assertRaises(SystemExit, main, ["--help"])
+        self.assertEqual(e.code, 0)
+        self.assertEqual(
+            stdout.getvalue().splitlines()[0],
+            "Usage: tsecho-client [--host H] [--port P | --connect DESCRIPTION] [--udp] [--timeout S] [MESSAGE ...]",
+        )
+
     def test_version(self) -> None:
         """
         C{--version} prints the client's version and exits 0.
@@ -443,7 +456,8 @@ class RunTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(session.start()), USAGE)
         self.assertEqual(
             session.stderr.getvalue(),
-            "tsecho-client: bad --connect description bogus:x: Unknown endpoint type: 'bogus'\n",
+            "tsecho-client: bad --connect description bogus:x: "
+            "bogus is not an endpoint type Twisted knows: start with one such as tcp: or unix:\n",
         )
 
     def test_endpoint_without_port(self) -> None:

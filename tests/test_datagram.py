@@ -261,7 +261,33 @@ class ListenerTests(SynchronousTestCase):
         listener = DatagramListener("udp:53", listen)
         with pytest.raises(DatagramListenError) as raised:
             listener.privilegedStartService()
-        self.assertEqual(str(raised.value), "cannot listen on udp:53: [Errno 13] Permission denied")
+        self.assertEqual(
+            str(raised.value),
+            "cannot listen on udp:53: Couldn't listen on any:53: [Errno 13] Permission denied. "
+            "Ports below 1024 need root (or CAP_NET_BIND_SERVICE): choose a port from 1024 up.",
+        )
+
+    def test_missing_directory(self) -> None:
+        """
+        A UNIX datagram socket in a directory that does not exist: start-up names
+        the directory and what to do, as for a C{unix:} stream listener.
+        """
+        path = os.path.join(self.mktemp(), "tsecho.dgram")
+        reactor = MemoryReactorClock()
+
+        def listen(address: str, *args: object, **kwargs: object) -> None:
+            # What Twisted's listenUNIXDatagram raises when bind() fails.
+            raise error.CannotListenError(None, address, FileNotFoundError(2, "No such file or directory"))
+
+        reactor.listenUNIXDatagram = listen  # type: ignore[method-assign]
+        listener = unix_datagram_listener(reactor, path, TimestampDatagram(Timestamper(), Clock()))
+        with pytest.raises(DatagramListenError) as raised:
+            listener.privilegedStartService()
+        self.assertEqual(
+            str(raised.value),
+            f"cannot listen on unix-datagram:{path}: the directory {os.path.dirname(os.path.abspath(path))} "
+            "does not exist: create it, or choose a path in an existing directory",
+        )
 
     def test_make_service_adds_listeners(self) -> None:
         """

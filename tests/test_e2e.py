@@ -150,7 +150,7 @@ def test_idle_connections_closed_promptly_on_shutdown(tmp_path: Path) -> None:
         (["--port", "abc"], "is not a port number"),
         (["--max-line", "-1"], "is not a positive whole number"),
         (["--time-format", "xx"], "is not 'ctime', 'iso' or a strftime pattern"),
-        (["--listen", "nonsense:1"], "Unknown endpoint type"),
+        (["--listen", "nonsense:1"], "nonsense is not an endpoint type Twisted knows"),
         (["--timeout", "soon"], "is not a number of seconds"),
     ],
 )

@@ -112,6 +112,15 @@ class DescriptionErrorTests(SynchronousTestCase):
         error = TypeError("f() missing 2 required positional arguments: 'host' and 'port'")
         self.assertEqual(explain_description_error("tcp:", error), "no host or port given: add host=...:port=...")
 
+    def test_unknown_type(self) -> None:
+        """
+        An endpoint type Twisted does not know is named, without Python's quotes, with examples of known ones.
+        """
+        self.assertEqual(
+            explain_description_error("bogus:1", ValueError("Unknown endpoint type: 'bogus'")),
+            "bogus is not an endpoint type Twisted knows: start with one such as tcp: or unix:",
+        )
+
     def test_other(self) -> None:
         """
         Anything else: its message on one line, or its type if it has none.

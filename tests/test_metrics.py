@@ -453,4 +453,4 @@ class OptionTests(SynchronousTestCase):
         """
         with self.assertRaises(UsageError) as caught:
             self.make("--metrics", "bogus:1")
-        self.assertIn("--metrics bogus:1: Unknown endpoint type: 'bogus'", str(caught.exception))
+        self.assertIn("--metrics bogus:1: bogus is not an endpoint type Twisted knows", str(caught.exception))

@@ -26,7 +26,9 @@ from twisted.internet import defer, error
 from twisted.internet.interfaces import IListeningPort, IReactorTime, IReactorUDP, IReactorUNIXDatagram
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
+from tsecho._listen_errors import explain_listen_failure
 from tsecho._logtext import describe_address, escape
 from tsecho.timestamps import Timestamper
 from tsecho.wire import host_port
@@ -177,7 +179,7 @@ class DatagramListener(Service):
                 self._prepare()
             self.port = self._listen()
         except (error.CannotListenError, OSError) as e:
-            reason = e.socketError if isinstance(e, error.CannotListenError) else e
+            reason = explain_listen_failure(Failure(e))
             raise DatagramListenError(f"cannot listen on {self.description}: {reason}") from None
         log.info(
             "listening on {description} ({address})",

@@ -75,7 +75,7 @@ class ClientOptions(usage.Options):
     @ivar messages: the messages given on the command line, as bytes.
     """
 
-    synopsis = f"{PROGRAM} [--host H] [--port P | --connect DESCRIPTION] [--udp] [--timeout S] [MESSAGE ...]"
+    synopsis = f"Usage: {PROGRAM} [--host H] [--port P | --connect DESCRIPTION] [--udp] [--timeout S] [MESSAGE ...]"
     longdesc = (
         "Send each MESSAGE (or, with none, each line of standard input until its end or an empty line) "
         "to a timestamp echo server and print each reply, one per line. Exit status: 0 when every message "
