@@ -6,6 +6,7 @@ gets, several processes summed, and C{--metrics} on the real C{twistd}.
 from __future__ import annotations
 
 import os
+import signal
 import re
 import socket
 import subprocess
@@ -16,6 +17,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import error
@@ -454,3 +456,94 @@ class OptionTests(SynchronousTestCase):
         with self.assertRaises(UsageError) as caught:
             self.make("--metrics", "bogus:1")
         self.assertIn("--metrics bogus:1: Unknown endpoint type: 'bogus'", str(caught.exception))
+
+
+def wait_for_values(url: str, wanted: dict[str, float], what: str) -> dict[str, float]:
+    """
+    Scrape until the C{tsecho_} values but durations are C{wanted} (workers
+    export once a second); return them, or fail showing the last scrape.
+    """
+    deadline = time.monotonic() + 20
+    while (values := without_durations(tsecho_values(scrape(url)))) != wanted:
+        assert time.monotonic() < deadline, f"{what}: {values} != {wanted}"
+        time.sleep(0.1)
+    return values
+
+
+@pytest.mark.slow
+def test_workers_summed_and_replaced(tmp_path: Path) -> None:
+    """
+    C{--workers 2 --metrics}: one scrape of the main process sums both
+    workers' counts exactly (lines over connections that reach both, a
+    too-long line, a datagram); after C{kill -9} of one worker and its
+    replacement, no counter goes back and the replacement's traffic adds up.
+    """
+    from test_workers import wait_for, worker_pids
+
+    def served_by(server: object) -> dict[int, int]:
+        """
+        Which worker pid served each client port, from the closing log lines.
+        """
+        closed = re.finditer(r"worker \d+ \(pid (\d+)\): connection from \S+:(\d+) closed", server.log())  # type: ignore[attr-defined]
+        return {int(m[2]): int(m[1]) for m in closed}
+
+    options = (
+        "--workers", "2", "--listen", "tcp:0:interface=127.0.0.1", "--metrics", "tcp:0:interface=127.0.0.1",
+        "--udp", "0", "--max-line", "10",
+    )  # fmt: skip
+    with running_server(tmp_path, options, listeners=3) as server:
+        url = wait_for_url(server)
+        wait_for(lambda: server.log().count(": serving") >= 2, "two workers")
+        udp_port = int(server.addresses[1].rsplit(":", 1)[1])
+        totals = {"accepted": 0, "lines": 0, "in": 0, "out": 0}
+
+        def connect_until(pids: set[int]) -> None:
+            """
+            Exchange two lines per connection until they reached C{pids}.
+            """
+            for _ in range(200):
+                before = set(served_by(server))
+                payload = b"one\ntwo\n"
+                totals["out"] += len(exchange(server.port, payload))
+                totals["accepted"] += 1
+                totals["lines"] += 2
+                totals["in"] += len(payload)
+                wait_for(lambda: set(served_by(server)) - before, "the connection logged")
+                if pids <= set(served_by(server).values()):
+                    return
+            raise AssertionError(f"connections never reached {pids}")
+
+        def wanted(too_long: int = 1) -> dict[str, float]:
+            return {
+                **expected(
+                    connections_accepted_total=totals["accepted"],
+                    closed_client_closed=totals["accepted"] - too_long,
+                    closed_line_too_long=too_long,
+                    lines_too_long_total=too_long,
+                    lines_answered_total=totals["lines"],
+                    received_bytes_total=totals["in"],
+                    sent_bytes_total=totals["out"],
+                ),
+                "tsecho_datagrams_answered_total{listener=udp:0}": 1,
+                "tsecho_datagrams_dropped_total{listener=udp:0}": 0,
+            }
+
+        first, second = worker_pids(server)
+        connect_until({first, second})
+        too_long = b"far too long a line\n"
+        totals["out"] += len(exchange(server.port, too_long))
+        totals["accepted"] += 1
+        totals["in"] += len(too_long)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.settimeout(10)
+            udp.sendto(b"datagram", ("127.0.0.1", udp_port))
+            udp.recv(65536)
+        before = wait_for_values(url, wanted(), "both workers summed")
+
+        os.kill(first, signal.SIGKILL)
+        wait_for(lambda: len(worker_pids(server)) == 3, "a replacement")
+        wait_for(lambda: server.log().count(": serving") >= 3, "the replacement serving")
+        after = without_durations(tsecho_values(scrape(url)))
+        assert {k: v for k, v in after.items() if after[k] < before[k]} == {}, (before, after)
+        connect_until({worker_pids(server)[2]})
+        wait_for_values(url, wanted(), "after a worker was replaced")

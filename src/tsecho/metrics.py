@@ -25,12 +25,14 @@ totals never go back when a worker is replaced).
 from __future__ import annotations
 
 import bisect
+import tempfile
 from collections.abc import Collection, Iterator
 from typing import TYPE_CHECKING, Any
 
 import attrs
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from twisted.application.service import Service
 from twisted.internet import error
 from twisted.internet.interfaces import IListeningPort, IReactorTime, IStreamServerEndpoint
 from twisted.python.failure import Failure
@@ -342,6 +344,36 @@ def export_to_multiprocess(metrics: ServerMetrics, clock: IReactorTime, interval
     loop.clock = clock
     loop.start(interval, now=False).addCallback(lambda _: exporter.export())
     return loop
+
+
+class MultiprocessExport(Service):
+    """
+    A worker's L{export_to_multiprocess}, while the service runs.  It stops
+    when the reactor has shut down, after the connections have drained, so
+    their counts are exported too.
+    """
+
+    def __init__(self, metrics: ServerMetrics, reactor: Any) -> None:
+        self.metrics = metrics
+        self.reactor = reactor
+        self._loop: Any = None
+
+    def startService(self) -> None:
+        super().startService()
+        self._loop = export_to_multiprocess(self.metrics, self.reactor)
+        self.reactor.addSystemEventTrigger("after", "shutdown", self._stop)
+
+    def _stop(self) -> None:
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+
+
+def make_multiprocess_dir() -> str:
+    """
+    For the main process: a new private directory (mode 0700) for the
+    workers' metric files; L{tsecho.workers.WorkerPool} removes it when it stops.
+    """
+    return tempfile.mkdtemp(prefix="tsecho-metrics-")
 
 
 def metrics_listener(description: str, endpoint: IStreamServerEndpoint, site: Any) -> DatagramListener:

@@ -215,17 +215,32 @@ def makeService(options: Options) -> IService:
         datagram_listeners.append((answer, unix_datagram_listener(reactor, options["unix-datagram"], answer)))
     for _, listener in datagram_listeners:
         listener.setServiceParent(service)
-    if options["metrics"] is not None:
-        from tsecho.metrics import ServerMetrics, metrics_listener, metrics_site, registry_for
+    metrics_dir = None
+    if options["metrics"] is not None or options.get("metrics-export"):
+        from tsecho import metrics as m
 
-        metrics = ServerMetrics(factory.connections)
+        metrics = m.ServerMetrics(factory.connections)
         factory.metrics = metrics
         for answer, listener in datagram_listeners:
             metrics.watch_datagrams(listener.description, answer)
-        site = metrics_site(*registry_for(metrics))
-        metrics_listener(options["metrics"], options["metrics-endpoint"], site).setServiceParent(service)
+        if options.get("metrics-export"):  # a worker: the main process serves the sums
+            m.MultiprocessExport(metrics, reactor).setServiceParent(service)
+        else:
+            if options["workers"] > 1:
+                metrics_dir = m.make_multiprocess_dir()
+                site = m.metrics_site(m.multiprocess_registry(metrics_dir))
+            else:
+                site = m.metrics_site(*m.registry_for(metrics))
+            m.metrics_listener(options["metrics"], options["metrics-endpoint"], site).setServiceParent(service)
     if options["workers"] > 1:
         from tsecho.workers import WorkerPool
 
-        return WorkerPool(service, options["workers"], options.arguments, reactor, options["max-connections"])
+        return WorkerPool(
+            service,
+            options["workers"],
+            options.arguments,
+            reactor,
+            options["max-connections"],
+            metrics_dir=metrics_dir,
+        )
     return service

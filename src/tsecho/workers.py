@@ -30,6 +30,7 @@ import contextlib
 import enum
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -162,6 +163,7 @@ class WorkerPool(Service):
         *,
         command: Sequence[str] = WORKER_COMMAND,
         check: Callable[[list[str]], str | None] | None = None,
+        metrics_dir: str | None = None,
     ) -> None:
         """
         @param listeners: the service a lone server would run; its
@@ -171,6 +173,9 @@ class WorkerPool(Service):
         @param command: starts a worker (its SPEC and options follow).
         @param check: runs a command line that only checks a worker can
             start; returns its error, or C{None}.  (Tests replace it.)
+        @param metrics_dir: with C{--metrics}, the directory where workers
+            keep their counts (their C{PROMETHEUS_MULTIPROC_DIR}), which
+            this process's metrics page sums; removed when the pool stops.
         """
         self.listeners = listeners
         self.count = count
@@ -187,6 +192,10 @@ class WorkerPool(Service):
         self._rolling: list[Worker] | None = None
         self._all_gone: defer.Deferred[None] | None = None
         self._previous_hup: Any = None
+        self.metrics_dir = metrics_dir
+        self._env = dict(os.environ)
+        if metrics_dir is not None:
+            self._env["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
 
     # Starting
 
@@ -254,7 +263,7 @@ class WorkerPool(Service):
         self.workers.append(worker)
         try:
             worker.process = self.reactor.spawnProcess(
-                WorkerProtocol(self, worker), args[0], args, env=dict(os.environ), childFDs=child_fds
+                WorkerProtocol(self, worker), args[0], args, env=self._env, childFDs=child_fds
             )
         except OSError as e:
             worker.last_error = str(e)
@@ -313,6 +322,10 @@ class WorkerPool(Service):
         """
         was = worker.state
         worker.state = State.GONE
+        if self.metrics_dir is not None and worker.pid is not None:
+            from tsecho.metrics import worker_exited
+
+            worker_exited(worker.pid, self.metrics_dir)  # its gauges go; its counters stay in the sums
         if worker in self.workers:
             self.workers.remove(worker)
         if worker.kill_timer is not None and worker.kill_timer.active():
@@ -434,6 +447,8 @@ class WorkerPool(Service):
             self._drain(worker)
 
         def close(_: object) -> defer.Deferred[None]:
+            if self.metrics_dir is not None:
+                shutil.rmtree(self.metrics_dir, ignore_errors=True)
             return self.listeners.stopService()
 
         return self._all_gone.addCallback(close)
