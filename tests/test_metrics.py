@@ -5,6 +5,7 @@ gets, several processes summed, and C{--metrics} on the real C{twistd}.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import re
@@ -470,6 +471,25 @@ def wait_for_values(url: str, wanted: dict[str, float], what: str) -> dict[str, 
     return values
 
 
+def server_side_owner(client: socket.socket, pids: list[int]) -> int:
+    """
+    Which of C{pids} holds the server end of C{client}'s TCP connection
+    (from C{/proc}: the socket whose remote port is C{client}'s own).
+    """
+    port = client.getsockname()[1]
+    inodes = {
+        fields[9]
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]
+        if int((fields := line.split())[2].rsplit(":", 1)[1], 16) == port
+    }
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                if os.readlink(fd).removeprefix("socket:[").removesuffix("]") in inodes:
+                    return pid
+    raise AssertionError(f"no worker of {pids} holds the connection from port {port}")
+
+
 @pytest.mark.slow
 def test_workers_summed_and_replaced(tmp_path: Path) -> None:
     """
@@ -513,11 +533,11 @@ def test_workers_summed_and_replaced(tmp_path: Path) -> None:
                     return
             raise AssertionError(f"connections never reached {pids}")
 
-        def wanted(too_long: int = 1) -> dict[str, float]:
+        def wanted(too_long: int = 1, killed: int = 0) -> dict[str, float]:
             return {
                 **expected(
                     connections_accepted_total=totals["accepted"],
-                    closed_client_closed=totals["accepted"] - too_long,
+                    closed_client_closed=totals["accepted"] - too_long - killed,
                     closed_line_too_long=too_long,
                     lines_too_long_total=too_long,
                     lines_answered_total=totals["lines"],
@@ -540,10 +560,19 @@ def test_workers_summed_and_replaced(tmp_path: Path) -> None:
             udp.recv(65536)
         before = wait_for_values(url, wanted(), "both workers summed")
 
-        os.kill(first, signal.SIGKILL)
-        wait_for(lambda: len(worker_pids(server)) == 3, "a replacement")
-        wait_for(lambda: server.log().count(": serving") >= 3, "the replacement serving")
-        after = without_durations(tsecho_values(scrape(url)))
-        assert {k: v for k, v in after.items() if after[k] < before[k]} == {}, (before, after)
-        connect_until({worker_pids(server)[2]})
-        wait_for_values(url, wanted(), "after a worker was replaced")
+        # A connection open on the worker killed: its gauge must drop out.
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as held:
+            held.sendall(b"held\n")
+            totals["out"] += len(held.recv(1024))
+            totals["accepted"] += 1
+            totals["lines"] += 1
+            totals["in"] += 5
+            victim = server_side_owner(held, worker_pids(server))
+            before = wait_for_values(url, {**wanted(killed=1), "tsecho_connections_open": 1}, "one held open")
+            os.kill(victim, signal.SIGKILL)
+            wait_for(lambda: len(worker_pids(server)) == 3, "a replacement")
+            wait_for(lambda: server.log().count(": serving") >= 3, "the replacement serving")
+            after = without_durations(tsecho_values(scrape(url)))
+            assert {k: v for k, v in after.items() if v < before[k] and k != "tsecho_connections_open"} == {}
+            connect_until({worker_pids(server)[2]})
+        wait_for_values(url, wanted(killed=1), "after a worker was replaced")
