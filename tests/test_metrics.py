@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -528,7 +528,7 @@ def test_workers_summed_and_replaced(tmp_path: Path) -> None:
                 totals["accepted"] += 1
                 totals["lines"] += 2
                 totals["in"] += len(payload)
-                wait_for(lambda: set(served_by(server)) - before, "the connection logged")
+                wait_for(lambda seen=before: set(served_by(server)) - seen, "the connection logged")
                 if pids <= set(served_by(server).values()):
                     return
             raise AssertionError(f"connections never reached {pids}")
