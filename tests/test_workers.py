@@ -204,6 +204,18 @@ class WorkerPoolTests(SynchronousTestCase):
             self.assertEqual(json.loads(args[1]), {"slot": slot, "stream": [3, 4], "udp": None, "reactor": None})
             self.assertEqual(args[2:], ["--listen", "tcp:1", "--workers=1", f"--max-connections={share}"])
 
+    def test_metrics_dir_removed_when_start_fails(self) -> None:
+        """
+        If no worker can start, the metrics directory is removed all the same.
+        """
+        metrics_dir = Path(self.mktemp())
+        metrics_dir.mkdir()
+        pool, _ = self.make_pool(check=lambda args: "ImportError: nope", metrics_dir=str(metrics_dir))
+        pool.privilegedStartService()
+        with self.assertRaises(StartupError):
+            pool.startService()
+        self.assertFalse(metrics_dir.exists())
+
     def test_worker_cannot_start(self) -> None:
         """
         When the check run finds that a worker cannot start, start-up fails

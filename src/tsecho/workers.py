@@ -205,7 +205,11 @@ class WorkerPool(Service):
         reading from them: the workers will.
         """
         super().privilegedStartService()
-        self.listeners.privilegedStartService()
+        try:
+            self.listeners.privilegedStartService()
+        except BaseException:
+            self._remove_metrics_dir()
+            raise
         ports = list(self.listeners.ports)
         if len(ports) != len(self.listeners.endpoints):
             raise StartupError("tsecho: --workers needs listeners that open at once")
@@ -230,6 +234,7 @@ class WorkerPool(Service):
             self.privilegedStartService()
         problem = self.check(self._command_line(1, check=True))
         if problem is not None:
+            self._remove_metrics_dir()
             raise StartupError(f"tsecho: a worker process cannot start: {problem}")
         super().startService()
         self.listeners.startService()
@@ -447,11 +452,14 @@ class WorkerPool(Service):
             self._drain(worker)
 
         def close(_: object) -> defer.Deferred[None]:
-            if self.metrics_dir is not None:
-                shutil.rmtree(self.metrics_dir, ignore_errors=True)
+            self._remove_metrics_dir()
             return self.listeners.stopService()
 
         return self._all_gone.addCallback(close)
+
+    def _remove_metrics_dir(self) -> None:
+        if self.metrics_dir is not None:
+            shutil.rmtree(self.metrics_dir, ignore_errors=True)
 
 
 def reactor_name(reactor: object) -> str | None:
