@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -17,6 +18,7 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from prometheus_client import generate_latest
@@ -29,13 +31,15 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from serverprocess import exchange, running_server
 from tsecho.datagram import TimestampDatagram
-from tsecho.metrics import ServerMetrics, multiprocess_registry, registry_for, worker_exited
+from tsecho.metrics import MultiprocessExport, ServerMetrics, multiprocess_registry, registry_for, worker_exited
 from tsecho.protocol import ServerConfig
 from tsecho.service import TimestampEchoService
 from tsecho.tally import NO_METRICS, Ending
 from tsecho.tap import Options, makeService
 from tsecho.testing import connect, make_factory
 from tsecho.timestamps import Timestamper
+from tsecho.worker import worker_options
+from tsecho.workers import WorkerPool
 
 REASONS = [ending.value for ending in Ending]
 
@@ -449,6 +453,39 @@ class OptionTests(SynchronousTestCase):
         self.assertIsInstance(service.factory.metrics, ServerMetrics)
         [_, page] = list(service)  # type: ignore[call-overload]
         self.assertEqual(page.description, "--metrics tcp:9121:interface=127.0.0.1")
+
+    def test_workers(self) -> None:
+        """
+        With C{--workers}, the page stays in the main process, and the pool
+        gets a new private directory for the workers' counts.
+        """
+        options = Options(MemoryReactorClock())
+        options.parseOptions(["--port", "0", "--metrics", "tcp:9121:interface=127.0.0.1", "--workers", "2"])
+        pool = makeService(options)
+        assert isinstance(pool, WorkerPool)
+        assert pool.metrics_dir is not None
+        self.addCleanup(shutil.rmtree, pool.metrics_dir, True)
+        self.assertEqual(os.stat(pool.metrics_dir).st_mode & 0o777, 0o700)
+        self.assertEqual(os.listdir(pool.metrics_dir), [])
+        [page] = list(pool.listeners)  # type: ignore[call-overload]
+        self.assertEqual(page.description, "--metrics tcp:9121:interface=127.0.0.1")
+
+    def test_worker_exports(self) -> None:
+        """
+        A worker given C{--metrics} and C{PROMETHEUS_MULTIPROC_DIR} listens
+        for no page but exports its counts; without the directory, it counts nothing.
+        """
+        arguments = ["--port", "0", "--metrics", "tcp:9121:interface=127.0.0.1"]
+        for env, exports in [({"PROMETHEUS_MULTIPROC_DIR": self.mktemp()}, True), ({}, False)]:
+            options = worker_options(MemoryReactorClock(), [3], None)
+            environ = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"} | env
+            with mock.patch.dict(os.environ, environ, clear=True):
+                options.parseOptions(arguments)
+            service = makeService(options)
+            assert isinstance(service, TimestampEchoService)
+            kinds = [type(child) for child in service]  # type: ignore[attr-defined]
+            self.assertEqual(kinds, [MultiprocessExport] if exports else [])
+            self.assertEqual(isinstance(service.factory.metrics, ServerMetrics), exports)
 
     def test_bad_endpoint(self) -> None:
         """
