@@ -534,6 +534,7 @@ def test_workers_summed_and_replaced(tmp_path: Path) -> None:
     workers' counts exactly (lines over connections that reach both, a
     too-long line, a datagram); after C{kill -9} of one worker and its
     replacement, no counter goes back and the replacement's traffic adds up.
+    The workers' private directory is removed when the server stops.
     """
     from test_workers import wait_for, worker_pids
 
@@ -613,3 +614,8 @@ def test_workers_summed_and_replaced(tmp_path: Path) -> None:
             assert {k: v for k, v in after.items() if v < before[k] and k != "tsecho_connections_open"} == {}
             connect_until({worker_pids(server)[2]})
         wait_for_values(url, wanted(killed=1), "after a worker was replaced")
+        environ = Path(f"/proc/{worker_pids(server)[2]}/environ").read_bytes().split(b"\0")
+        [metrics_dir] = [v.split(b"=", 1)[1] for v in environ if v.startswith(b"PROMETHEUS_MULTIPROC_DIR=")]
+        assert os.path.isdir(metrics_dir)
+        server.stop()
+    assert not os.path.exists(metrics_dir)  # removed at exit
