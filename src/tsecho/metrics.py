@@ -14,10 +14,11 @@ Several worker processes (C{prometheus_client}'s multiprocess mode): the
 main process creates an empty directory, sets C{PROMETHEUS_MULTIPROC_DIR} to
 it before it starts any worker, and serves
 C{metrics_site(multiprocess_registry(path))}, calling L{worker_exited} when
-a worker exits.  Each worker counts with its own L{ServerMetrics} as above
-and calls L{export_to_multiprocess}: once a second (and once more when
-stopped) it adds what changed to C{prometheus_client} metrics kept in files
-in that directory.  One scrape of the main process sums every worker,
+a worker exits (L{tsecho.workers.WorkerPool} does all this).  Each worker
+counts with its own L{ServerMetrics} as above and runs
+L{export_to_multiprocess} (the L{MultiprocessExport} service): once a second
+(and once more when stopped) it adds what changed to C{prometheus_client}
+metrics kept in files in that directory.  One scrape of the main process sums every worker,
 including those that have exited (their counters stay in the sums, so
 totals never go back when a worker is replaced).
 """

@@ -193,9 +193,7 @@ class WorkerPool(Service):
         self._all_gone: defer.Deferred[None] | None = None
         self._previous_hup: Any = None
         self.metrics_dir = metrics_dir
-        self._env = dict(os.environ)
-        if metrics_dir is not None:
-            self._env["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        self._worker_env = {} if metrics_dir is None else {"PROMETHEUS_MULTIPROC_DIR": metrics_dir}
 
     # Starting
 
@@ -268,7 +266,7 @@ class WorkerPool(Service):
         self.workers.append(worker)
         try:
             worker.process = self.reactor.spawnProcess(
-                WorkerProtocol(self, worker), args[0], args, env=self._env, childFDs=child_fds
+                WorkerProtocol(self, worker), args[0], args, env={**os.environ, **self._worker_env}, childFDs=child_fds
             )
         except OSError as e:
             worker.last_error = str(e)
