@@ -5,8 +5,11 @@ gets, several processes summed, and C{--metrics} on the real C{twistd}.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -15,7 +18,9 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+from unittest import mock
 
+import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import error
@@ -27,12 +32,14 @@ from twisted.trial.unittest import SynchronousTestCase
 from serverprocess import exchange, running_server
 from tsecho._tally import NO_METRICS, Ending
 from tsecho.datagram import TimestampDatagram
-from tsecho.metrics import ServerMetrics, multiprocess_registry, registry_for, worker_exited
+from tsecho.metrics import MultiprocessExport, ServerMetrics, multiprocess_registry, registry_for, worker_exited
 from tsecho.protocol import ServerConfig
 from tsecho.service import TimestampEchoService
 from tsecho.tap import Options, makeService
 from tsecho.testing import connect, make_factory
 from tsecho.timestamps import Timestamper
+from tsecho.worker import worker_options
+from tsecho.workers import WorkerPool
 
 REASONS = [ending.value for ending in Ending]
 
@@ -447,6 +454,39 @@ class OptionTests(SynchronousTestCase):
         [_, page] = list(service)  # type: ignore[call-overload]
         self.assertEqual(page.description, "--metrics tcp:9121:interface=127.0.0.1")
 
+    def test_workers(self) -> None:
+        """
+        With C{--workers}, the page stays in the main process, and the pool
+        gets a new private directory for the workers' counts.
+        """
+        options = Options(MemoryReactorClock())
+        options.parseOptions(["--port", "0", "--metrics", "tcp:9121:interface=127.0.0.1", "--workers", "2"])
+        pool = makeService(options)
+        assert isinstance(pool, WorkerPool)
+        assert pool.metrics_dir is not None
+        self.addCleanup(shutil.rmtree, pool.metrics_dir, True)
+        self.assertEqual(os.stat(pool.metrics_dir).st_mode & 0o777, 0o700)
+        self.assertEqual(os.listdir(pool.metrics_dir), [])
+        [page] = list(pool.listeners)  # type: ignore[call-overload]
+        self.assertEqual(page.description, "--metrics tcp:9121:interface=127.0.0.1")
+
+    def test_worker_exports(self) -> None:
+        """
+        A worker given C{--metrics} and C{PROMETHEUS_MULTIPROC_DIR} listens
+        for no page but exports its counts; without the directory, it counts nothing.
+        """
+        arguments = ["--port", "0", "--metrics", "tcp:9121:interface=127.0.0.1"]
+        for env, exports in [({"PROMETHEUS_MULTIPROC_DIR": self.mktemp()}, True), ({}, False)]:
+            options = worker_options(MemoryReactorClock(), [3], None)
+            environ = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"} | env
+            with mock.patch.dict(os.environ, environ, clear=True):
+                options.parseOptions(arguments)
+            service = makeService(options)
+            assert isinstance(service, TimestampEchoService)
+            kinds = [type(child) for child in service]  # type: ignore[attr-defined]
+            self.assertEqual(kinds, [MultiprocessExport] if exports else [])
+            self.assertEqual(isinstance(service.factory.metrics, ServerMetrics), exports)
+
     def test_bad_endpoint(self) -> None:
         """
         A bad endpoint is named in a usage error.
@@ -454,3 +494,128 @@ class OptionTests(SynchronousTestCase):
         with self.assertRaises(UsageError) as caught:
             self.make("--metrics", "bogus:1")
         self.assertIn("--metrics bogus:1: bogus is not an endpoint type Twisted knows", str(caught.exception))
+
+
+def wait_for_values(url: str, wanted: dict[str, float], what: str) -> dict[str, float]:
+    """
+    Scrape until the C{tsecho_} values but durations are C{wanted} (workers
+    export once a second); return them, or fail showing the last scrape.
+    """
+    deadline = time.monotonic() + 20
+    while (values := without_durations(tsecho_values(scrape(url)))) != wanted:
+        assert time.monotonic() < deadline, f"{what}: {values} != {wanted}"
+        time.sleep(0.1)
+    return values
+
+
+def server_side_owner(client: socket.socket, pids: list[int]) -> int:
+    """
+    Which of C{pids} holds the server end of C{client}'s TCP connection
+    (from C{/proc}: the socket whose remote port is C{client}'s own).
+    """
+    port = client.getsockname()[1]
+    inodes = {
+        fields[9]
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]
+        if int((fields := line.split())[2].rsplit(":", 1)[1], 16) == port
+    }
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                if os.readlink(fd).removeprefix("socket:[").removesuffix("]") in inodes:
+                    return pid
+    raise AssertionError(f"no worker of {pids} holds the connection from port {port}")
+
+
+@pytest.mark.slow
+def test_workers_summed_and_replaced(tmp_path: Path) -> None:
+    """
+    C{--workers 2 --metrics}: one scrape of the main process sums both
+    workers' counts exactly (lines over connections that reach both, a
+    too-long line, a datagram); after C{kill -9} of one worker and its
+    replacement, no counter goes back and the replacement's traffic adds up.
+    The workers' private directory is removed when the server stops.
+    """
+    from test_workers import wait_for, worker_pids
+
+    def served_by(server: object) -> dict[int, int]:
+        """
+        Which worker pid served each client port, from the closing log lines.
+        """
+        closed = re.finditer(r"worker \d+ \(pid (\d+)\): connection from \S+:(\d+) closed", server.log())  # type: ignore[attr-defined]
+        return {int(m[2]): int(m[1]) for m in closed}
+
+    options = (
+        "--workers", "2", "--listen", "tcp:0:interface=127.0.0.1", "--metrics", "tcp:0:interface=127.0.0.1",
+        "--udp", "0", "--max-line", "10",
+    )  # fmt: skip
+    with running_server(tmp_path, options, listeners=3) as server:
+        url = wait_for_url(server)
+        wait_for(lambda: server.log().count(": serving") >= 2, "two workers")
+        udp_port = int(server.addresses[1].rsplit(":", 1)[1])
+        totals = {"accepted": 0, "lines": 0, "in": 0, "out": 0}
+
+        def connect_until(pids: set[int]) -> None:
+            """
+            Exchange two lines per connection until they reached C{pids}.
+            """
+            for _ in range(200):
+                before = set(served_by(server))
+                payload = b"one\ntwo\n"
+                totals["out"] += len(exchange(server.port, payload))
+                totals["accepted"] += 1
+                totals["lines"] += 2
+                totals["in"] += len(payload)
+                wait_for(lambda seen=before: set(served_by(server)) - seen, "the connection logged")
+                if pids <= set(served_by(server).values()):
+                    return
+            raise AssertionError(f"connections never reached {pids}")
+
+        def wanted(too_long: int = 1, killed: int = 0) -> dict[str, float]:
+            return {
+                **expected(
+                    connections_accepted_total=totals["accepted"],
+                    closed_client_closed=totals["accepted"] - too_long - killed,
+                    closed_line_too_long=too_long,
+                    lines_too_long_total=too_long,
+                    lines_answered_total=totals["lines"],
+                    received_bytes_total=totals["in"],
+                    sent_bytes_total=totals["out"],
+                ),
+                "tsecho_datagrams_answered_total{listener=udp:0}": 1,
+                "tsecho_datagrams_dropped_total{listener=udp:0}": 0,
+            }
+
+        first, second = worker_pids(server)
+        connect_until({first, second})
+        too_long = b"far too long a line\n"
+        totals["out"] += len(exchange(server.port, too_long))
+        totals["accepted"] += 1
+        totals["in"] += len(too_long)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.settimeout(10)
+            udp.sendto(b"datagram", ("127.0.0.1", udp_port))
+            udp.recv(65536)
+        before = wait_for_values(url, wanted(), "both workers summed")
+
+        # A connection open on the worker killed: its gauge must drop out.
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as held:
+            held.sendall(b"held\n")
+            totals["out"] += len(held.recv(1024))
+            totals["accepted"] += 1
+            totals["lines"] += 1
+            totals["in"] += 5
+            victim = server_side_owner(held, worker_pids(server))
+            before = wait_for_values(url, {**wanted(killed=1), "tsecho_connections_open": 1}, "one held open")
+            os.kill(victim, signal.SIGKILL)
+            wait_for(lambda: len(worker_pids(server)) == 3, "a replacement")
+            wait_for(lambda: server.log().count(": serving") >= 3, "the replacement serving")
+            after = without_durations(tsecho_values(scrape(url)))
+            assert {k: v for k, v in after.items() if v < before[k] and k != "tsecho_connections_open"} == {}
+            connect_until({worker_pids(server)[2]})
+        wait_for_values(url, wanted(killed=1), "after a worker was replaced")
+        environ = Path(f"/proc/{worker_pids(server)[2]}/environ").read_bytes().split(b"\0")
+        [metrics_dir] = [v.split(b"=", 1)[1] for v in environ if v.startswith(b"PROMETHEUS_MULTIPROC_DIR=")]
+        assert os.path.isdir(metrics_dir)
+        server.stop()
+    assert not os.path.exists(metrics_dir)  # removed at exit

@@ -137,10 +137,21 @@ class WorkerPoolTests(SynchronousTestCase):
     L{WorkerPool} with fake processes and a clock.
     """
 
-    def make_pool(self, count: int = 2, check: Any = lambda args: None) -> tuple[WorkerPool, ProcessReactor]:
+    def make_pool(
+        self, count: int = 2, check: Any = lambda args: None, metrics_dir: str | None = None
+    ) -> tuple[WorkerPool, ProcessReactor]:
         reactor = ProcessReactor()
         listeners = FakeListeners(reactor)
-        pool = WorkerPool(listeners, count, ["--listen", "tcp:1"], reactor, 5, command=["worker"], check=check)  # type: ignore[arg-type]
+        pool = WorkerPool(
+            listeners,  # type: ignore[arg-type]
+            count,
+            ["--listen", "tcp:1"],
+            reactor,
+            5,
+            command=["worker"],
+            check=check,
+            metrics_dir=metrics_dir,
+        )
         self.addCleanup(signal.signal, signal.SIGHUP, signal.getsignal(signal.SIGHUP))
         return pool, reactor
 
@@ -192,6 +203,18 @@ class WorkerPoolTests(SynchronousTestCase):
             self.assertEqual(args[0], "worker")
             self.assertEqual(json.loads(args[1]), {"slot": slot, "stream": [3, 4], "udp": None, "reactor": None})
             self.assertEqual(args[2:], ["--listen", "tcp:1", "--workers=1", f"--max-connections={share}"])
+
+    def test_metrics_dir_removed_when_start_fails(self) -> None:
+        """
+        If no worker can start, the metrics directory is removed all the same.
+        """
+        metrics_dir = Path(self.mktemp())
+        metrics_dir.mkdir()
+        pool, _ = self.make_pool(check=lambda args: "ImportError: nope", metrics_dir=str(metrics_dir))
+        pool.privilegedStartService()
+        with self.assertRaises(StartupError):
+            pool.startService()
+        self.assertFalse(metrics_dir.exists())
 
     def test_worker_cannot_start(self) -> None:
         """
@@ -290,6 +313,27 @@ class WorkerPoolTests(SynchronousTestCase):
         self.assertEqual(len(reactor.spawned), 2)
         reactor.advance(100)
         self.assertEqual(len(reactor.spawned), 2)
+
+    def test_metrics_dir(self) -> None:
+        """
+        With a metrics directory, every worker gets it as its
+        C{PROMETHEUS_MULTIPROC_DIR}; a worker that exits loses its live
+        gauges there but keeps its counters; the directory goes at stop.
+        """
+        metrics_dir = Path(self.mktemp())
+        metrics_dir.mkdir()
+        pool, reactor = self.make_pool(metrics_dir=str(metrics_dir))
+        self.start(pool)
+        self.assertEqual([s["env"]["PROMETHEUS_MULTIPROC_DIR"] for s in reactor.spawned], [str(metrics_dir)] * 2)
+        self.assertNotIn("PROMETHEUS_MULTIPROC_DIR", os.environ)
+        for name in ["gauge_livesum_100.db", "counter_100.db", "gauge_livesum_101.db"]:
+            (metrics_dir / name).touch()
+        self.end(reactor, 0, signal=9)
+        self.assertEqual(sorted(p.name for p in metrics_dir.iterdir()), ["counter_100.db", "gauge_livesum_101.db"])
+        stopped = pool.stopService()
+        self.end(reactor, 1, exitCode=0)
+        self.successResultOf(stopped)
+        self.assertFalse(metrics_dir.exists())
 
     def test_rolling_restart(self) -> None:
         """

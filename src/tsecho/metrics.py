@@ -14,10 +14,11 @@ Several worker processes (C{prometheus_client}'s multiprocess mode): the
 main process creates an empty directory, sets C{PROMETHEUS_MULTIPROC_DIR} to
 it before it starts any worker, and serves
 C{metrics_site(multiprocess_registry(path))}, calling L{worker_exited} when
-a worker exits.  Each worker counts with its own L{ServerMetrics} as above
-and calls L{export_to_multiprocess}: once a second (and once more when
-stopped) it adds what changed to C{prometheus_client} metrics kept in files
-in that directory.  One scrape of the main process sums every worker,
+a worker exits (L{tsecho.workers.WorkerPool} does all this).  Each worker
+counts with its own L{ServerMetrics} as above and runs
+L{export_to_multiprocess} (the L{MultiprocessExport} service): once a second
+(and once more when stopped) it adds what changed to C{prometheus_client}
+metrics kept in files in that directory.  One scrape of the main process sums every worker,
 including those that have exited (their counters stay in the sums, so
 totals never go back when a worker is replaced).
 """
@@ -25,12 +26,14 @@ totals never go back when a worker is replaced).
 from __future__ import annotations
 
 import bisect
+import tempfile
 from collections.abc import Collection, Iterator
 from typing import TYPE_CHECKING, Any
 
 import attrs
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from twisted.application.service import Service
 from twisted.internet import error
 from twisted.internet.interfaces import IListeningPort, IReactorTime, IStreamServerEndpoint
 from twisted.python.failure import Failure
@@ -342,6 +345,36 @@ def export_to_multiprocess(metrics: ServerMetrics, clock: IReactorTime, interval
     loop.clock = clock
     loop.start(interval, now=False).addCallback(lambda _: exporter.export())
     return loop
+
+
+class MultiprocessExport(Service):
+    """
+    A worker's L{export_to_multiprocess}, while the service runs.  It stops
+    when the reactor has shut down, after the connections have drained, so
+    their counts are exported too.
+    """
+
+    def __init__(self, metrics: ServerMetrics, reactor: Any) -> None:
+        self.metrics = metrics
+        self.reactor = reactor
+        self._loop: Any = None
+
+    def startService(self) -> None:
+        super().startService()
+        self._loop = export_to_multiprocess(self.metrics, self.reactor)
+        self.reactor.addSystemEventTrigger("after", "shutdown", self._stop)
+
+    def _stop(self) -> None:
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+
+
+def make_multiprocess_dir() -> str:
+    """
+    For the main process: a new private directory (mode 0700) for the
+    workers' metric files; L{tsecho.workers.WorkerPool} removes it when it stops.
+    """
+    return tempfile.mkdtemp(prefix="tsecho-metrics-")
 
 
 def metrics_listener(description: str, endpoint: IStreamServerEndpoint, site: Any) -> DatagramListener:

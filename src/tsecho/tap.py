@@ -268,17 +268,32 @@ def makeService(options: Options) -> IService:
     datagram_listeners = _datagram_listeners(options, timestamper, reactor)
     for _, listener in datagram_listeners:
         listener.setServiceParent(service)
-    if metrics_endpoint is not None:
-        from tsecho.metrics import ServerMetrics, metrics_listener, metrics_site, registry_for
+    metrics_dir = None
+    if metrics_endpoint is not None or options.get("metrics-export"):
+        from tsecho import metrics as m
 
-        metrics = ServerMetrics(factory.connections)
+        metrics = m.ServerMetrics(factory.connections)
         factory.metrics = metrics
         for answer, listener in datagram_listeners:
             metrics.watch_datagrams(listener.description, answer)
-        site = metrics_site(*registry_for(metrics))
-        metrics_listener(options["metrics"], metrics_endpoint, site).setServiceParent(service)
+        if options.get("metrics-export"):  # a worker: the main process serves the sums
+            m.MultiprocessExport(metrics, reactor).setServiceParent(service)
+        elif metrics_endpoint is not None:  # the process that serves the page
+            if options["workers"] > 1:
+                metrics_dir = m.make_multiprocess_dir()
+                site = m.metrics_site(m.multiprocess_registry(metrics_dir))
+            else:
+                site = m.metrics_site(*m.registry_for(metrics))
+            m.metrics_listener(options["metrics"], metrics_endpoint, site).setServiceParent(service)
     if options["workers"] > 1:
         from tsecho.workers import WorkerPool
 
-        return WorkerPool(service, options["workers"], options.arguments, reactor, options["max-connections"])
+        return WorkerPool(
+            service,
+            options["workers"],
+            options.arguments,
+            reactor,
+            options["max-connections"],
+            metrics_dir=metrics_dir,
+        )
     return service

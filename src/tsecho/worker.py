@@ -177,7 +177,10 @@ def worker_options(reactor: Any, stream_fds: Sequence[int], udp_fd: int | None) 
             return server_from_string(AdoptingReactor(reactor, fds.pop(0)), adoptable(description))
 
         def postOptions(self) -> None:
-            self["metrics"] = None  # served by the main process
+            # The main process serves the page; this worker adds its counts
+            # to the files in PROMETHEUS_MULTIPROC_DIR that the page sums.
+            self["metrics-export"] = self["metrics"] is not None and "PROMETHEUS_MULTIPROC_DIR" in os.environ
+            self["metrics"] = None
             super().postOptions()
             self["unix-datagram"] = None  # answered by the main process
 

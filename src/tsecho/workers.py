@@ -31,6 +31,7 @@ import contextlib
 import enum
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -164,6 +165,7 @@ class WorkerPool(Service):
         *,
         command: Sequence[str] = WORKER_COMMAND,
         check: Callable[[list[str]], str | None] | None = None,
+        metrics_dir: str | None = None,
     ) -> None:
         """
         @param listeners: the service a lone server would run; its
@@ -173,6 +175,9 @@ class WorkerPool(Service):
         @param command: starts a worker (its SPEC and options follow).
         @param check: runs a command line that only checks a worker can
             start; returns its error, or C{None}.  (Tests replace it.)
+        @param metrics_dir: with C{--metrics}, the directory where workers
+            keep their counts (their C{PROMETHEUS_MULTIPROC_DIR}), which
+            this process's metrics page sums; removed when the pool stops.
         """
         self.listeners = listeners
         listeners.started_when_listening = False  # until a worker could start
@@ -190,6 +195,8 @@ class WorkerPool(Service):
         self._rolling: list[Worker] | None = None
         self._all_gone: defer.Deferred[None] | None = None
         self._previous_hup: Any = None
+        self.metrics_dir = metrics_dir
+        self._worker_env = {} if metrics_dir is None else {"PROMETHEUS_MULTIPROC_DIR": metrics_dir}
 
     # Starting
 
@@ -199,7 +206,11 @@ class WorkerPool(Service):
         reading from them: the workers will.
         """
         super().privilegedStartService()
-        self.listeners.privilegedStartService()
+        try:
+            self.listeners.privilegedStartService()
+        except BaseException:
+            self._remove_metrics_dir()
+            raise
         ports = list(self.listeners.ports)
         if len(ports) != len(self.listeners.endpoints):
             raise fail("tsecho: --workers needs listeners that open at once")
@@ -224,6 +235,7 @@ class WorkerPool(Service):
             self.privilegedStartService()
         problem = self.check(self._command_line(1, check=True))
         if problem is not None:
+            self._remove_metrics_dir()
             raise fail(f"tsecho: a worker process cannot start: {problem}")
         release_stderr()
         super().startService()
@@ -258,7 +270,7 @@ class WorkerPool(Service):
         self.workers.append(worker)
         try:
             worker.process = self.reactor.spawnProcess(
-                WorkerProtocol(self, worker), args[0], args, env=dict(os.environ), childFDs=child_fds
+                WorkerProtocol(self, worker), args[0], args, env={**os.environ, **self._worker_env}, childFDs=child_fds
             )
         except OSError as e:
             worker.last_error = str(e)
@@ -317,6 +329,10 @@ class WorkerPool(Service):
         """
         was = worker.state
         worker.state = State.GONE
+        if self.metrics_dir is not None and worker.pid is not None:
+            from tsecho.metrics import worker_exited
+
+            worker_exited(worker.pid, self.metrics_dir)  # its gauges go; its counters stay in the sums
         if worker in self.workers:
             self.workers.remove(worker)
         if worker.kill_timer is not None and worker.kill_timer.active():
@@ -442,9 +458,14 @@ class WorkerPool(Service):
             self._drain(worker)
 
         def closed_too(_: object) -> defer.Deferred[None]:
+            self._remove_metrics_dir()
             return closed
 
         return self._all_gone.addCallback(closed_too)
+
+    def _remove_metrics_dir(self) -> None:
+        if self.metrics_dir is not None:
+            shutil.rmtree(self.metrics_dir, ignore_errors=True)
 
 
 def reactor_name(reactor: object) -> str | None:
