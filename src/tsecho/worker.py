@@ -103,15 +103,30 @@ class AdoptingReactor:
     instead of binding; everything else is the wrapped reactor's.
     """
 
-    def __init__(self, reactor: Any, fd: int) -> None:
+    def __init__(self, reactor: Any, fd: int, owns_fd: bool = False) -> None:
+        """
+        @param owns_fd: close C{fd} once it is adopted (a worker's inherited
+            descriptor); tests adopt sockets they keep.
+        """
         self._reactor = reactor
         self._fd = fd
+        self._owns_fd = owns_fd
 
     def _adopt(self, factory: IProtocolFactory) -> IListeningPort:
         family = socket_family(self._fd)
         with nonblocking_sockets():
             port = self._reactor.adoptStreamPort(self._fd, family, factory)
+        self._release_inherited()
         return SharedPathPort(port) if family == socket.AF_UNIX else port
+
+    def _release_inherited(self) -> None:
+        """
+        Close the inherited descriptor: Twisted adopted a copy of it, and
+        once every process has closed its copies the port refuses new
+        connections (a worker that stops listening must not keep it open).
+        """
+        if self._owns_fd:
+            os.close(self._fd)
 
     def listenTCP(self, port: int, factory: IProtocolFactory, backlog: int = 50, interface: str = "") -> IListeningPort:
         return self._adopt(factory)
@@ -142,6 +157,7 @@ class AdoptingReactor:
         family = socket_family(self._fd)
         with nonblocking_sockets():
             listening: IListeningPort = self._reactor.adoptDatagramPort(self._fd, family, protocol, maxPacketSize)
+        self._release_inherited()
         return listening
 
     def __getattr__(self, name: str) -> Any:
@@ -174,7 +190,7 @@ def worker_options(reactor: Any, stream_fds: Sequence[int], udp_fd: int | None) 
         def _endpoint(self, description: str, option: str = "--listen") -> IStreamServerEndpoint:
             if not fds:
                 raise usage.UsageError(f"{option} {description}: no inherited socket for it")
-            return server_from_string(AdoptingReactor(reactor, fds.pop(0)), adoptable(description))
+            return server_from_string(AdoptingReactor(reactor, fds.pop(0), owns_fd=True), adoptable(description))
 
         def postOptions(self) -> None:
             # The main process serves the page; this worker adds its counts
@@ -184,7 +200,7 @@ def worker_options(reactor: Any, stream_fds: Sequence[int], udp_fd: int | None) 
             super().postOptions()
             self["unix-datagram"] = None  # answered by the main process
 
-    return WorkerOptions(reactor if udp_fd is None else AdoptingReactor(reactor, udp_fd))
+    return WorkerOptions(reactor if udp_fd is None else AdoptingReactor(reactor, udp_fd, owns_fd=True))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -222,8 +222,20 @@ class WorkerPool(Service):
 
     @staticmethod
     def _pause(port: Any) -> int:
+        """
+        Stop reading from C{port}, whose socket the workers share, and return
+        its descriptor.  Closing it later must not C{shutdown()} the socket:
+        that would stop it for every process that shares it, and the workers
+        still accepting would log a failed C{accept}; the port refuses new
+        connections once the last process has closed its copy (the workers
+        close theirs as soon as they start draining).  Twisted's port says
+        so with its private C{_shouldShutdown}, which it clears for a socket
+        it adopted; a Twisted without it shuts down as before.
+        """
         assert isinstance(port, FileDescriptor), port
         port.stopReading()
+        if hasattr(port, "_shouldShutdown"):
+            port._shouldShutdown = False
         return int(port.fileno())
 
     def startService(self) -> None:
