@@ -6,6 +6,7 @@ under C{twistd -n}, C{twistd} (daemonizing) and C{twist}, leaving no pid file.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -233,6 +234,18 @@ def test_daemon_mode_starts(tmp_path: Path) -> None:
     result = _run(_daemon(tmp_path, "tcp:0:interface=127.0.0.1"), tmp_path)
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
     pid = int(pidfile.read_text())
+    # The parent returns before the daemon's reactor has installed its
+    # signal handlers: signal only once it has answered a line.
+    logged = re.compile(r"listening on \S+ \(127\.0\.0\.1:(\d+)\)")
+    deadline = time.monotonic() + 30
+    while not (
+        found := logged.search((tmp_path / "twistd.log").read_text() if (tmp_path / "twistd.log").exists() else "")
+    ):
+        assert time.monotonic() < deadline, "the daemon never said it listens"
+        time.sleep(0.05)
+    with socket.create_connection(("127.0.0.1", int(found[1])), timeout=30) as sock:
+        sock.sendall(b"hello\n")
+        assert sock.recv(1024).endswith(b"] hello\n")
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 30
     while pidfile.exists() and time.monotonic() < deadline:
