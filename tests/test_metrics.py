@@ -19,15 +19,19 @@ from pathlib import Path
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import error
+from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.resource import Resource
+from twisted.web.server import Site
 
 from serverprocess import exchange, running_server
 from tsecho._tally import NO_METRICS, Ending
 from tsecho.datagram import TimestampDatagram
-from tsecho.metrics import ServerMetrics, multiprocess_registry, registry_for, worker_exited
+from tsecho.metrics import ServerMetrics, metrics_listener, multiprocess_registry, registry_for, worker_exited
 from tsecho.protocol import ServerConfig
 from tsecho.service import TimestampEchoService
 from tsecho.tap import Options, makeService
@@ -454,3 +458,21 @@ class OptionTests(SynchronousTestCase):
         with self.assertRaises(UsageError) as caught:
             self.make("--metrics", "bogus:1")
         self.assertIn("--metrics bogus:1: bogus is not an endpoint type Twisted knows", str(caught.exception))
+
+
+class MetricsListenerLogTests(SynchronousTestCase):
+    """
+    The C{--metrics} listener says where it listens under its own namespace.
+    """
+
+    def test_namespace(self) -> None:
+        """
+        C{listening on --metrics ...} is logged under C{tsecho.metrics}, not
+        the datagram listeners' namespace.
+        """
+        listener = metrics_listener("tcp:9100", TCP4ServerEndpoint(MemoryReactorClock(), 9100), Site(Resource()))
+        with capturedLogs() as events:
+            listener.startService()
+        [event] = [e for e in events if e["log_format"].startswith("listening on")]
+        self.assertEqual(event["log_namespace"], "tsecho.metrics")
+        self.assertEqual(event["description"], "--metrics tcp:9100")
