@@ -950,3 +950,22 @@ class BoundedInputTests(SynchronousTestCase):
         trigger(*args, **kwargs)
         self.assertEqual(self.successResultOf(result), TERMINATED)
         self.assertEqual(session.stderr.getvalue(), "tsecho-client: terminated\n")
+
+    def test_bytes_bounded(self) -> None:
+        """
+        Long messages pause input at L{Conversation.HIGH_WATER_BYTES}
+        unanswered bytes, well before the message count; the input held back
+        is asked only once enough replies arrive.
+        """
+        asker = Pending()
+        conversation = Conversation(asker, io.BytesIO())
+        conversation.input = InputLines(conversation)
+        transport = StringTransport()
+        conversation.input.makeConnection(transport)
+        half = Conversation.HIGH_WATER_BYTES // 2
+        conversation.input.dataReceived((b"x" * half + b"\n") * 3)
+        self.assertEqual((len(asker.asked), transport.producerState), (2, "paused"))
+        asker.replies[0].callback(b"[x] x")
+        self.assertEqual((len(asker.asked), transport.producerState), (2, "paused"))
+        asker.replies[1].callback(b"[x] x")
+        self.assertEqual(len(asker.asked), 3)
