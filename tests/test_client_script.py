@@ -969,3 +969,27 @@ class BoundedInputTests(SynchronousTestCase):
         self.assertEqual((len(asker.asked), transport.producerState), (2, "paused"))
         asker.replies[1].callback(b"[x] x")
         self.assertEqual(len(asker.asked), 3)
+
+    def test_end_of_input_while_paused(self) -> None:
+        """
+        Input that ends while lines are held back by a pause ends only after
+        those lines, once resumed.
+        """
+        got: list[bytes | None] = []
+
+        class Sink:
+            def message(self, message: bytes) -> None:
+                got.append(message)
+
+            def end_of_input(self, error: Any = None) -> None:
+                got.append(None)
+
+        lines = InputLines(Sink())
+        lines.makeConnection(StringTransport())
+        lines.dataReceived(b"a\n")
+        lines.pauseProducing()
+        lines.dataReceived(b"b\nc")
+        lines.connectionLost(Failure(error.ConnectionDone()))
+        self.assertEqual(got, [b"a"])
+        lines.resumeProducing()
+        self.assertEqual(got, [b"a", b"b", b"c", None])
