@@ -7,6 +7,7 @@ plus L{EchoSession} and L{StdinReader} on the real reactor.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
@@ -355,3 +356,39 @@ def test_reader_closes_early(tmp_path: Path) -> None:
         process.stdout.close()  # what head does after its line
         _, stderr = process.communicate(timeout=TIMEOUT)
     assert (process.returncode, stderr) == (0, b"")
+
+
+@pytest.mark.slow
+def test_unbounded_stdin(tmp_path: Path) -> None:
+    """
+    C{yes hello | tsecho-client}: memory stays bounded while the client
+    streams for a few seconds (it read 194 MB in 7 s when it did not wait for
+    replies), and SIGTERM ends it at once with C{terminated} and status 143.
+    """
+    chunk = b"hello\n" * 10_000
+    with running_server(tmp_path, ("--listen", "tcp:0:interface=127.0.0.1", "--quiet")) as server:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tsecho.client", "--host", "127.0.0.1", "--port", str(server.port)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        assert process.stdin is not None
+
+        def feed() -> None:
+            with contextlib.suppress(OSError):  # the client has gone
+                while True:
+                    process.stdin.write(chunk)  # type: ignore[union-attr]
+
+        threading.Thread(target=feed, daemon=True).start()
+        peak = 0
+        deadline = time.monotonic() + 4
+        while time.monotonic() < deadline and process.poll() is None:
+            status = Path(f"/proc/{process.pid}/status").read_text()
+            peak = max(peak, int(re.search(r"^VmRSS:\s+(\d+)", status, re.MULTILINE).group(1)))  # type: ignore[union-attr]
+            time.sleep(0.2)
+        assert process.poll() is None, process.stderr.read()  # type: ignore[union-attr]
+        process.terminate()
+        _, stderr = process.communicate(timeout=TIMEOUT)
+    assert peak < 100 * 1024, f"{peak} KiB"
+    assert (process.returncode, stderr) == (143, b"tsecho-client: terminated\n")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -39,6 +40,7 @@ from tsecho.client._command import (
     FAILED,
     INTERRUPTED,
     OK,
+    TERMINATED,
     USAGE,
     Asker,
     ClientOptions,
@@ -189,8 +191,10 @@ class Session:
         self.reactor.listenTCP(port, factory)
         return self
 
-    def start(self, make_asker: Any = open_asker) -> defer.Deferred[int]:
-        terminal = Terminal(self.stdout, self.stderr, self.interactive, self._read_input, self.stdout_closed)
+    def start(self, make_asker: Any = open_asker, stop_signal: int | None = None) -> defer.Deferred[int]:
+        terminal = Terminal(
+            self.stdout, self.stderr, self.interactive, self._read_input, self.stdout_closed, lambda: stop_signal
+        )
         return defer.ensureDeferred(run(self.reactor, self.options, terminal, make_asker))
 
     def _read_input(self, lines: InputLines) -> None:
@@ -880,3 +884,112 @@ class IsATTYTests(SynchronousTestCase):
                 return True
 
         self.assertTrue(_isatty(TTY()))
+
+
+class BoundedInputTests(SynchronousTestCase):
+    """
+    Unbounded standard input (C{yes hello | tsecho-client}) against a server
+    that does not answer, or that stops mid-stream.
+    """
+
+    def test_read_ahead_bounded(self) -> None:
+        """
+        However much input arrives at once, no more than
+        L{Conversation.HIGH_WATER} messages are sent while none is
+        answered, and the input's producer is paused.
+        """
+        received: list[bytes] = []
+
+        class Stalled(Protocol):
+            def dataReceived(self, data: bytes) -> None:
+                if not received:
+                    self.transport.write(b"[x] first\r\n")  # type: ignore[union-attr]
+                received.append(data)
+
+        session = Session().serve(Factory.forProtocol(Stalled))  # answers once, then never
+        result = session.start()
+        session.exchange()
+        session.type(b"hello\n" * 50_000)
+        session.type(b"hello\n" * 50_000)
+        session.exchange()
+        self.assertNoResult(result)
+        self.assertEqual(session.input_transport.producerState, "paused")
+        self.assertEqual(b"".join(received).count(b"\r\n"), Conversation.HIGH_WATER)
+
+    def test_server_closes_mid_stream(self) -> None:
+        """
+        A persistent server that closes with messages unanswered gets
+        README's line, and input is read no further.
+        """
+        session = Session().serve(real_server())
+        result = session.start()
+        session.type(b"hello\n" * 3)
+        session.exchange()
+        self.assertEqual(len(session.output()), 3)
+        session.type(b"hello\n" * 5000)
+        [pump] = session.pumps
+        pump.server.transport.loseConnection()  # type: ignore[attr-defined]
+        session.exchange()
+        self.assertEqual(self.successResultOf(result), FAILED)
+        unanswered = Conversation.HIGH_WATER
+        self.assertEqual(
+            session.stderr.getvalue(),
+            f"tsecho-client: localhost:21567 closed the connection with {unanswered} messages unanswered"
+            " (is the server stopping?)\n",
+        )
+        self.assertEqual(session.input_transport.producerState, "stopped")
+
+    def test_terminated(self) -> None:
+        """
+        Stopped by SIGTERM: C{terminated} and status 143.
+        """
+        session = Session()
+        result = session.start(lambda reactor, options: Pending(), stop_signal=signal.SIGTERM)
+        session.type(b"hello\n")
+        [(trigger, args, kwargs)] = session.reactor.triggers["before"]["shutdown"]
+        trigger(*args, **kwargs)
+        self.assertEqual(self.successResultOf(result), TERMINATED)
+        self.assertEqual(session.stderr.getvalue(), "tsecho-client: terminated\n")
+
+    def test_bytes_bounded(self) -> None:
+        """
+        Long messages pause input at L{Conversation.HIGH_WATER_BYTES}
+        unanswered bytes, well before the message count; the input held back
+        is asked only once enough replies arrive.
+        """
+        asker = Pending()
+        conversation = Conversation(asker, io.BytesIO())
+        conversation.input = InputLines(conversation)
+        transport = StringTransport()
+        conversation.input.makeConnection(transport)
+        half = Conversation.HIGH_WATER_BYTES // 2
+        conversation.input.dataReceived((b"x" * half + b"\n") * 3)
+        self.assertEqual((len(asker.asked), transport.producerState), (2, "paused"))
+        asker.replies[0].callback(b"[x] x")
+        self.assertEqual((len(asker.asked), transport.producerState), (2, "paused"))
+        asker.replies[1].callback(b"[x] x")
+        self.assertEqual(len(asker.asked), 3)
+
+    def test_end_of_input_while_paused(self) -> None:
+        """
+        Input that ends while lines are held back by a pause ends only after
+        those lines, once resumed.
+        """
+        got: list[bytes | None] = []
+
+        class Sink:
+            def message(self, message: bytes) -> None:
+                got.append(message)
+
+            def end_of_input(self, error: Any = None) -> None:
+                got.append(None)
+
+        lines = InputLines(Sink())
+        lines.makeConnection(StringTransport())
+        lines.dataReceived(b"a\n")
+        lines.pauseProducing()
+        lines.dataReceived(b"b\nc")
+        lines.connectionLost(Failure(error.ConnectionDone()))
+        self.assertEqual(got, [b"a"])
+        lines.resumeProducing()
+        self.assertEqual(got, [b"a", b"b", b"c", None])

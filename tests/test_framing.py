@@ -5,7 +5,6 @@ Tests for L{tsecho.framing.LineFramer}: bytes in, lines out, in any chunking.
 from __future__ import annotations
 
 import platform
-import tracemalloc
 from collections.abc import Callable, Iterator
 from unittest import skipIf
 
@@ -602,6 +601,8 @@ class CompactTests(SynchronousTestCase):
         """
         framer, _ = connected()
         drops = [bytes(bytearray(b"d")) for _ in range(16000)]
+        import tracemalloc  # CPython only (PyPy has no _tracemalloc)
+
         tracemalloc.start()
         self.addCleanup(tracemalloc.stop)
         before = tracemalloc.get_traced_memory()[0]

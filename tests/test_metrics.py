@@ -24,15 +24,26 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import error
+from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.resource import Resource
+from twisted.web.server import Site
 
 from serverprocess import exchange, running_server
 from tsecho._tally import NO_METRICS, Ending
 from tsecho.datagram import TimestampDatagram
-from tsecho.metrics import MultiprocessExport, ServerMetrics, multiprocess_registry, registry_for, worker_exited
+from tsecho.metrics import (
+    MultiprocessExport,
+    ServerMetrics,
+    metrics_listener,
+    multiprocess_registry,
+    registry_for,
+    worker_exited,
+)
 from tsecho.protocol import ServerConfig
 from tsecho.service import TimestampEchoService
 from tsecho.tap import Options, makeService
@@ -619,3 +630,21 @@ def test_workers_summed_and_replaced(tmp_path: Path) -> None:
         assert os.path.isdir(metrics_dir)
         server.stop()
     assert not os.path.exists(metrics_dir)  # removed at exit
+
+
+class MetricsListenerLogTests(SynchronousTestCase):
+    """
+    The C{--metrics} listener says where it listens under its own namespace.
+    """
+
+    def test_namespace(self) -> None:
+        """
+        C{listening on --metrics ...} is logged under C{tsecho.metrics}, not
+        the datagram listeners' namespace.
+        """
+        listener = metrics_listener("tcp:9100", TCP4ServerEndpoint(MemoryReactorClock(), 9100), Site(Resource()))
+        with capturedLogs() as events:
+            listener.startService()
+        [event] = [e for e in events if e["log_format"].startswith("listening on")]
+        self.assertEqual(event["log_namespace"], "tsecho.metrics")
+        self.assertEqual(event["description"], "--metrics tcp:9100")

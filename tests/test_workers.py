@@ -262,6 +262,28 @@ class WorkerPoolTests(SynchronousTestCase):
         )
         self.assertEqual((events[0]["tsecho_worker"], events[0]["tsecho_worker_pid"]), (2, 101))
 
+    def test_log_relay_format_spec(self) -> None:
+        """
+        A relayed event keeps its format spec (C{{duration:.3f}}), as the
+        single process prints it; a field JSON cannot carry is still
+        formatted, from the worker's own text.
+        """
+        pool, reactor = self.make_pool()
+        self.start(pool)
+        protocol = reactor.spawned[1]["protocol"]
+
+        class Peer:
+            def __str__(self) -> str:
+                return "127.0.0.1:5"
+
+        with capturedLogs() as events:
+            protocol.childDataReceived(1, event_line(log_format="{duration:.3f} s", duration=0.00215911865234375))
+            protocol.childDataReceived(1, event_line(log_format="from {peer}", peer=Peer()))
+        self.assertEqual(
+            [formatEvent(e) for e in events],
+            ["worker 2 (pid 101): 0.002 s", "worker 2 (pid 101): from 127.0.0.1:5"],
+        )
+
     def test_replace_with_back_off(self) -> None:
         """
         A worker that dies is logged with its exit status and replaced after

@@ -152,16 +152,19 @@ class DatagramListener(Service):
         listen: Callable[[], IListeningPort],
         prepare: Callable[[], None] | None = None,
         cleanup: Callable[[], None] | None = None,
+        logger: Logger = log,
     ) -> None:
         """
         @param listen: opens the port.
         @param prepare: runs before L{listen}, e.g. to clear a stale socket file.
         @param cleanup: runs once the port has closed.
+        @param logger: logs C{listening on ...} (under its namespace).
         """
         self.description = description
         self._listen = listen
         self._prepare = prepare
         self._cleanup = cleanup
+        self._log = logger
         self.port: IListeningPort | None = None
 
     def privilegedStartService(self) -> None:
@@ -181,7 +184,7 @@ class DatagramListener(Service):
         except (error.CannotListenError, OSError) as e:
             reason = explain_listen_failure(Failure(e))
             raise DatagramListenError(f"cannot listen on {self.description}: {reason}") from None
-        log.info(
+        self._log.info(
             "listening on {description} ({address})",
             description=self.description,
             address=describe_address(self.port.getHost()),

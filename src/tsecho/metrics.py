@@ -36,6 +36,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from twisted.application.service import Service
 from twisted.internet import error
 from twisted.internet.interfaces import IListeningPort, IReactorTime, IStreamServerEndpoint
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 
@@ -394,4 +395,4 @@ def metrics_listener(description: str, endpoint: IStreamServerEndpoint, site: An
         port: IListeningPort = result[0]
         return port
 
-    return DatagramListener(f"--metrics {description}", listen)
+    return DatagramListener(f"--metrics {description}", listen, logger=Logger(namespace=__name__))

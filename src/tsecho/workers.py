@@ -310,9 +310,7 @@ class WorkerPool(Service):
             )
             return
         ready = event.pop(READY, False)
-        # The worker's own fields arrive flattened; format its message there.
-        event["tsecho_message"] = formatEvent(event)
-        event.pop("log_flattened", None)
+        event["tsecho_message"] = _format_relayed(event)
         event["tsecho_worker"] = worker.slot
         event["tsecho_worker_pid"] = worker.pid
         event["log_format"] = "worker {tsecho_worker} (pid {tsecho_worker_pid}): {tsecho_message}"
@@ -489,6 +487,19 @@ def reactor_name(reactor: object) -> str | None:
 
     module = type(reactor).__module__
     return next((r.shortName for r in getReactorTypes() if getattr(r, "moduleName", None) == module), None)
+
+
+def _format_relayed(event: dict[str, Any]) -> str:
+    """
+    Format a worker's event as the worker would have.  Its numbers and strings
+    survive JSON, and formatting them keeps the format spec (C{{duration:.3f}})
+    that Twisted's flattened text drops; a field JSON could not carry
+    (C{{"unpersistable": true}}) is formatted from the flattened text.
+    """
+    flattened = event.pop("log_flattened", None)
+    if flattened is None or not any(value == {"unpersistable": True} for value in event.values()):
+        return formatEvent(event)
+    return formatEvent({**event, "log_flattened": flattened})
 
 
 def _parse_event(text: str) -> dict[str, Any] | None:

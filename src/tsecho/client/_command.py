@@ -20,6 +20,7 @@ takes as arguments so that tests need no terminal and no network.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, BinaryIO, NoReturn, TextIO
@@ -50,7 +51,7 @@ DEFAULT_TIMEOUT = 10.0
 PROMPT = "> "
 
 #: Exit statuses.
-OK, FAILED, USAGE, INTERRUPTED = 0, 1, 2, 130
+OK, FAILED, USAGE, INTERRUPTED, TERMINATED = 0, 1, 2, 130, 143
 
 log = Logger()
 
@@ -80,7 +81,7 @@ class ClientOptions(usage.Options):
         "Send each MESSAGE (or, with none, each line of standard input until its end or an empty line) "
         "to a timestamp echo server and print each reply, one per line. Exit status: 0 when every message "
         "was answered (or when standard output closes early, as with | head), 1 on any failure (one line on "
-        "standard error), 2 for a bad command line, 130 when interrupted."
+        "standard error), 2 for a bad command line, 130 when interrupted, 143 when terminated (SIGTERM)."
     )
     optFlags = [["udp", None, "Send each message as one UDP datagram (sent once more if no reply comes in time)."]]
     optParameters: list[list[Any]] = [
@@ -211,6 +212,7 @@ class Terminal:
     @ivar read_input: starts feeding standard input to an L{InputLines}.
     @ivar stdout_closed: called when standard output's reader has gone, to
         keep the interpreter's last flush from failing again.
+    @ivar stop_signal: which signal is stopping the process, if any.
     """
 
     stdout: BinaryIO
@@ -218,15 +220,57 @@ class Terminal:
     interactive: bool
     read_input: Callable[[InputLines], None]
     stdout_closed: Callable[[], None] = lambda: None
+    stop_signal: Callable[[], int | None] = lambda: None
 
 
 class InterruptError(ClientError):
     """
-    The reactor was stopped (Ctrl-C, SIGTERM) before the conversation ended.
+    The reactor was stopped (Ctrl-C) before the conversation ended.
+    """
+
+    status = INTERRUPTED
+
+    def __init__(self, what: str = "interrupted") -> None:
+        super().__init__(what)
+
+
+class TerminatedError(InterruptError):
+    """
+    SIGTERM stopped the reactor before the conversation ended.
+    """
+
+    status = TERMINATED
+
+    def __init__(self) -> None:
+        super().__init__("terminated")
+
+
+class StopSignal:
+    """
+    Remember which signal (SIGINT, SIGTERM) stopped the process: a handler in
+    front of each of the reactor's, which it then calls.
+
+    @ivar number: the signal received, if any.
     """
 
     def __init__(self) -> None:
-        super().__init__("interrupted")
+        self.number: int | None = None
+
+    def watch(self) -> None:
+        """
+        Wrap the handlers the reactor installed (call once it is running).
+        """
+        for number in (signal.SIGINT, signal.SIGTERM):
+            handler = signal.getsignal(number)
+            if callable(handler):
+                signal.signal(number, self._chain(handler))
+
+    def _chain(self, handler: Callable[[int, Any], Any]) -> Callable[[int, Any], None]:
+        def received(number: int, frame: Any) -> None:
+            self.number = number
+            handler(number, frame)
+
+        return received
 
 
 class OutputError(ClientError):
@@ -244,8 +288,10 @@ class Conversation:
     command ends: L{done} fires with L{None} when every message was answered
     and the input has ended, or with the first L{ClientError}.
 
-    While many replies are outstanding, the input is paused, so piping a large
-    file in does not queue it all in memory.
+    While many messages (L{HIGH_WATER}) or bytes (L{HIGH_WATER_BYTES}) are
+    unanswered, the input is paused, so piping a large file (or C{yes}) in
+    does not queue it in memory; it resumes once both are down to their low
+    water marks.
 
     @ivar reader_gone: standard output's reader closed it (C{| head}): the
         conversation ended there, and that is no failure.
@@ -254,6 +300,8 @@ class Conversation:
 
     HIGH_WATER = 1000
     LOW_WATER = 100
+    HIGH_WATER_BYTES = 1024 * 1024
+    LOW_WATER_BYTES = 128 * 1024
 
     def __init__(self, asker: Asker, stdout: BinaryIO, prompt: Callable[[], None] | None = None) -> None:
         self._asker = asker
@@ -262,6 +310,7 @@ class Conversation:
         self.done: defer.Deferred[ClientError | None] = defer.Deferred()
         self.input: InputLines | None = None
         self._outstanding = 0
+        self._outstanding_bytes = 0
         self._input_ended = False
         self._finished = False
         self._paused = False
@@ -287,12 +336,13 @@ class Conversation:
         if self._finished:
             return
         self._outstanding += 1
-        self._asker.ask(message).addCallbacks(self._replied, self._failed)
-        if self._outstanding >= self.HIGH_WATER and self.input is not None and not self._paused:
-            producer = self.input.producer
-            if producer is not None:
-                self._paused = True
-                producer.pauseProducing()
+        self._outstanding_bytes += len(message)
+        size = (len(message),)
+        self._asker.ask(message).addCallbacks(self._replied, self._failed, callbackArgs=size, errbackArgs=size)
+        full = self._outstanding >= self.HIGH_WATER or self._outstanding_bytes >= self.HIGH_WATER_BYTES
+        if full and not self._paused and self.input is not None and self.input.producer is not None:
+            self._paused = True
+            self.input.pauseProducing()
 
     def end_of_input(self, error: ClientError | None = None) -> None:
         """
@@ -304,14 +354,19 @@ class Conversation:
         elif not self._outstanding:
             self._finish(None)
 
-    def interrupt(self) -> None:
+    def interrupt(self, error: ClientError | None = None) -> None:
         """
-        The process is being stopped: end now.
+        The process is being stopped: end now, with C{error} (by default
+        L{InterruptError}).
         """
-        self._finish(InterruptError())
+        self._finish(error if error is not None else InterruptError())
 
-    def _replied(self, reply: bytes) -> None:
+    def _answered(self, size: int) -> None:
         self._outstanding -= 1
+        self._outstanding_bytes -= size
+
+    def _replied(self, reply: bytes, size: int) -> None:
+        self._answered(size)
         if self._finished:
             return
         try:
@@ -331,15 +386,18 @@ class Conversation:
                 self._finish(None)
         elif not self._outstanding:
             self._show_prompt()
-        if self._paused and self._outstanding <= self.LOW_WATER and not self._finished:
+        if (
+            self._paused
+            and self._outstanding <= self.LOW_WATER
+            and self._outstanding_bytes <= self.LOW_WATER_BYTES
+            and not self._finished
+        ):
             self._paused = False
             assert self.input is not None
-            producer = self.input.producer
-            if producer is not None:
-                producer.resumeProducing()
+            self.input.resumeProducing()
 
-    def _failed(self, failure: Failure) -> None:
-        self._outstanding -= 1
+    def _failed(self, failure: Failure, size: int) -> None:
+        self._answered(size)
         if self._finished:
             return  # only the first failure is worth a line
         if isinstance(failure.value, ClientError):
@@ -420,7 +478,11 @@ async def _converse(
     conversation = Conversation(asker, terminal.stdout, prompt if interactive else None)
     # Stopped early (Ctrl-C, SIGTERM): say so, and do not exit 0.  (Once the
     # conversation is over, interrupting it does nothing.)
-    reactor.addSystemEventTrigger("before", "shutdown", conversation.interrupt)
+    reactor.addSystemEventTrigger(
+        "before",
+        "shutdown",
+        lambda: conversation.interrupt(TerminatedError() if terminal.stop_signal() == signal.SIGTERM else None),
+    )
     _feed(conversation, options, terminal)
     error = await conversation.done
     if conversation.at_prompt:
@@ -429,7 +491,7 @@ async def _converse(
         terminal.stdout_closed()
     closing = asker.close()
     if isinstance(error, InterruptError):
-        return error, INTERRUPTED  # the reactor is stopping: no time to wait
+        return error, error.status  # the reactor is stopping: no time to wait
     try:
         await closing.addTimeout(CLOSE_GRACE, reactor)
     except defer.TimeoutError:
@@ -438,6 +500,10 @@ async def _converse(
 
 
 def _react_main(reactor: IReactorCore, options: ClientOptions, terminal: Terminal) -> defer.Deferred[None]:
+    stop_signal = StopSignal()
+    reactor.callWhenRunning(stop_signal.watch)  # after the reactor installs its handlers
+    terminal.stop_signal = lambda: stop_signal.number
+
     def exit_with(status: int) -> None:
         if status:
             raise SystemExit(status)

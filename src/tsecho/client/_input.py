@@ -11,6 +11,10 @@ C{os.read} works the same on terminals, pipes, files and C{/dev/null}, and
 holds no Python-level lock that could deadlock at exit.  To the protocol it
 looks like any push producer: C{pauseProducing}, C{resumeProducing},
 C{stopProducing}, and C{connectionLost} at end of input.
+
+Back-pressure is exact: the thread reads a chunk only once the protocol has
+taken the previous one and is not paused, so at most one chunk is ever on its
+way to the reactor, and L{InputLines} hands out no line while paused.
 """
 
 from __future__ import annotations
@@ -79,6 +83,7 @@ class InputLines(LineFramer):
         super().__init__()
         self._sink = sink
         self.ended = False
+        self._lost: Failure | None = None
 
     def lineReceived(self, line: bytes) -> None:
         if self.ended:
@@ -91,8 +96,34 @@ class InputLines(LineFramer):
     def lineLengthExceeded(self, line: bytes) -> None:
         self._end(InputTooLongError(self.MAX_LENGTH))
 
+    def pauseProducing(self) -> None:
+        """
+        Hand out no more lines (the rest of a chunk is held) and stop reading.
+        """
+        self.paused = True
+        if self.producer is not None:
+            self.producer.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        """
+        Hand out the lines held back, then read more, unless those lines
+        paused input again (Twisted's C{LineReceiver} would resume reading
+        anyway).
+        """
+        self.paused = False
+        self.dataReceived(b"")
+        if self.paused or self.ended:
+            return
+        if self._lost is not None:
+            self.connectionLost(self._lost)
+        elif self.producer is not None:
+            self.producer.resumeProducing()
+
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self.ended:
+            return
+        if self.paused and self.has_unframed_input():
+            self._lost = reason  # the end comes after the lines held back
             return
         if not reason.check(ConnectionDone):
             self._end(InputUnreadableError(reason.getErrorMessage()))
@@ -142,8 +173,9 @@ class StdinReader:
         self._reactor = reactor
         self._fd = fd
         self._chunk_size = chunk_size
-        self._go = threading.Event()
-        self._go.set()
+        self._may_read = threading.Condition()
+        self._paused = False
+        self._in_flight = False  # a chunk is on its way to the protocol
         self._stopped = False
         self._deliver: Callable[[bytes], None] | None = None
         self._end: Callable[[Failure], None] | None = None
@@ -159,24 +191,31 @@ class StdinReader:
         threading.Thread(target=self._read, name="tsecho-client stdin", daemon=True).start()
 
     def pauseProducing(self) -> None:
-        self._go.clear()
+        with self._may_read:
+            self._paused = True
 
     def resumeProducing(self) -> None:
-        self._go.set()
+        with self._may_read:
+            self._paused = False
+            self._may_read.notify()
 
     def stopProducing(self) -> None:
-        self._stopped = True
-        self.disconnecting = True
-        self._go.set()
+        with self._may_read:
+            self._stopped = True
+            self.disconnecting = True
+            self._may_read.notify()
 
     def _read(self) -> None:
         """
-        In the thread: read until the end, waiting while paused.
+        In the thread: read until the end, one chunk at a time, each once
+        the protocol has taken the one before and is not paused.
         """
         while True:
-            self._go.wait()
-            if self._stopped:
-                return
+            with self._may_read:
+                self._may_read.wait_for(lambda: self._stopped or not (self._paused or self._in_flight))
+                if self._stopped:
+                    return
+                self._in_flight = True
             try:
                 data = os.read(self._fd, self._chunk_size)
             except OSError as e:
@@ -190,6 +229,9 @@ class StdinReader:
     def _received(self, data: bytes) -> None:
         if not self._stopped and self._deliver is not None:
             self._deliver(data)
+        with self._may_read:
+            self._in_flight = False
+            self._may_read.notify()
 
     def _ended(self, reason: Failure) -> None:
         if not self._stopped and self._end is not None:
