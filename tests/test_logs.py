@@ -140,6 +140,31 @@ class BatchedWriterTests(SynchronousTestCase):
         thread.join()
         self.assertEqual(out.getvalue(), "a\nfrom a thread\n")
 
+    def test_signal_handler_logs_during_flush(self) -> None:
+        """
+        A signal handler may log while this thread is inside a flush (Twisted
+        logs "Received SIGTERM" from its handler): the nested write neither
+        deadlocks nor is lost.
+        """
+
+        class Interrupted(io.StringIO):
+            nested = False
+
+            def write(self, text: str) -> int:
+                if not self.nested:  # the signal arrives now
+                    self.nested = True
+                    writer.write("Received SIGTERM\n", urgent=True)
+                return super().write(text)
+
+        out = Interrupted()
+        writer = BatchedWriter(out, FakeReactor(running=False))
+        thread = threading.Thread(target=writer.write, args=("a\n",), daemon=True)
+        thread.start()
+        thread.join(10)
+        self.assertFalse(thread.is_alive(), "deadlocked")
+        writer.flush()
+        self.assertEqual(sorted(out.getvalue().splitlines()), ["Received SIGTERM", "a"])
+
     def test_batched_while_running(self) -> None:
         """
         While the reactor runs, lines wait (one write) until the delay passes.

@@ -92,7 +92,10 @@ class BatchedWriter:
         self._pending: list[str] = []
         self._timer: Any = None
         self._watching = False  # for the reactor's shutdown
-        self._lock = threading.Lock()  # the reactor's thread and others may log
+        # The reactor's thread and others may log; and a signal handler (Twisted
+        # logs "Received SIGTERM") may log while this thread is inside write or
+        # flush: reentrant, or that would deadlock the process.
+        self._lock = threading.RLock()
 
     def _clock(self) -> Any:
         if self._timer is None and not self._watching:
@@ -135,8 +138,8 @@ class BatchedWriter:
             self._timer = None
         with self._lock:
             if self._pending:
-                text = "".join(self._pending)
-                self._pending.clear()
+                pending, self._pending = self._pending, []  # a reentrant write starts a new list
+                text = "".join(pending)
                 self._out.write(text if self._text else text.encode("utf-8"))
                 self._out.flush()
 
