@@ -107,6 +107,11 @@ def test_daemon_mode_port_in_use(tmp_path: Path, busy_port: int) -> None:
     assert result.returncode == 1, result
     assert result.stderr.startswith(_expected(busy_port)), result.stderr
     assert result.stdout == ""
+    # The daemon tells its parent before it removes the pid file (twistd's
+    # order): the file goes a moment after the command has ended.
+    deadline = time.monotonic() + 30
+    while pidfile.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert not pidfile.exists()
     assert _expected(busy_port).rstrip() in (tmp_path / "twistd.log").read_text()
 
