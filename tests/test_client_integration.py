@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import platform
 import re
 import socket
 import subprocess
@@ -358,6 +359,7 @@ def test_reader_closes_early(tmp_path: Path) -> None:
     assert (process.returncode, stderr) == (0, b"")
 
 
+@pytest.mark.skipif(platform.python_implementation() == "PyPy", reason="RSS and reference counting are CPython's")
 @pytest.mark.slow
 def test_unbounded_stdin(tmp_path: Path) -> None:
     """

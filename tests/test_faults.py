@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import platform
 import re
 import resource
 import selectors
@@ -678,6 +679,7 @@ def flood_until_stalled(sockets: list[socket.socket], chunk: bytes, seconds: flo
     return sent
 
 
+@pytest.mark.skipif(platform.python_implementation() == "PyPy", reason="RSS and reference counting are CPython's")
 @pytest.mark.slow
 @pytest.mark.parametrize("pattern", sorted(HOSTILE_PATTERNS))
 @pytest.mark.parametrize("kind", ["tcp", "unix", "ssl", "haproxy"])
@@ -738,6 +740,7 @@ def send_and_end(port: int, payload: bytes) -> socket.socket:
     return raw
 
 
+@pytest.mark.skipif(platform.python_implementation() == "PyPy", reason="RSS and reference counting are CPython's")
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["tcp", "unix", "ssl", "haproxy"])
 def test_rss_per_client_that_ends_without_reading(tmp_path: Path, kind: str) -> None:
@@ -876,6 +879,7 @@ def test_lock_step_client_after_sigterm(tmp_path: Path, workers: str) -> None:
         assert status in (0, -signal.SIGTERM)
 
 
+@pytest.mark.skipif(platform.python_implementation() == "PyPy", reason="RSS and reference counting are CPython's")
 @pytest.mark.slow
 def test_closed_connections_freed_without_collector() -> None:
     """
