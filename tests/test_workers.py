@@ -833,6 +833,7 @@ def test_worker_cannot_start(tmp_path: Path) -> None:
         "import os, sys\n"
         "if b'tsecho.worker' in open('/proc/self/cmdline', 'rb').read():\n"
         "    sys.stderr.write('Traceback (most recent call last):\\nImportError: cannot import name x\\n')\n"
+        "    sys.stderr.flush()\n"
         "    os._exit(1)\n"
     )
     started = time.monotonic()
