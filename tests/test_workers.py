@@ -739,7 +739,7 @@ def test_kill_9_one_worker(tmp_path: Path) -> None:
         assert load.one_shot[0] - len(load.broken) == load.one_shot[1] > 0
         assert load.wrong == []
         survivors = [c for c in load.connections if first not in owners.get(c.port, {first})]
-        assert len(survivors) >= 10
+        assert survivors  # how many the other worker took is the kernel's choice (5 of 50 seen on PyPy)
         for connection in survivors:
             about = [line for line in server.log().splitlines() if f":{connection.port}" in line]
             assert (connection.ended, connection.sent - connection.answered) == ("", 0), (connection, first, about)
