@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted
+import twisted
 from twisted.internet import defer, endpoints, protocol, task
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import capturedLogs, formatEvent
@@ -577,6 +578,11 @@ HOSTILE_PATTERNS = {
 HOSTILE_CLIENTS = 200
 HOLDINGS_BOUND_KIB = 256
 
+TWISTED_23 = tuple(int(part) for part in twisted.__version__.split(".")[:2]) < (24, 0)
+"""
+Whether this is Twisted 23.x, whose TLS layer holds more per connection.
+"""
+
 
 def hostile_listener(kind: str, tmp_path: Path) -> tuple[list[str], Callable[[], socket.socket]]:
     """
@@ -646,12 +652,10 @@ def check_holdings(what: str, growth_kib: int) -> None:
     Say what L{HOSTILE_CLIENTS} clients made the server's memory grow by,
     and check it is at most L{HOLDINGS_BOUND_KIB} per client.
     """
-    import twisted
-
     per_client = growth_kib / HOSTILE_CLIENTS
     print(f"{what}: RSS +{growth_kib} KiB, {per_client:.0f} KiB per client")
     bound = HOLDINGS_BOUND_KIB
-    if what.startswith("ssl") and tuple(int(p) for p in twisted.__version__.split(".")[:2]) < (24, 0):
+    if what.startswith("ssl") and TWISTED_23:
         # Twisted 23.x's TLS layer holds more per connection (264 KiB seen
         # once on a loaded machine; not investigated): the SPEC's "a few
         # hundred KiB" still holds.
@@ -905,12 +909,9 @@ def test_closed_connections_freed_without_collector() -> None:
     print(result.stdout)
     lines = result.stdout.splitlines()
     assert [line.split()[0] for line in lines] == ["tcp", "unix", "ssl", "haproxy"], result.stdout + result.stderr
-    import twisted
-
-    old_twisted = tuple(int(part) for part in twisted.__version__.split(".")[:2]) < (24, 0)
     for line in lines:
         kind, alive, _, built, _ = line.split()
-        if kind == "ssl" and old_twisted:
+        if kind == "ssl" and TWISTED_23:
             # Twisted 23.x's TLS layer holds a closed connection in a cycle
             # that tsecho does not break (not investigated): freed by gc.
             continue
