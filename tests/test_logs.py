@@ -13,17 +13,21 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from twisted.application.service import Application
 from twisted.internet.task import Clock
-from twisted.logger import LogLevel, formatEventAsClassicLogText
+from twisted.logger import ILogObserver, LogLevel, formatEventAsClassicLogText
 from twisted.python.failure import Failure
 from twisted.python.threadable import registerAsIOThread
 from twisted.scripts._twistd_unix import ServerOptions
 from twisted.trial.unittest import SynchronousTestCase
 
 from serverprocess import exchange, running_server
+from tsecho._startup import release_stderr
 from tsecho._twistd_logging import default_observer
 from tsecho.logs import CONNECTION_CLOSED, BatchedWriter, JSONObserver, TextObserver, format_message
+from tsecho.tap import makeService
 from tsecho.testing import EXAMPLE_TIME
+from tsecho.workers import WorkerPool
 
 
 class FakeReactor(Clock):
@@ -289,6 +293,27 @@ class TwistdOptionsTests(SynchronousTestCase):
         self.assertIsNone(default_observer(self.options("--syslog")))
         self.assertIsNone(default_observer(self.options("--logger", "tsecho.logs.json_observer")))
         self.assertIsNone(default_observer(None))
+
+    def test_workers_main_process(self) -> None:
+        """
+        With C{--workers 2}, C{makeService} returns a worker pool, not the
+        service it wraps; the pool gives C{twistd}'s application the
+        L{TextObserver} on C{--logfile}, so that the main process logs as a
+        lone server does.
+        """
+        path = Path(self.mktemp())
+        twistd = ServerOptions()
+        twistd.parseOptions(["--logfile", str(path), "tsecho", "--workers", "2", "--port", "0"])
+        self.addCleanup(release_stderr)  # makeService keeps it, for twistd's start-up errors
+        pool = makeService(twistd.subOptions)
+        self.assertIsInstance(pool, WorkerPool)
+        application = Application("tsecho")
+        pool.setServiceParent(application)
+        observer = application.getComponent(ILogObserver)
+        assert isinstance(observer, TextObserver)
+        observer(summary_event())
+        observer.writer.close()
+        self.assertEqual(path.read_text(), formatEventAsClassicLogText(summary_event()))
 
 
 def test_json_logs_from_twistd(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+from typing import cast
 from unittest import mock
 
 import pytest
@@ -44,7 +45,7 @@ from tsecho.metrics import (
     registry_for,
     worker_exited,
 )
-from tsecho.protocol import ServerConfig
+from tsecho.protocol import ServerConfig, TimestampEchoFactory
 from tsecho.service import TimestampEchoService
 from tsecho.tap import Options, makeService
 from tsecho.testing import connect, make_factory
@@ -79,28 +80,40 @@ def tsecho_values(text: str) -> dict[str, float]:
     return values
 
 
-def expected(**counts: float) -> dict[str, float]:
+TCP = "tcp:0:interface=127.0.0.1"
+UNIT = "tcp:21567"  # the listener of the in-memory tests
+
+
+def expected(listener: str = TCP, **counts: float) -> dict[str, float]:
     """
-    Every C{tsecho_} stream sample a scrape has, zero unless given, for a
-    server without datagram listeners; C{closed_REASON} keys give the
-    C{tsecho_connections_closed_total} samples.
+    Every C{tsecho_} stream sample a scrape has for C{listener}, zero unless
+    given (C{NAME=VALUE} for C{tsecho_NAME{listener=LISTENER}}); C{closed_REASON}
+    keys give the C{tsecho_connections_closed_total} samples.
     """
-    values = {
-        "tsecho_connections_accepted_total": 0.0,
-        "tsecho_connections_refused_total": 0.0,
-        "tsecho_connections_open": 0.0,
-        "tsecho_lines_answered_total": 0.0,
-        "tsecho_received_bytes_total": 0.0,
-        "tsecho_sent_bytes_total": 0.0,
-        "tsecho_lines_too_long_total": 0.0,
-    }
+    names = [
+        "connections_accepted_total",
+        "connections_refused_total",
+        "connections_open",
+        "lines_answered_total",
+        "received_bytes_total",
+        "sent_bytes_total",
+        "lines_too_long_total",
+    ]
+    values = {f"tsecho_{name}{{listener={listener}}}": 0.0 for name in names}
     for reason in REASONS:
-        values[f"tsecho_connections_closed_total{{reason={reason}}}"] = counts.pop(
+        values[f"tsecho_connections_closed_total{{listener={listener},reason={reason}}}"] = counts.pop(
             "closed_" + reason.replace(" ", "_").replace("-", "_"), 0.0
         )
     for name, value in counts.items():
-        values[f"tsecho_{name}"] = value
+        values[f"tsecho_{name}{{listener={listener}}}"] = value
     return values
+
+
+def open_connections(values: dict[str, float]) -> float:
+    """
+    The open connections of every listener.
+    """
+    return sum(v for k, v in values.items() if k.startswith("tsecho_connections_open{"))
 
 
 def without_durations(values: dict[str, float]) -> dict[str, float]:
@@ -119,6 +132,7 @@ class ServerMetricsTests(SynchronousTestCase):
         self.factory = make_factory(ServerConfig(max_line=4, max_connections=2, timeout=10))
         self.metrics = ServerMetrics(self.factory.connections)
         self.factory.metrics = self.metrics
+        self.listener = cast(TimestampEchoFactory, self.metrics.listener_factory(self.factory, UNIT))
         self.registry, _ = registry_for(self.metrics)
 
     def scrape(self) -> dict[str, float]:
@@ -132,8 +146,8 @@ class ServerMetricsTests(SynchronousTestCase):
         Before any connection, every counter is there, at zero.
         """
         values = self.scrape()
-        self.assertEqual(without_durations(values), expected())
-        self.assertEqual(values["tsecho_connection_duration_seconds_count"], 0)
+        self.assertEqual(without_durations(values), expected(UNIT))
+        self.assertEqual(values[f"tsecho_connection_duration_seconds_count{{listener={UNIT}}}"], 0)
 
     def test_known_load(self) -> None:
         """
@@ -141,15 +155,16 @@ class ServerMetricsTests(SynchronousTestCase):
         reset, each counted exactly; open connections' lines and bytes count
         before they close.
         """
-        one = connect(self.factory)
+        one = connect(self.listener)
         replies = one.send(b"ab\ncd\n")
-        two = connect(self.factory)
-        busy = connect(self.factory)
+        two = connect(self.listener)
+        busy = connect(self.listener)
         self.assertEqual(busy.take(), b"ERROR server busy\r\n")
         values = self.scrape()
         self.assertEqual(
             without_durations(values),
             expected(
+                UNIT,
                 connections_accepted_total=2,
                 connections_refused_total=1,
                 closed_busy=1,
@@ -164,13 +179,14 @@ class ServerMetricsTests(SynchronousTestCase):
         two.lose()
         self.factory.clock.advance(10)  # type: ignore[attr-defined]
         one.lose()
-        three = connect(self.factory)
+        three = connect(self.listener)
         last = three.send(b"x\n")
         three.lose(Failure(error.ConnectionLost()))
         values = self.scrape()
         self.assertEqual(
             without_durations(values),
             expected(
+                UNIT,
                 connections_accepted_total=3,
                 connections_refused_total=1,
                 closed_busy=1,
@@ -183,11 +199,47 @@ class ServerMetricsTests(SynchronousTestCase):
                 sent_bytes_total=len(replies) + len(too_long) + len(last),  # not the refusal
             ),
         )
-        self.assertEqual(values["tsecho_connection_duration_seconds_count"], 3)
-        self.assertEqual(values["tsecho_connection_duration_seconds_sum"], 10.0)
-        self.assertEqual(values["tsecho_connection_duration_seconds_bucket{le=0.001}"], 2)
-        self.assertEqual(values["tsecho_connection_duration_seconds_bucket{le=10.0}"], 3)
-        self.assertEqual(values["tsecho_connection_duration_seconds_bucket{le=+Inf}"], 3)
+        duration = "tsecho_connection_duration_seconds"
+        self.assertEqual(values[f"{duration}_count{{listener={UNIT}}}"], 3)
+        self.assertEqual(values[f"{duration}_sum{{listener={UNIT}}}"], 10.0)
+        self.assertEqual(values[f"{duration}_bucket{{le=0.001,listener={UNIT}}}"], 2)
+        self.assertEqual(values[f"{duration}_bucket{{le=10.0,listener={UNIT}}}"], 3)
+        self.assertEqual(values[f"{duration}_bucket{{le=+Inf,listener={UNIT}}}"], 3)
+
+    def test_listeners(self) -> None:
+        """
+        Each listener's connections count under its own label, and the
+        connection limit is the whole server's: a connection on one listener
+        makes another's busy, and the refusal counts where it happened.  Two
+        listeners with one description share one label.
+        """
+        unix = "unix:/run/tsecho.sock"
+        other = cast(TimestampEchoFactory, self.metrics.listener_factory(self.factory, unix))
+        again = cast(TimestampEchoFactory, self.metrics.listener_factory(self.factory, unix))
+        sent = connect(self.listener).send(b"a\n")
+        two = connect(other)
+        self.assertEqual(connect(again).take(), b"ERROR server busy\r\n")  # max_connections=2
+        two.lose()
+        self.assertEqual(
+            without_durations(self.scrape()),
+            {
+                **expected(
+                    UNIT,
+                    connections_accepted_total=1,
+                    connections_open=1,
+                    lines_answered_total=1,
+                    received_bytes_total=2,
+                    sent_bytes_total=len(sent),
+                ),
+                **expected(
+                    unix,
+                    connections_accepted_total=1,
+                    connections_refused_total=1,
+                    closed_busy=1,
+                    closed_client_closed=1,
+                ),
+            },
+        )
 
     def test_datagrams(self) -> None:
         """
@@ -222,15 +274,16 @@ WORKER = textwrap.dedent(
     factory = make_factory(ServerConfig(max_connections=leave_open))
     metrics = ServerMetrics(factory.connections)
     factory.metrics = metrics
+    listener = metrics.listener_factory(factory, "tcp:21567")
     clock = Clock()
     loop = export_to_multiprocess(metrics, clock)
-    done = connect(factory)
+    done = connect(listener)
     done.send(b"x\\n" * lines)
     done.lose()
     for _ in range(leave_open):
-        connect(factory).send(b"open\\n")
+        connect(listener).send(b"open\\n")
     clock.advance(1)
-    connect(factory)  # refused as busy
+    connect(listener)  # refused as busy
     clock.advance(1)
     print(os.getpid())
     """
@@ -270,6 +323,7 @@ class MultiprocessTests(SynchronousTestCase):
         run_worker(directory, lines=4, leave_open=2)
         values = tsecho_values(generate_latest(multiprocess_registry(str(directory))).decode())
         summed = expected(
+            UNIT,
             connections_accepted_total=2 + 3,
             connections_refused_total=2,
             closed_busy=2,
@@ -278,14 +332,17 @@ class MultiprocessTests(SynchronousTestCase):
             lines_answered_total=3 + 4 + 3,
             received_bytes_total=6 + 8 + 3 * 5,
         )
-        sent = values.pop("tsecho_sent_bytes_total")
-        self.assertEqual(without_durations(values), {k: v for k, v in summed.items() if k != "tsecho_sent_bytes_total"})
+        sent = values.pop(f"tsecho_sent_bytes_total{{listener={UNIT}}}")
+        summed.pop(f"tsecho_sent_bytes_total{{listener={UNIT}}}")
+        self.assertEqual(without_durations(values), summed)
         self.assertGreater(sent, 0)
-        self.assertEqual(values["tsecho_connection_duration_seconds_count"], 2)
+        self.assertEqual(values[f"tsecho_connection_duration_seconds_count{{listener={UNIT}}}"], 2)
         worker_exited(first, str(directory))
         values = tsecho_values(generate_latest(multiprocess_registry(str(directory))).decode())
-        self.assertEqual(values["tsecho_connections_open"], 2)
-        self.assertEqual(values["tsecho_lines_answered_total"], 10)  # the replaced worker's counts stay
+        self.assertEqual(values[f"tsecho_connections_open{{listener={UNIT}}}"], 2)
+        self.assertEqual(
+            values[f"tsecho_lines_answered_total{{listener={UNIT}}}"], 10
+        )  # the replaced worker's counts stay
 
 
 def scrape(url: str) -> str:
@@ -322,33 +379,53 @@ def wait_until_closed(url: str) -> dict[str, float]:
     Scrape until no connection is open; return that scrape's values.
     """
     deadline = time.monotonic() + 10
-    while (values := tsecho_values(scrape(url)))["tsecho_connections_open"] and time.monotonic() < deadline:
+    while open_connections(values := tsecho_values(scrape(url))) and time.monotonic() < deadline:
         time.sleep(0.05)
     return values
 
 
+def unix_exchange(path: Path, payload: bytes) -> bytes:
+    """
+    Connect to the UNIX socket at C{path}, send C{payload}, end our input,
+    and read the replies until the server closes.
+    """
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(10)
+        sock.connect(str(path))
+        sock.sendall(payload)
+        sock.shutdown(socket.SHUT_WR)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received
+
+
 def test_counts_from_real_twistd(tmp_path: Path) -> None:
     """
-    A known load against the real C{twistd tsecho --metrics}: lines, a
-    too-long line, a busy refusal (C{--max-connections 1}), an idle close
-    (C{--timeout}), UDP datagrams; one scrape over HTTP, every counter exact.
+    A known load against the real C{twistd tsecho --metrics}, on a TCP and a
+    UNIX listener that share one connection limit: lines, a too-long line,
+    a busy refusal (C{--max-connections 1}: a connection held on TCP makes
+    the UNIX one busy), an idle close (C{--timeout}), UDP datagrams; one
+    scrape over HTTP, every counter exact, under each listener's label.
     """
+    unix = f"unix:{tmp_path / 's.sock'}"
     options = (
-        "--listen", "tcp:0:interface=127.0.0.1", "--metrics", "tcp:0:interface=127.0.0.1",
+        "--listen", TCP, "--listen", unix, "--metrics", "tcp:0:interface=127.0.0.1",
         "--udp", "0", "--max-line", "10", "--max-connections", "1", "--timeout", "2",
     )  # fmt: skip
-    with running_server(tmp_path, options, listeners=2) as server:
+    with running_server(tmp_path, options, listeners=3) as server:
         url = wait_for_url(server)
-        udp_port = int(server.addresses[1].rsplit(":", 1)[1])
+        udp_port = int(server.addresses[2].rsplit(":", 1)[1])
         sent = exchange(server.port, b"one\ntwo\r\nthree\n")
         wait_until_closed(url)  # --max-connections 1
         sent += exchange(server.port, b"short\nfar too long a line\n")
         wait_until_closed(url)
+        sent_unix = unix_exchange(tmp_path / "s.sock", b"unix\n")
+        wait_until_closed(url)
         with socket.create_connection(("127.0.0.1", server.port), timeout=10) as held:
             held.sendall(b"held\n")
             first = held.recv(1024)
-            refusal = exchange(server.port, b"")
-            assert refusal == b"ERROR server busy\r\n"
+            assert unix_exchange(tmp_path / "s.sock", b"") == b"ERROR server busy\r\n"
             rest = b""
             while chunk := held.recv(1024):  # the idle timeout closes it
                 rest += chunk
@@ -358,12 +435,10 @@ def test_counts_from_real_twistd(tmp_path: Path) -> None:
                 udp.sendto(b"datagram %d" % n, ("127.0.0.1", udp_port))
                 udp.recv(65536)
         values = wait_until_closed(url)
-    listener = "udp:0"
     assert without_durations(values) == {
         **expected(
+            TCP,
             connections_accepted_total=3,
-            connections_refused_total=1,
-            closed_busy=1,
             closed_client_closed=1,
             closed_line_too_long=1,
             closed_idle_timeout=1,
@@ -372,11 +447,22 @@ def test_counts_from_real_twistd(tmp_path: Path) -> None:
             received_bytes_total=len(b"one\ntwo\r\nthree\n") + len(b"short\nfar too long a line\n") + 5,
             sent_bytes_total=len(sent) + len(first) + len(rest),
         ),
-        f"tsecho_datagrams_answered_total{{listener={listener}}}": 3,
-        f"tsecho_datagrams_dropped_total{{listener={listener}}}": 0,
+        **expected(
+            unix,
+            connections_accepted_total=1,
+            connections_refused_total=1,
+            closed_busy=1,
+            closed_client_closed=1,
+            lines_answered_total=1,
+            received_bytes_total=5,
+            sent_bytes_total=len(sent_unix),
+        ),
+        "tsecho_datagrams_answered_total{listener=udp:0}": 3,
+        "tsecho_datagrams_dropped_total{listener=udp:0}": 0,
     }
-    assert values["tsecho_connection_duration_seconds_count"] == 3
-    assert values["tsecho_connection_duration_seconds_sum"] >= 2
+    assert values[f"tsecho_connection_duration_seconds_count{{listener={TCP}}}"] == 3
+    assert values[f"tsecho_connection_duration_seconds_sum{{listener={TCP}}}"] >= 2
+    assert values[f"tsecho_connection_duration_seconds_count{{listener={unix}}}"] == 1
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -430,7 +516,7 @@ def test_scrape_under_load(tmp_path: Path) -> None:
             for thread in clients:
                 thread.join(30)
         assert not errors, errors
-        assert tsecho_values(text)["tsecho_lines_answered_total"] > 0
+        assert tsecho_values(text)[f"tsecho_lines_answered_total{{listener={TCP}}}"] > 0
     assert len(scrape_latencies) >= 5
     assert percentile(scrape_latencies, 0.99) < 2.0, scrape_latencies
     assert percentile(line_latencies, 0.99) < 2.0
@@ -617,12 +703,15 @@ def test_workers_summed_and_replaced(tmp_path: Path) -> None:
             totals["lines"] += 1
             totals["in"] += 5
             victim = server_side_owner(held, worker_pids(server))
-            before = wait_for_values(url, {**wanted(killed=1), "tsecho_connections_open": 1}, "one held open")
+            held_open = {**wanted(killed=1), f"tsecho_connections_open{{listener={TCP}}}": 1}
+            before = wait_for_values(url, held_open, "one held open")
             os.kill(victim, signal.SIGKILL)
             wait_for(lambda: len(worker_pids(server)) == 3, "a replacement")
             wait_for(lambda: server.log().count(": serving") >= 3, "the replacement serving")
             after = without_durations(tsecho_values(scrape(url)))
-            assert {k: v for k, v in after.items() if v < before[k] and k != "tsecho_connections_open"} == {}
+            assert {
+                k: v for k, v in after.items() if v < before[k] and not k.startswith("tsecho_connections_open")
+            } == {}
             connect_until({worker_pids(server)[2]})
         wait_for_values(url, wanted(killed=1), "after a worker was replaced")
         environ = Path(f"/proc/{worker_pids(server)[2]}/environ").read_bytes().split(b"\0")

@@ -800,6 +800,37 @@ def test_sigterm_under_load(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("log_to", ["--logfile", "--logger"])
+def test_log_destinations(tmp_path: Path, log_to: str) -> None:
+    """
+    C{--workers 2} with C{twistd --logfile} (tsecho's text lines) or
+    C{--logger tsecho.logs.json_observer} (JSON lines): the main process's
+    lines and its workers' (a connection's summary, naming the worker) all
+    reach that log, and nothing is lost at SIGTERM: the workers' last lines
+    and then C{twistd}'s own last line end it.
+    """
+    if log_to == "--logfile":
+        options: dict[str, Any] = {"twistd_options": ["--logfile", "server.log"], "logfile": "server.log"}
+    else:
+        options = {"twistd_options": ["--logger", "tsecho.logs.json_observer"]}
+    with running_server(tmp_path, (*SERVER, *TCP), **options) as server:
+        wait_for(lambda: server.log().count(": serving") >= 2, "two workers")
+        assert serverprocess.exchange(server.port, b"a\n").endswith(b"] a\n")
+        assert server.stop() in (0, -signal.SIGTERM)
+        log = server.log()
+    if log_to == "--logger":
+        records = [json.loads(line) for line in log.splitlines()]
+        assert records[-1]["message"] == "Server Shut Down."
+        [summary] = [r for r in records if "closed after" in r["message"]]
+        assert (summary["lines"], summary["reason"], summary["namespace"]) == (1, "client closed", "tsecho.protocol")
+        assert summary["tsecho_worker"] in (1, 2)
+        log = "\n".join(r["message"] for r in records)
+    assert _CLOSED.search(log), log
+    assert len(re.findall(r"worker \d \(pid \d+\) stopped", log)) == 2, log
+    assert log.rstrip("\n").endswith("Server Shut Down."), log
+
+
+@pytest.mark.slow
 def test_main_process_killed(tmp_path: Path) -> None:
     """
     When the main process is killed (no chance to stop its workers), the

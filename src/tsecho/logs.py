@@ -42,6 +42,21 @@ C{bytes_in} and C{bytes_out}; C{duration} in seconds; C{reason}, how it
 ended (one of L{tsecho._tally.Ending}).
 """
 
+
+def _connection_closed(event: LogEvent) -> str:
+    """
+    L{CONNECTION_CLOSED} formatted with an f-string: what C{format_map} makes
+    of it, in half the time, for the one event every connection logs.
+    """
+    return (
+        f"connection from {event['peer']} closed after {event['answered']} ({event['reason']}): "
+        f"{event['bytes_in']} bytes in, {event['bytes_out']} bytes out, {event['duration']:.3f} s"
+    )
+
+
+_PRECOMPILED: dict[object, Callable[[LogEvent], str]] = {CONNECTION_CLOSED: _connection_closed}
+
+
 FLUSH_DELAY = 1.0
 """
 Seconds a logged line may wait in a L{BatchedWriter} before it is written.
@@ -53,14 +68,18 @@ def format_message(event: LogEvent) -> str:
     The event's message, as Twisted's C{formatEvent} would make it.
 
     C{str.format_map} does it for the usual C{{name}}, C{{name.attr}},
-    C{{name[key]}} and C{{name:spec}} fields, several times faster; anything
-    else (Twisted's C{{name()}} calls, a missing field, a failing C{__str__})
-    is left to Twisted.
+    C{{name[key]}} and C{{name:spec}} fields, several times faster, and an
+    f-string faster still for L{CONNECTION_CLOSED}; anything else (Twisted's
+    C{{name()}} calls, a missing field, a failing C{__str__}) is left to Twisted.
     """
     log_format = event.get("log_format")
-    if isinstance(log_format, str) and "()" not in log_format:
+    if isinstance(log_format, str):
         try:
-            return log_format.format_map(event)
+            precompiled = _PRECOMPILED.get(log_format)
+            if precompiled is not None:
+                return precompiled(event)
+            if "()" not in log_format:
+                return log_format.format_map(event)
         except Exception:
             pass
     return formatEvent(event)

@@ -2,9 +2,11 @@
 Prometheus metrics: C{--metrics ENDPOINT} serves C{/metrics}.
 
 Counting must cost the data path nothing measurable, so L{ServerMetrics}
-keeps plain integers, added to once when a connection ends (the protocol
-counts its own lines and bytes as it goes), and C{prometheus_client} reads
-them only when scraped: L{ServerMetrics.snapshot} adds in the open
+keeps plain integers per stream listener (the C{listener} label), added to
+once when a connection ends (the protocol counts its own lines and bytes as
+it goes; its class names its listener's L{ListenerTally}, see
+L{ServerMetrics.listener_factory}), and C{prometheus_client} reads them
+only when scraped: L{ServerMetrics.snapshot} adds in the open
 connections' counts, so counters are live, not only updated at close.  The
 page is C{prometheus_client.twisted.MetricsResource}, which renders in the
 reactor's thread pool; L{MetricsPage} first takes the L{Snapshot} on the
@@ -27,8 +29,8 @@ from __future__ import annotations
 
 import bisect
 import tempfile
-from collections.abc import Collection, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Collection, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 import attrs
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
@@ -36,6 +38,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from twisted.application.service import Service
 from twisted.internet import error
 from twisted.internet.interfaces import IListeningPort, IReactorTime, IStreamServerEndpoint
+from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
@@ -45,7 +48,7 @@ from tsecho.datagram import DatagramListener
 
 if TYPE_CHECKING:
     from tsecho.datagram import TimestampDatagram
-    from tsecho.protocol import TimestampEcho
+    from tsecho.protocol import TimestampEcho, TimestampEchoFactory
 
 DURATION_BUCKETS = (0.001, 0.01, 0.1, 1.0, 10.0, 60.0, 300.0, 3600.0)
 """
@@ -53,28 +56,131 @@ Upper bounds, in seconds, of the connection duration histogram's buckets
 (and +Inf): from one request per connection to a long-lived session.
 """
 
+# What is exported, named once for one process and for several: (name, help).
+ACCEPTED = ("tsecho_connections_accepted", "Stream connections accepted and served.")
+REFUSED = ("tsecho_connections_refused", "Stream connections refused with ERROR server busy.")
+CLOSED = ("tsecho_connections_closed", "Stream connections ended, by reason.")
+OPEN = ("tsecho_connections_open", "Stream connections open now.")
+LINES = ("tsecho_lines_answered", "Lines answered on stream connections.")
+RECEIVED = ("tsecho_received_bytes", "Bytes received on stream connections.")
+SENT = ("tsecho_sent_bytes", "Bytes sent on stream connections.")
+TOO_LONG = ("tsecho_lines_too_long", "Lines longer than --max-line.")
+DURATION = ("tsecho_connection_duration_seconds", "How long served stream connections lasted.")
+ANSWERED = ("tsecho_datagrams_answered", "Datagrams answered.")
+DROPPED = ("tsecho_datagrams_dropped", "Datagrams dropped: too long, unanswerable, or the reply failed.")
+
+STREAM_COUNTERS = (
+    (ACCEPTED, "accepted"),
+    (REFUSED, "refused"),
+    (LINES, "lines"),
+    (RECEIVED, "bytes_in"),
+    (SENT, "bytes_out"),
+    (TOO_LONG, "too_long"),
+)
+"""
+The stream counters labelled C{listener} alone, each with the L{StreamCounts} attribute it exports.
+"""
+
+
+@attrs.frozen
+class StreamCounts:
+    """
+    Every count of one stream listener at one moment; its open connections'
+    lines and bytes included.
+    """
+
+    listener: str
+    accepted: int = 0
+    refused: int = 0
+    closed: dict[Ending, int] = attrs.Factory(dict)
+    open: int = 0
+    lines: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    duration_buckets: tuple[int, ...] = (0,) * (len(DURATION_BUCKETS) + 1)  # per bucket; the last is +Inf
+    duration_sum: float = 0.0
+
+    @property
+    def too_long(self) -> int:
+        return self.closed.get(Ending.LINE_TOO_LONG, 0)
+
 
 @attrs.frozen
 class Snapshot:
     """
-    Every count at one moment; the open connections' lines and bytes included.
+    Every count at one moment.
     """
 
-    accepted: int
-    refused: int
-    closed: dict[Ending, int]
-    open: int
-    lines: int
-    bytes_in: int
-    bytes_out: int
-    duration_buckets: tuple[int, ...]  # per bucket, not cumulative; the last is +Inf
-    duration_sum: float
+    streams: tuple[StreamCounts, ...]
     datagrams: tuple[tuple[str, int, int], ...]  # (listener, answered, dropped)
+
+
+class ListenerTally:
+    """
+    What one stream listener's connections did, counted when each ended, and
+    its busy refusals.
+    """
+
+    def __init__(self, listener: str) -> None:
+        self.listener = listener
+        self.refused = 0
+        self.ended: dict[Ending, int] = {}
+        self.lines = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.duration_buckets = [0] * (len(DURATION_BUCKETS) + 1)
+        self.duration_sum = 0.0
+
+    def snapshot(self, open_connections: Collection[TimestampEcho]) -> StreamCounts:
+        """
+        These counts, and those of C{open_connections} (this listener's), now.
+        """
+        return StreamCounts(
+            listener=self.listener,
+            accepted=sum(self.ended.values()) + len(open_connections),
+            refused=self.refused,
+            closed={Ending.BUSY: self.refused, **self.ended},
+            open=len(open_connections),
+            lines=self.lines + sum(c.lines_answered for c in open_connections),
+            bytes_in=self.bytes_in + sum(c.bytes_in for c in open_connections),
+            bytes_out=self.bytes_out + sum(c.bytes_out for c in open_connections),
+            duration_buckets=tuple(self.duration_buckets),
+            duration_sum=self.duration_sum,
+        )
+
+
+class ListenerFactory(ServerFactory):
+    """
+    The server's one L{TimestampEchoFactory}, as one listener hands it
+    connections: they are of a subclass of its protocol whose C{tally}, a
+    class attribute (nothing per connection), is the listener's
+    L{ListenerTally}.  Everything else is the one factory's, shared by every
+    listener: the configuration, the open connections, the connection limit.
+    (Its C{buildProtocol} is Twisted's, as the one factory's is.)
+
+    @ivar clock: the one factory's, for a wrapper that times the connection
+        (C{haproxy:}, L{tsecho._proxy}, times the PROXY header with it).
+    """
+
+    noisy = False
+
+    def __init__(self, shared: TimestampEchoFactory, protocol: type[TimestampEcho]) -> None:
+        self.shared = shared
+        self.protocol = self._connection = protocol
+        self.clock = shared.clock
+
+    def buildProtocol(self, addr: Any) -> TimestampEcho:
+        connection = self._connection()
+        connection.factory = self.shared
+        return connection
 
 
 class ServerMetrics:
     """
-    The counts of one server process; the factory's L{tsecho._tally.ConnectionMetrics}.
+    The counts of one server process, by listener; the factory's
+    L{tsecho._tally.ConnectionMetrics}.  A connection counts under its
+    listener's L{ListenerTally} if it came through a L{listener_factory},
+    else under listener C{""}.
     """
 
     def __init__(self, connections: Collection[TimestampEcho]) -> None:
@@ -83,29 +189,43 @@ class ServerMetrics:
         """
         self._connections = connections
         self._datagrams: list[tuple[str, TimestampDatagram]] = []
-        self.refused_count = 0
-        self.ended: dict[Ending, int] = {}
-        self.lines = 0
-        self.bytes_in = 0
-        self.bytes_out = 0
-        self.duration_buckets = [0] * (len(DURATION_BUCKETS) + 1)
-        self.duration_sum = 0.0
-        self.recent_durations: list[float] | None = None  # kept only for L{export_to_multiprocess}
+        self._listeners: dict[str, ListenerTally] = {}
+        self._unlabelled = ListenerTally("")
+        self.recent_durations: list[tuple[str, float]] | None = None  # kept only for L{export_to_multiprocess}
+
+    def listener_factory(self, shared: TimestampEchoFactory, listener: str) -> ListenerFactory:
+        """
+        The factory that stream listener C{listener} (its description) hands
+        its connections to, so that they count under its label.
+        """
+        tally = self._listeners.setdefault(listener, ListenerTally(listener))  # one label, however many listeners
+        unlabelled = self._unlabelled
+        base = shared.protocol
+
+        def connectionMade(connection: TimestampEcho) -> None:
+            base.connectionMade(connection)
+            if connection.ending is Ending.BUSY:  # refused: L{refused} counted it, not knowing where
+                unlabelled.refused -= 1
+                tally.refused += 1
+
+        protocol = type(base.__name__, (base,), {"tally": tally, "connectionMade": connectionMade})
+        return ListenerFactory(shared, cast("type[TimestampEcho]", protocol))
 
     # What the protocol calls.
 
     def refused(self) -> None:
-        self.refused_count += 1
+        self._unlabelled.refused += 1
 
     def closed(self, connection: TimestampEcho, ending: Ending, duration: float) -> None:
-        self.ended[ending] = self.ended.get(ending, 0) + 1
-        self.lines += connection.lines_answered
-        self.bytes_in += connection.bytes_in
-        self.bytes_out += connection.bytes_out
-        self.duration_buckets[bisect.bisect_left(DURATION_BUCKETS, duration)] += 1
-        self.duration_sum += duration
+        tally: ListenerTally = getattr(connection, "tally", self._unlabelled)
+        tally.ended[ending] = tally.ended.get(ending, 0) + 1
+        tally.lines += connection.lines_answered
+        tally.bytes_in += connection.bytes_in
+        tally.bytes_out += connection.bytes_out
+        tally.duration_buckets[bisect.bisect_left(DURATION_BUCKETS, duration)] += 1
+        tally.duration_sum += duration
         if self.recent_durations is not None:
-            self.recent_durations.append(duration)
+            self.recent_durations.append((tally.listener, duration))
 
     # Datagrams count themselves.
 
@@ -119,17 +239,14 @@ class ServerMetrics:
         """
         Every count, now.  Call on the reactor thread.
         """
-        open_connections = list(self._connections)
+        open_by: dict[ListenerTally, list[TimestampEcho]] = {}
+        for connection in self._connections:
+            open_by.setdefault(getattr(connection, "tally", self._unlabelled), []).append(connection)
+        unlabelled = self._unlabelled
+        used = unlabelled in open_by or unlabelled.refused or unlabelled.ended or not self._listeners
+        tallies = [*self._listeners.values(), *([unlabelled] if used else [])]
         return Snapshot(
-            accepted=sum(self.ended.values()) + len(open_connections),
-            refused=self.refused_count,
-            closed={Ending.BUSY: self.refused_count, **self.ended},
-            open=len(open_connections),
-            lines=self.lines + sum(c.lines_answered for c in open_connections),
-            bytes_in=self.bytes_in + sum(c.bytes_in for c in open_connections),
-            bytes_out=self.bytes_out + sum(c.bytes_out for c in open_connections),
-            duration_buckets=tuple(self.duration_buckets),
-            duration_sum=self.duration_sum,
+            streams=tuple(tally.snapshot(open_by.get(tally, ())) for tally in tallies),
             datagrams=tuple((d, p.datagrams_answered, p.datagrams_dropped) for d, p in self._datagrams),
         )
 
@@ -138,38 +255,42 @@ def families(s: Snapshot) -> Iterator[Metric]:
     """
     The C{tsecho_} metric families of a snapshot.
     """
-    yield CounterMetricFamily("tsecho_connections_accepted", "Stream connections accepted and served.", s.accepted)
-    yield CounterMetricFamily(
-        "tsecho_connections_refused", "Stream connections refused with ERROR server busy.", s.refused
-    )
-    closed = CounterMetricFamily("tsecho_connections_closed", "Stream connections ended, by reason.", labels=["reason"])
-    for ending in Ending:
-        closed.add_metric([ending.value], s.closed.get(ending, 0))
+    yield from _stream_families(s.streams)
+    yield _duration_family(s.streams)
+    yield from _datagram_families(s.datagrams)
+
+
+def _stream_families(streams: Sequence[StreamCounts]) -> Iterator[Metric]:
+    for (name, documentation), attribute in STREAM_COUNTERS:
+        counter = CounterMetricFamily(name, documentation, labels=["listener"])
+        for counts in streams:
+            counter.add_metric([counts.listener], getattr(counts, attribute))
+        yield counter
+    closed = CounterMetricFamily(*CLOSED, labels=["listener", "reason"])
+    open_now = GaugeMetricFamily(*OPEN, labels=["listener"])
+    for counts in streams:
+        for ending in Ending:
+            closed.add_metric([counts.listener, ending.value], counts.closed.get(ending, 0))
+        open_now.add_metric([counts.listener], counts.open)
     yield closed
-    yield GaugeMetricFamily("tsecho_connections_open", "Stream connections open now.", s.open)
-    yield CounterMetricFamily("tsecho_lines_answered", "Lines answered on stream connections.", s.lines)
-    yield CounterMetricFamily("tsecho_received_bytes", "Bytes received on stream connections.", s.bytes_in)
-    yield CounterMetricFamily("tsecho_sent_bytes", "Bytes sent on stream connections.", s.bytes_out)
-    yield CounterMetricFamily(
-        "tsecho_lines_too_long", "Lines longer than --max-line.", s.closed.get(Ending.LINE_TOO_LONG, 0)
-    )
-    cumulative, buckets = 0, []
-    for bound, count in zip((*map(str, DURATION_BUCKETS), "+Inf"), s.duration_buckets):
-        cumulative += count
-        buckets.append((bound, cumulative))
-    yield HistogramMetricFamily(
-        "tsecho_connection_duration_seconds",
-        "How long served stream connections lasted.",
-        buckets=buckets,
-        sum_value=s.duration_sum,
-    )
-    answered = CounterMetricFamily("tsecho_datagrams_answered", "Datagrams answered.", labels=["listener"])
-    dropped = CounterMetricFamily(
-        "tsecho_datagrams_dropped",
-        "Datagrams dropped: too long, unanswerable, or the reply failed.",
-        labels=["listener"],
-    )
-    for listener, n_answered, n_dropped in s.datagrams:
+    yield open_now
+
+
+def _duration_family(streams: Sequence[StreamCounts]) -> Metric:
+    durations = HistogramMetricFamily(*DURATION, labels=["listener"])
+    for counts in streams:
+        cumulative, buckets = 0, []
+        for bound, count in zip((*map(str, DURATION_BUCKETS), "+Inf"), counts.duration_buckets):
+            cumulative += count
+            buckets.append((bound, cumulative))
+        durations.add_metric([counts.listener], buckets, counts.duration_sum)
+    return durations
+
+
+def _datagram_families(datagrams: Sequence[tuple[str, int, int]]) -> Iterator[Metric]:
+    answered = CounterMetricFamily(*ANSWERED, labels=["listener"])
+    dropped = CounterMetricFamily(*DROPPED, labels=["listener"])
+    for listener, n_answered, n_dropped in datagrams:
         answered.add_metric([listener], n_answered)
         dropped.add_metric([listener], n_dropped)
     yield answered
@@ -277,59 +398,42 @@ class _Exporter:
     def __init__(self, metrics: ServerMetrics, registry: CollectorRegistry) -> None:
         self.metrics = metrics
         metrics.recent_durations = []
-        self.last = metrics.snapshot()
+        self.last = Snapshot(streams=(), datagrams=())
         r = registry
-        self.accepted = Counter("tsecho_connections_accepted", "Stream connections accepted and served.", registry=r)
-        self.refused = Counter(
-            "tsecho_connections_refused", "Stream connections refused with ERROR server busy.", registry=r
-        )
-        self.closed = Counter(
-            "tsecho_connections_closed", "Stream connections ended, by reason.", ["reason"], registry=r
-        )
-        self.open = Gauge(
-            "tsecho_connections_open", "Stream connections open now.", registry=r, multiprocess_mode="livesum"
-        )
-        self.lines = Counter("tsecho_lines_answered", "Lines answered on stream connections.", registry=r)
-        self.bytes_in = Counter("tsecho_received_bytes", "Bytes received on stream connections.", registry=r)
-        self.bytes_out = Counter("tsecho_sent_bytes", "Bytes sent on stream connections.", registry=r)
-        self.too_long = Counter("tsecho_lines_too_long", "Lines longer than --max-line.", registry=r)
-        self.duration = Histogram(
-            "tsecho_connection_duration_seconds",
-            "How long served stream connections lasted.",
-            buckets=DURATION_BUCKETS,
-            registry=r,
-        )
-        self.answered = Counter("tsecho_datagrams_answered", "Datagrams answered.", ["listener"], registry=r)
-        self.dropped = Counter(
-            "tsecho_datagrams_dropped",
-            "Datagrams dropped: too long, unanswerable, or the reply failed.",
-            ["listener"],
-            registry=r,
-        )
-        for ending in Ending:
-            self.closed.labels(ending.value)
+        self.counters = [
+            (Counter(name, documentation, ["listener"], registry=r), attribute)
+            for (name, documentation), attribute in STREAM_COUNTERS
+        ]
+        self.closed = Counter(*CLOSED, ["listener", "reason"], registry=r)
+        self.open = Gauge(*OPEN, ["listener"], registry=r, multiprocess_mode="livesum")
+        self.duration = Histogram(*DURATION, ["listener"], buckets=DURATION_BUCKETS, registry=r)
+        self.answered = Counter(*ANSWERED, ["listener"], registry=r)
+        self.dropped = Counter(*DROPPED, ["listener"], registry=r)
+        self.export()  # every listener's samples, at zero
 
     def export(self) -> None:
         now, last = self.metrics.snapshot(), self.last
         self.last = now
-        self.accepted.inc(now.accepted - last.accepted)
-        self.refused.inc(now.refused - last.refused)
-        for ending in Ending:
-            self.closed.labels(ending.value).inc(now.closed.get(ending, 0) - last.closed.get(ending, 0))
-        self.open.set(now.open)
-        self.lines.inc(now.lines - last.lines)
-        self.bytes_in.inc(now.bytes_in - last.bytes_in)
-        self.bytes_out.inc(now.bytes_out - last.bytes_out)
-        self.too_long.inc(now.closed.get(Ending.LINE_TOO_LONG, 0) - last.closed.get(Ending.LINE_TOO_LONG, 0))
-        durations = self.metrics.recent_durations or []
-        self.metrics.recent_durations = []
-        for duration in durations:
-            self.duration.observe(duration)
-        before = {d[0]: d for d in last.datagrams}
+        before = {counts.listener: counts for counts in last.streams}
+        for counts in now.streams:
+            self._export_stream(counts, before.get(counts.listener, StreamCounts(counts.listener)))
+        durations, self.metrics.recent_durations = self.metrics.recent_durations or [], []
+        for listener, duration in durations:
+            self.duration.labels(listener).observe(duration)
+        was = {listener: (answered, dropped) for listener, answered, dropped in last.datagrams}
         for listener, answered, dropped in now.datagrams:
-            _, was_answered, was_dropped = before.get(listener, (listener, 0, 0))
+            was_answered, was_dropped = was.get(listener, (0, 0))
             self.answered.labels(listener).inc(answered - was_answered)
             self.dropped.labels(listener).inc(dropped - was_dropped)
+
+    def _export_stream(self, now: StreamCounts, last: StreamCounts) -> None:
+        listener = now.listener
+        for counter, attribute in self.counters:
+            counter.labels(listener).inc(getattr(now, attribute) - getattr(last, attribute))
+        for ending in Ending:
+            self.closed.labels(listener, ending.value).inc(now.closed.get(ending, 0) - last.closed.get(ending, 0))
+        self.open.labels(listener).set(now.open)
+        self.duration.labels(listener)
 
 
 def export_to_multiprocess(metrics: ServerMetrics, clock: IReactorTime, interval: float = 1.0) -> Any:

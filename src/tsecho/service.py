@@ -4,12 +4,12 @@ The running server: listeners, a graceful stop, and one-line start-up errors.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from twisted.application.service import MultiService
 from twisted.internet import defer
-from twisted.internet.interfaces import IListeningPort, IReactorTime, IStreamServerEndpoint
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReactorTime, IStreamServerEndpoint
 from twisted.logger import ILogObserver, Logger
 from twisted.python.components import Componentized
 from twisted.python.failure import Failure
@@ -19,12 +19,31 @@ from tsecho._logtext import describe_address
 from tsecho._startup import StartupError, fail, release_stderr
 from tsecho.protocol import TimestampEchoFactory
 
-__all__ = ["StartupError", "TimestampEchoService"]
+__all__ = ["GivesLogObserver", "StartupError", "TimestampEchoService"]
 
 log = Logger()
 
 
-class TimestampEchoService(MultiService):
+class GivesLogObserver:
+    """
+    A service that tells C{twistd} which log observer to use: whichever
+    service C{makeService} returns joins C{twistd}'s application, which
+    C{twistd} then asks for an L{ILogObserver}.
+    """
+
+    log_observer: ILogObserver | None = None
+    """
+    The observer C{twistd} should log to instead of its own (set by
+    L{tsecho.tap.makeService}); L{None} leaves C{twistd}'s own.
+    """
+
+    def setServiceParent(self, parent: Any) -> None:
+        if self.log_observer is not None and isinstance(parent, Componentized):
+            parent.setComponent(ILogObserver, self.log_observer)
+        super().setServiceParent(parent)  # type: ignore[misc]
+
+
+class TimestampEchoService(GivesLogObserver, MultiService):
     """
     Listen on every stream endpoint with one L{TimestampEchoFactory}, run the
     child services (datagram listeners) beside them, and stop gracefully:
@@ -47,22 +66,14 @@ class TimestampEchoService(MultiService):
         self.clock = clock
         self.shutdown_grace = shutdown_grace
         self.ports: list[IListeningPort] = []
+        #: The factory that the listener of a description hands its
+        #: connections to: L{factory} itself, unless metrics count them by
+        #: listener (L{tsecho.metrics.ServerMetrics.listener_factory}).
+        self.factory_for: Callable[[str], IProtocolFactory] = lambda description: factory
         self._listened = False
         #: Whether start-up is over once the listeners are open (a worker pool
         #: still has its workers to start, and may fail on one line after this).
         self.started_when_listening = True
-
-    log_observer: ILogObserver | None = None
-    """
-    The observer C{twistd} should log to instead of its own (set by
-    L{tsecho.tap.makeService}); given to the C{twistd} application, which
-    C{twistd} asks for one, when this service joins it.
-    """
-
-    def setServiceParent(self, parent: Any) -> None:
-        if self.log_observer is not None and isinstance(parent, Componentized):
-            parent.setComponent(ILogObserver, self.log_observer)
-        super().setServiceParent(parent)
 
     def privilegedStartService(self) -> None:
         """
@@ -107,7 +118,7 @@ class TimestampEchoService(MultiService):
             else:
                 at_once.append(failure)
 
-        endpoint.listen(self.factory).addCallbacks(self._listening, failed, (description,))
+        endpoint.listen(self.factory_for(description)).addCallbacks(self._listening, failed, (description,))
         started = True
         return at_once[0] if at_once else None
 

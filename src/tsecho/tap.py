@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import IService
 from twisted.internet.interfaces import IStreamServerEndpoint
@@ -26,6 +26,9 @@ from tsecho.protocol import ServerConfig, TimestampEchoFactory
 from tsecho.service import TimestampEchoService
 from tsecho.timestamps import Timestamper, validate_time_format
 from tsecho.wire import DEFAULT_PORT
+
+if TYPE_CHECKING:
+    from tsecho.workers import WorkerPool
 
 
 def _number(kind: Callable[[str], float], minimum: float, what: str) -> Callable[[str], Any]:
@@ -260,40 +263,66 @@ def makeService(options: Options) -> IService:
     timestamper = Timestamper(options["time-format"], bool(options["utc"]))
     factory = TimestampEchoFactory(options.config(), timestamper, reactor)
     service = TimestampEchoService(factory, endpoints, reactor)
-    from tsecho._twistd_logging import default_observer  # twistd internals: only when a server is made
-
-    service.log_observer = default_observer(options.parent, reactor)
     # Datagram listeners and the metrics page are child services, opened with
     # the stream listeners.
     datagram_listeners = _datagram_listeners(options, timestamper, reactor)
     for _, listener in datagram_listeners:
         listener.setServiceParent(service)
-    metrics_dir = None
-    if metrics_endpoint is not None or options.get("metrics-export"):
-        from tsecho import metrics as m
+    metrics_dir = _add_metrics(options, metrics_endpoint, service, datagram_listeners)
+    served: TimestampEchoService | WorkerPool = (
+        service if options["workers"] == 1 else _worker_pool(options, service, metrics_dir)
+    )
+    from tsecho._twistd_logging import default_observer  # twistd internals: only when a server is made
 
-        metrics = m.ServerMetrics(factory.connections)
-        factory.metrics = metrics
-        for answer, listener in datagram_listeners:
-            metrics.watch_datagrams(listener.description, answer)
-        if options.get("metrics-export"):  # a worker: the main process serves the sums
-            m.MultiprocessExport(metrics, reactor).setServiceParent(service)
-        elif metrics_endpoint is not None:  # the process that serves the page
-            if options["workers"] > 1:
-                metrics_dir = m.make_multiprocess_dir()
-                site = m.metrics_site(m.multiprocess_registry(metrics_dir))
-            else:
-                site = m.metrics_site(*m.registry_for(metrics))
-            m.metrics_listener(options["metrics"], metrics_endpoint, site).setServiceParent(service)
-    if options["workers"] > 1:
-        from tsecho.workers import WorkerPool
+    served.log_observer = default_observer(options.parent, reactor)
+    return served
 
-        return WorkerPool(
-            service,
-            options["workers"],
-            options.arguments,
-            reactor,
-            options["max-connections"],
-            metrics_dir=metrics_dir,
-        )
-    return service
+
+def _add_metrics(
+    options: Options,
+    endpoint: IStreamServerEndpoint | None,
+    service: TimestampEchoService,
+    datagram_listeners: list[tuple[TimestampDatagram, Any]],
+) -> str | None:
+    """
+    With C{--metrics}, count what C{service} serves, and serve the page on
+    C{endpoint} (a worker instead exports its counts for the main process to
+    serve).  Return the directory where workers will keep their counts, if
+    there will be workers.
+    """
+    if endpoint is None and not options.get("metrics-export"):
+        return None
+    from tsecho import metrics as m
+
+    factory = service.factory
+    metrics = factory.metrics = m.ServerMetrics(factory.connections)
+    service.factory_for = lambda description: metrics.listener_factory(factory, description)
+    for answer, listener in datagram_listeners:
+        metrics.watch_datagrams(listener.description, answer)
+    if options.get("metrics-export"):  # a worker: the main process serves the sums
+        m.MultiprocessExport(metrics, service.clock).setServiceParent(service)
+        return None
+    assert endpoint is not None
+    metrics_dir = m.make_multiprocess_dir() if options["workers"] > 1 else None
+    if metrics_dir is not None:
+        site = m.metrics_site(m.multiprocess_registry(metrics_dir))
+    else:
+        site = m.metrics_site(*m.registry_for(metrics))
+    m.metrics_listener(options["metrics"], endpoint, site).setServiceParent(service)
+    return metrics_dir
+
+
+def _worker_pool(options: Options, service: TimestampEchoService, metrics_dir: str | None) -> WorkerPool:
+    """
+    C{--workers N}: worker processes serve what C{service} listens on.
+    """
+    from tsecho.workers import WorkerPool
+
+    return WorkerPool(
+        service,
+        options["workers"],
+        options.arguments,
+        options.reactor,
+        options["max-connections"],
+        metrics_dir=metrics_dir,
+    )

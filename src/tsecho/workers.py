@@ -48,7 +48,7 @@ from twisted.python.failure import Failure
 
 from tsecho._startup import fail, release_stderr
 from tsecho.datagram import DatagramListener
-from tsecho.service import TimestampEchoService
+from tsecho.service import GivesLogObserver, TimestampEchoService
 from tsecho.worker import READY
 
 log = Logger()
@@ -111,6 +111,35 @@ class Worker:
     last_error: str = ""
 
 
+@attrs.define
+class SharedSockets:
+    """
+    The listening sockets that every worker inherits: their descriptors in
+    the main process, and where a worker finds them (from L{FIRST_CHILD_FD}
+    on, the stream listeners' in order, then the C{--udp} one).
+    """
+
+    stream: list[int] = attrs.Factory(list)
+    udp: int | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.stream) or self.udp is not None
+
+    def child_fds(self) -> dict[int, int]:
+        """
+        C{spawnProcess}'s C{childFDs} for them: the worker's descriptor for each.
+        """
+        inherited = [*self.stream, *([] if self.udp is None else [self.udp])]
+        return {FIRST_CHILD_FD + i: fd for i, fd in enumerate(inherited)}
+
+    def spec(self) -> dict[str, Any]:
+        """
+        The worker's descriptors, as its SPEC says them (L{tsecho.worker.main}).
+        """
+        stream = [FIRST_CHILD_FD + i for i in range(len(self.stream))]
+        return {"stream": stream, "udp": None if self.udp is None else FIRST_CHILD_FD + len(stream)}
+
+
 class WorkerProtocol(ProcessProtocol):
     """
     Read one worker's log events (standard output) and error output, and
@@ -139,7 +168,7 @@ class WorkerProtocol(ProcessProtocol):
         self.pool.worker_ended(self.worker, reason)
 
 
-class WorkerPool(Service):
+class WorkerPool(GivesLogObserver, Service):
     """
     Run the listeners of L{TimestampEchoService} in the main process and
     serve them from C{count} supervised worker processes.
@@ -154,6 +183,9 @@ class WorkerPool(Service):
     min_delay = 0.5
     max_delay = 30.0
     stable_after = 10.0
+    _rolling: list[Worker] | None = None  # the old workers a rolling restart has yet to replace
+    _all_gone: defer.Deferred[None] | None = None  # fires when the last worker has exited, once stopping
+    _previous_hup: Any = None  # the SIGHUP handler to put back when stopping
 
     def __init__(
         self,
@@ -188,15 +220,10 @@ class WorkerPool(Service):
         self.command = list(command)
         self.check = check or _check_command
         self.workers: list[Worker] = []
-        self._stream_fds: list[int] = []
-        self._udp_fd: int | None = None
+        self.sockets = SharedSockets()
         self._delays: dict[int, float] = {}
         self._respawns: dict[int, Any] = {}
-        self._rolling: list[Worker] | None = None
-        self._all_gone: defer.Deferred[None] | None = None
-        self._previous_hup: Any = None
         self.metrics_dir = metrics_dir
-        self._worker_env = {} if metrics_dir is None else {"PROMETHEUS_MULTIPROC_DIR": metrics_dir}
 
     # Starting
 
@@ -215,10 +242,10 @@ class WorkerPool(Service):
         if len(ports) != len(self.listeners.endpoints):
             raise fail("tsecho: --workers needs listeners that open at once")
         for port in ports:
-            self._stream_fds.append(self._pause(port))
+            self.sockets.stream.append(self._pause(port))
         for child in self.listeners:
             if isinstance(child, DatagramListener) and child.description.startswith("udp:"):
-                self._udp_fd = self._pause(child.port)
+                self.sockets.udp = self._pause(child.port)
 
     @staticmethod
     def _pause(port: Any) -> int:
@@ -243,7 +270,7 @@ class WorkerPool(Service):
         Check that a worker can start (else fail with one line), then start
         them all; SIGHUP restarts them one by one from now on.
         """
-        if not self._stream_fds and self._udp_fd is None:
+        if not self.sockets:
             self.privilegedStartService()
         problem = self.check(self._command_line(1, check=True))
         if problem is not None:
@@ -262,9 +289,7 @@ class WorkerPool(Service):
         the options this process was given, for one process, with the slot's
         share of C{--max-connections}.
         """
-        stream = [FIRST_CHILD_FD + i for i in range(len(self._stream_fds))]
-        udp = None if self._udp_fd is None else FIRST_CHILD_FD + len(stream)
-        spec = {"slot": slot, "stream": stream, "udp": udp, "reactor": reactor_name(self.reactor)}
+        spec = {"slot": slot, **self.sockets.spec(), "reactor": reactor_name(self.reactor)}
         if check:
             spec["check"] = True
         limit = f"--max-connections={self.shares[slot - 1]}"
@@ -272,17 +297,15 @@ class WorkerPool(Service):
 
     def _spawn(self, slot: int, replaces: Worker | None = None) -> Worker:
         self._respawns.pop(slot, None)
-        inherited = [*self._stream_fds, *([] if self._udp_fd is None else [self._udp_fd])]
         # Standard input: a pipe never written to, whose end tells the worker
         # that this process is gone.
-        child_fds: dict[int, int | str] = {0: "w", 1: "r", 2: "r"}
-        child_fds.update({FIRST_CHILD_FD + i: fd for i, fd in enumerate(inherited)})
+        child_fds: dict[int, int | str] = {0: "w", 1: "r", 2: "r", **self.sockets.child_fds()}
         args = self._command_line(slot)
         worker = Worker(slot, self.reactor.seconds(), replaces=replaces)
         self.workers.append(worker)
         try:
             worker.process = self.reactor.spawnProcess(
-                WorkerProtocol(self, worker), args[0], args, env={**os.environ, **self._worker_env}, childFDs=child_fds
+                WorkerProtocol(self, worker), args[0], args, env=self._worker_env(), childFDs=child_fds
             )
         except OSError as e:
             worker.last_error = str(e)
@@ -291,6 +314,13 @@ class WorkerPool(Service):
         worker.pid = worker.process.pid
         log.info("worker {slot} started (pid {pid})", slot=slot, pid=worker.pid)
         return worker
+
+    def _worker_env(self) -> dict[str, str]:
+        """
+        A worker's environment: this process's, and with C{--metrics} where it keeps its counts.
+        """
+        shared = {} if self.metrics_dir is None else {"PROMETHEUS_MULTIPROC_DIR": self.metrics_dir}
+        return {**os.environ, **shared}
 
     # What workers say
 
