@@ -29,6 +29,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import Logger, LogPublisher, globalLogBeginner, globalLogPublisher, textFileLogObserver
 from twisted.python.logfile import LogFile
+from twisted.python.threadable import registerAsIOThread
 
 from tsecho._tally import Ending
 from tsecho.logs import CONNECTION_CLOSED, BatchedWriter, JSONObserver, TextObserver
@@ -105,6 +106,7 @@ def per_connection(metrics_on: bool, quiet: bool = True, log_path: Path | None =
 
 
 def main() -> None:
+    registerAsIOThread()  # as the reactor does: writers batch only in its thread
     globalLogBeginner.beginLoggingTo([], discardBuffer=True, redirectStandardIO=False)  # as twistd, less its observer
     with tempfile.TemporaryDirectory() as directory:
         twistd = per_event(textFileLogObserver(LogFile.fromFullPath(str(Path(directory) / "twistd.log"))))

@@ -35,6 +35,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from serverprocess import exchange, running_server
+from test_workers import exchange as stream_exchange
 from tsecho._tally import NO_METRICS, Ending
 from tsecho.datagram import TimestampDatagram
 from tsecho.metrics import (
@@ -384,22 +385,6 @@ def wait_until_closed(url: str) -> dict[str, float]:
     return values
 
 
-def unix_exchange(path: Path, payload: bytes) -> bytes:
-    """
-    Connect to the UNIX socket at C{path}, send C{payload}, end our input,
-    and read the replies until the server closes.
-    """
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(10)
-        sock.connect(str(path))
-        sock.sendall(payload)
-        sock.shutdown(socket.SHUT_WR)
-        received = b""
-        while chunk := sock.recv(65536):
-            received += chunk
-    return received
-
-
 def test_counts_from_real_twistd(tmp_path: Path) -> None:
     """
     A known load against the real C{twistd tsecho --metrics}, on a TCP and a
@@ -420,12 +405,12 @@ def test_counts_from_real_twistd(tmp_path: Path) -> None:
         wait_until_closed(url)  # --max-connections 1
         sent += exchange(server.port, b"short\nfar too long a line\n")
         wait_until_closed(url)
-        sent_unix = unix_exchange(tmp_path / "s.sock", b"unix\n")
+        sent_unix = stream_exchange(socket.AF_UNIX, str(tmp_path / "s.sock"), b"unix\n")
         wait_until_closed(url)
         with socket.create_connection(("127.0.0.1", server.port), timeout=10) as held:
             held.sendall(b"held\n")
             first = held.recv(1024)
-            assert unix_exchange(tmp_path / "s.sock", b"") == b"ERROR server busy\r\n"
+            assert stream_exchange(socket.AF_UNIX, str(tmp_path / "s.sock"), b"") == b"ERROR server busy\r\n"
             rest = b""
             while chunk := held.recv(1024):  # the idle timeout closes it
                 rest += chunk
