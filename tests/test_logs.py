@@ -23,6 +23,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from serverprocess import exchange, running_server
 from tsecho._startup import release_stderr
+from tsecho._tally import Ending
 from tsecho._twistd_logging import default_observer
 from tsecho.logs import CONNECTION_CLOSED, BatchedWriter, JSONObserver, TextObserver, format_message
 from tsecho.tap import makeService
@@ -75,7 +76,8 @@ class FormatTests(SynchronousTestCase):
         """
         Every kind of event is formatted as Twisted's classic text observer
         would: plain fields, format specs, attributes, Twisted's C{()} calls,
-        missing fields, a system, newlines.
+        missing fields, a system, newlines; the connection summary's own
+        fast path included, whatever its fields hold.
         """
 
         class Thing:
@@ -92,6 +94,9 @@ class FormatTests(SynchronousTestCase):
             summary_event(log_system="my system"),
             summary_event(log_format="two\nlines {lines}"),
             summary_event(log_level=LogLevel.warn),
+            summary_event(reason=Ending.IDLE_TIMEOUT, duration=12),  # a str enum, an int
+            summary_event(duration="unknown"),  # not a number: Twisted's own message
+            {k: v for k, v in summary_event().items() if k != "peer"},  # a field missing
         ]
         for event in events:
             out = io.StringIO()
