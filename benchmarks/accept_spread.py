@@ -1,12 +1,15 @@
 """
 How evenly do two worker processes share new connections: one listening
-socket shared by both (what C{twistd tsecho --workers N} does), or one
-C{SO_REUSEPORT} socket each?
+socket shared by both (what C{twistd tsecho --workers N} does), with
+Twisted's accept loop as it is or with the workers taking turns
+(L{tsecho._accept}: one connection per wake-up), or one C{SO_REUSEPORT}
+socket each?
 
-C{python benchmarks/accept_spread.py} starts two processes running tsecho's
-factory on Twisted's reactor, for each way of sharing and each load of
-C{benchmarks/loadgen.c} (run C{benchmarks/run.py} once to build it), and
-prints each process's share of the connections and the reply rate.
+C{python benchmarks/accept_spread.py [SECONDS] [ROUNDS]} starts two
+processes running tsecho's factory on Twisted's reactor, for each load of
+C{benchmarks/loadgen.c} (run C{benchmarks/run.py} once to build it) and
+each way of sharing in turn (so the rates compared are measured seconds
+apart), and prints each process's share of the connections and the rate.
 Unpinned, like a user's machine.
 """
 
@@ -24,19 +27,38 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 LOADGEN = HERE / "build" / "loadgen"
 LOADS = {
-    "1000 conns": ["--scenario", "pipelined", "--conns", "1000", "--inflight", "1"],
-    "connect-per-request": ["--scenario", "cpr", "--conns", "8"],
-    "pipelined 50 conns x 16": ["--scenario", "pipelined", "--conns", "50", "--inflight", "16"],
+    "50 connections opened at once (pipelined, 16 lines in flight)": [
+        "--scenario",
+        "pipelined",
+        "--conns",
+        "50",
+        "--inflight",
+        "16",
+    ],
+    "1,000 connections opened 100 at a time (1 line in flight)": [
+        "--scenario",
+        "pipelined",
+        "--conns",
+        "1000",
+        "--inflight",
+        "1",
+    ],
+    "1,000 idle connections opened 32 at a time": ["--scenario", "idle", "--stages", "1000"],
+    "connections one after another (1 client)": ["--scenario", "cpr", "--conns", "1"],
+    "connect-per-request, 8 clients": ["--scenario", "cpr", "--conns", "8"],
 }
+MODES = ("shared socket", "shared socket, taking turns", "SO_REUSEPORT")
 
 
-def serve(listening: socket.socket, report: int) -> None:
+def serve(listening: socket.socket, report: int, turns: bool) -> None:
     """
     In a child process: serve C{listening} with tsecho's factory until
     SIGTERM, then write how many connections it accepted to C{report}.
+    With C{turns}, accept as a worker does (L{tsecho._accept.take_turns}).
     """
     from twisted.internet import reactor
 
+    from tsecho._accept import take_turns
     from tsecho.protocol import ServerConfig, TimestampEchoFactory
     from tsecho.timestamps import Timestamper
 
@@ -50,7 +72,9 @@ def serve(listening: socket.socket, report: int) -> None:
 
     factory.buildProtocol = counting  # type: ignore[method-assign]
     listening.setblocking(False)
-    reactor.adoptStreamPort(listening.fileno(), socket.AF_INET, factory)  # type: ignore[attr-defined]
+    port = reactor.adoptStreamPort(listening.fileno(), socket.AF_INET, factory)  # type: ignore[attr-defined]
+    if turns:
+        take_turns(port)
     reactor.addSystemEventTrigger("before", "shutdown", lambda: os.write(report, b"%d\n" % accepted[0]))
     reactor.run()  # type: ignore[attr-defined]
 
@@ -85,7 +109,7 @@ def measure(mode: str, load: list[str], duration: float) -> tuple[list[int], flo
                 for other in sockets:
                     if other is not mine:
                         other.close()  # a reuseport socket nobody serves would take its share
-                serve(mine, write)
+                serve(mine, write, mode.endswith("taking turns"))
             finally:
                 os._exit(0)
         children.append(pid)
@@ -93,7 +117,8 @@ def measure(mode: str, load: list[str], duration: float) -> tuple[list[int], flo
         sock.close()
     time.sleep(1.5)
     argv = [str(LOADGEN), "--port", str(port), *load, "--duration", str(duration), "--warmup", "0.5"]
-    done = subprocess.run(argv, capture_output=True, check=True, timeout=duration + 120)
+    # The idle load waits for a line before closing its connections: it has one.
+    done = subprocess.run(argv, input=b"next\n", capture_output=True, check=True, timeout=duration + 120)
     result = json.loads(done.stdout.decode().strip().splitlines()[-1])
     for pid in children:
         os.kill(pid, signal.SIGTERM)
@@ -110,17 +135,20 @@ def main() -> int:
         print("build the load generator first: python benchmarks/run.py --quick --only C", file=sys.stderr)
         return 1
     duration = float(sys.argv[1]) if len(sys.argv) > 1 else 2.0
+    rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 1
     print("| load | sharing | connections: busiest / other process | busiest ÷ even share | rate |")
     print("| --- | --- | ---: | ---: | ---: |")
-    for name, load in LOADS.items():
-        for mode in ("shared socket", "SO_REUSEPORT"):
-            accepted, rate = measure(mode, load, duration)
-            total = sum(accepted) or 1
-            busiest = max(accepted)
-            print(
-                f"| {name} | {mode} | {busiest:,} / {min(accepted):,} | {busiest / (total / 2):.2f} | {rate:,.0f}/s |",
-                flush=True,
-            )
+    for _ in range(rounds):
+        for name, load in LOADS.items():
+            for mode in MODES:
+                accepted, rate = measure(mode, load, duration)
+                total = sum(accepted) or 1
+                busiest = max(accepted)
+                shown = f"{rate:,.0f}/s" if rate else "—"
+                print(
+                    f"| {name} | {mode} | {busiest:,} / {min(accepted):,} | {busiest / (total / 2):.2f} | {shown} |",
+                    flush=True,
+                )
     return 0
 
 
