@@ -107,15 +107,15 @@ class TakeTurnsTests(SynchronousTestCase):
 
     def test_one_per_wakeup(self) -> None:
         """
-        With L{take_turns}, each C{doRead} of a TCP or UNIX port accepts one
-        of the connections waiting, however many it accepted before; the
-        next C{doRead} takes the next.
+        With L{take_turns} at one per wake-up, each C{doRead} of a TCP or
+        UNIX port accepts one of the connections waiting, however many it
+        accepted before; the next C{doRead} takes the next.
         """
         for make in (self.tcp_port, self.unix_port):
             factory = CountingFactory()
             port, connect = make(factory)
             try:
-                self.assertTrue(take_turns(port), TWISTED_CHANGED)
+                self.assertTrue(take_turns(port, accepts=1), TWISTED_CHANGED)
                 with waiting(3, connect):
                     for accepted in (1, 2, 3):
                         port.doRead()
@@ -170,7 +170,7 @@ class TakeTurnsTests(SynchronousTestCase):
 def test_workers_take_turns() -> None:
     """
     A worker's adopted listening port accepts L{ACCEPTS_PER_WAKEUP}
-    connection per wake-up.
+    connections per wake-up.
     """
     from twisted.internet import reactor
 
