@@ -1,12 +1,16 @@
 """
 How evenly do two worker processes share new connections: one listening
-socket shared by both (what C{twistd tsecho --workers N} does), or one
-C{SO_REUSEPORT} socket each?
+socket shared by both (what C{twistd tsecho --workers N} does), with
+Twisted's accept loop as it is (up to 100 connections per wake-up) or
+with the workers taking turns (L{tsecho._accept}: a few per wake-up), or
+one C{SO_REUSEPORT} socket each?
 
-C{python benchmarks/accept_spread.py} starts two processes running tsecho's
-factory on Twisted's reactor, for each way of sharing and each load of
-C{benchmarks/loadgen.c} (run C{benchmarks/run.py} once to build it), and
-prints each process's share of the connections and the reply rate.
+C{python benchmarks/accept_spread.py [SECONDS] [ROUNDS] [LOAD]} starts two
+processes running tsecho's factory on Twisted's reactor, for each load of
+C{benchmarks/loadgen.c} (run C{benchmarks/run.py} once to build it) and
+each way of sharing in turn (so the rates compared are measured seconds
+apart; LOAD: only the loads whose name contains it), and prints each
+process's share of the connections and the rate.
 Unpinned, like a user's machine.
 """
 
@@ -20,23 +24,53 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 LOADGEN = HERE / "build" / "loadgen"
 LOADS = {
-    "1000 conns": ["--scenario", "pipelined", "--conns", "1000", "--inflight", "1"],
-    "connect-per-request": ["--scenario", "cpr", "--conns", "8"],
-    "pipelined 50 conns x 16": ["--scenario", "pipelined", "--conns", "50", "--inflight", "16"],
+    "50 connections opened at once (pipelined, 16 lines in flight)": [
+        "--scenario",
+        "pipelined",
+        "--conns",
+        "50",
+        "--inflight",
+        "16",
+    ],
+    "1,000 connections opened 100 at a time (1 line in flight)": [
+        "--scenario",
+        "pipelined",
+        "--conns",
+        "1000",
+        "--inflight",
+        "1",
+    ],
+    "1,000 idle connections opened 32 at a time": ["--scenario", "idle", "--stages", "1000"],
+    "connections one after another (1 client)": ["--scenario", "cpr", "--conns", "1"],
+    "connect-per-request, 8 clients": ["--scenario", "cpr", "--conns", "8"],
+}
+# How the two processes share the port -> connections each accepts per wake-up
+# (None: as many as Twisted's accept loop takes).
+MODES: dict[str, int | None] = {
+    "shared socket, Twisted's accept loop": None,
+    "shared socket, 1 per wake-up": 1,
+    "shared socket, 2 per wake-up (--workers)": 2,
+    "SO_REUSEPORT": None,
 }
 
 
-def serve(listening: socket.socket, report: int) -> None:
+def serve(listening: socket.socket, report: int, turns: int | None) -> None:
     """
     In a child process: serve C{listening} with tsecho's factory until
-    SIGTERM, then write how many connections it accepted to C{report}.
+    SIGTERM, then write to C{report} how many connections it accepted and
+    the CPU time it used meanwhile.
+    With C{turns}, accept that many per wake-up
+    (L{tsecho._accept.take_turns}; a worker accepts
+    L{tsecho._accept.ACCEPTS_PER_WAKEUP}).
     """
     from twisted.internet import reactor
 
+    from tsecho._accept import take_turns
     from tsecho.protocol import ServerConfig, TimestampEchoFactory
     from tsecho.timestamps import Timestamper
 
@@ -44,15 +78,20 @@ def serve(listening: socket.socket, report: int) -> None:
     accepted = [0]
     build = factory.buildProtocol
 
-    def counting(addr: object) -> object:
+    def counting(addr: Any) -> Any:
         accepted[0] += 1
-        return build(addr)  # type: ignore[arg-type]
+        return build(addr)
 
     factory.buildProtocol = counting  # type: ignore[method-assign]
     listening.setblocking(False)
-    reactor.adoptStreamPort(listening.fileno(), socket.AF_INET, factory)  # type: ignore[attr-defined]
-    reactor.addSystemEventTrigger("before", "shutdown", lambda: os.write(report, b"%d\n" % accepted[0]))
-    reactor.run()  # type: ignore[attr-defined]
+    port = reactor.adoptStreamPort(listening.fileno(), socket.AF_INET, factory)  # type: ignore[attr-defined]
+    if turns:
+        take_turns(port, turns)
+    started = time.process_time()
+    reactor.addSystemEventTrigger(
+        "before", "shutdown", lambda: os.write(report, b"%d %f\n" % (accepted[0], time.process_time() - started))
+    )
+    reactor.run()
 
 
 def listener(port: int, reuseport: bool) -> socket.socket:
@@ -65,10 +104,11 @@ def listener(port: int, reuseport: bool) -> socket.socket:
     return sock
 
 
-def measure(mode: str, load: list[str], duration: float) -> tuple[list[int], float]:
+def measure(mode: str, load: list[str], duration: float) -> tuple[list[int], float, float]:
     """
     Start two serving processes sharing a port as C{mode} says, drive them
-    with C{load}; return each one's connection count and the reply rate.
+    with C{load}; return each one's connection count, the reply rate, and
+    the CPU time both used per connection.
     """
     reuseport = mode == "SO_REUSEPORT"
     sockets = [listener(0, reuseport)]
@@ -85,7 +125,7 @@ def measure(mode: str, load: list[str], duration: float) -> tuple[list[int], flo
                 for other in sockets:
                     if other is not mine:
                         other.close()  # a reuseport socket nobody serves would take its share
-                serve(mine, write)
+                serve(mine, write, MODES[mode])
             finally:
                 os._exit(0)
         children.append(pid)
@@ -93,7 +133,8 @@ def measure(mode: str, load: list[str], duration: float) -> tuple[list[int], flo
         sock.close()
     time.sleep(1.5)
     argv = [str(LOADGEN), "--port", str(port), *load, "--duration", str(duration), "--warmup", "0.5"]
-    done = subprocess.run(argv, capture_output=True, check=True, timeout=duration + 120)
+    # The idle load waits for a line before closing its connections: it has one.
+    done = subprocess.run(argv, input=b"next\n", capture_output=True, check=True, timeout=duration + 120)
     result = json.loads(done.stdout.decode().strip().splitlines()[-1])
     for pid in children:
         os.kill(pid, signal.SIGTERM)
@@ -101,8 +142,10 @@ def measure(mode: str, load: list[str], duration: float) -> tuple[list[int], flo
         os.waitpid(pid, 0)
     os.close(write)
     with os.fdopen(read) as counts:
-        accepted = [int(line) for line in counts.read().split()]
-    return accepted, float(result.get("rate") or result.get("conn_rate") or 0)
+        reports = [line.split() for line in counts.read().splitlines()]
+    accepted = [int(count) for count, _ in reports]
+    cpu = sum(float(used) for _, used in reports) / (sum(accepted) or 1)
+    return accepted, float(result.get("rate") or result.get("conn_rate") or 0), cpu
 
 
 def main() -> int:
@@ -110,17 +153,21 @@ def main() -> int:
         print("build the load generator first: python benchmarks/run.py --quick --only C", file=sys.stderr)
         return 1
     duration = float(sys.argv[1]) if len(sys.argv) > 1 else 2.0
-    print("| load | sharing | connections: busiest / other process | busiest ÷ even share | rate |")
-    print("| --- | --- | ---: | ---: | ---: |")
-    for name, load in LOADS.items():
-        for mode in ("shared socket", "SO_REUSEPORT"):
-            accepted, rate = measure(mode, load, duration)
-            total = sum(accepted) or 1
-            busiest = max(accepted)
-            print(
-                f"| {name} | {mode} | {busiest:,} / {min(accepted):,} | {busiest / (total / 2):.2f} | {rate:,.0f}/s |",
-                flush=True,
-            )
+    rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 1
+    loads = {name: load for name, load in LOADS.items() if len(sys.argv) < 4 or sys.argv[3] in name}
+    print(
+        "| load | sharing | connections: busiest / other process | busiest ÷ even share | rate | CPU per connection |"
+    )
+    print("| --- | --- | ---: | ---: | ---: | ---: |")
+    for _ in range(rounds):
+        for name, load in loads.items():
+            for mode in MODES:
+                accepted, rate, cpu = measure(mode, load, duration)
+                total = sum(accepted) or 1
+                busiest = max(accepted)
+                shown = f"{rate:,.0f}/s" if rate else "—"
+                split = f"{busiest:,} / {min(accepted):,} | {busiest / (total / 2):.2f}"
+                print(f"| {name} | {mode} | {split} | {shown} | {cpu * 1e6:,.0f} µs |", flush=True)
     return 0
 
 

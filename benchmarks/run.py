@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import resource
+import selectors
 import shutil
 import signal
 import socket
@@ -70,6 +71,7 @@ class Server:
     sweep: bool = False
     logfile: bool = False
     pinned: bool = True  # else server and load generator share every CPU
+    workers: int = 0  # worker processes (--workers N with N > 1), 0 for a lone process
 
 
 def progress(message: str) -> None:
@@ -180,7 +182,11 @@ def unpinned(python: Path, suffix: str, source: dict[str, str]) -> list[Server]:
     found = [
         Server(f"{WORKERS_1}{suffix}{UNPINNED}", twistd_argv(python, *limit), env=source, pinned=False),
         Server(
-            f"{WORKERS_2}{suffix}{UNPINNED}", twistd_argv(python, *limit, "--workers", "2"), env=source, pinned=False
+            f"{WORKERS_2}{suffix}{UNPINNED}",
+            twistd_argv(python, *limit, "--workers", "2"),
+            env=source,
+            pinned=False,
+            workers=2,
         ),
     ]
     if not suffix:
@@ -238,6 +244,8 @@ def running(server: Server, workdir: Path) -> Iterator[tuple[subprocess.Popen[by
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"{server.name} did not listen on {port}") from None
                 time.sleep(0.05)
+        if server.workers:
+            settle(process.pid, server.workers)  # the main process listens before its workers serve
         yield process, port
     finally:
         process.send_signal(signal.SIGTERM)
@@ -251,24 +259,45 @@ def running(server: Server, workdir: Path) -> Iterator[tuple[subprocess.Popen[by
         (workdir / "tsecho.log").unlink(missing_ok=True)
 
 
-def rss_kib(pid: int) -> int:
+def rss_kib(pid: int, top: bool = True) -> int:
     """
     The resident memory of C{pid} and its children (the workers of C{--workers N}).
+    A child without memory (exiting, or exited and not yet reaped, as the
+    check-mode worker that C{--workers} runs first) counts for nothing.
     """
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) + sum(rss_kib(child) for child in children(pid))
-    raise RuntimeError(f"no VmRSS for {pid}")
+    with suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) + sum(rss_kib(child, False) for child in children(pid))
+    if top:
+        raise RuntimeError(f"no VmRSS for {pid} (has the server exited?)")
+    return 0
 
 
-def cpu_seconds(pid: int) -> float:
+def process_cpu(pid: int) -> float | None:
     """
-    The CPU time (user + system) process C{pid} and its children (the
-    workers of C{--workers N}) have used so far.
+    The CPU time (user + system) process C{pid} has used so far (a zombie's
+    too), or C{None} if it is gone.
     """
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
-    return own + sum(cpu_seconds(child) for child in children(pid))
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+def tree_cpu(pid: int) -> dict[int, float]:
+    """
+    The CPU time of C{pid} and of each of its descendants (the workers of
+    C{--workers N}) so far, by PID; processes that vanish meanwhile are left out.
+    """
+    own = process_cpu(pid)
+    if own is None:
+        return {}
+    found = {pid: own}
+    for child in children(pid):
+        found.update(tree_cpu(child))
+    return found
 
 
 def children(pid: int) -> list[int]:
@@ -276,62 +305,160 @@ def children(pid: int) -> list[int]:
     The child processes of C{pid} (for C{--workers N}: its workers).
     """
     found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
+    with suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with suppress(OSError):
+                found += [int(c) for c in (task / "children").read_text().split()]
+    return sorted(found)
+
+
+def descriptors_per_worker(pid: int) -> dict[int, int]:
+    """
+    The open descriptors of each worker of C{pid} (none for a lone process):
+    less the count before, how many connections each worker holds.
+    """
+    found = {}
+    for child in children(pid):
         with suppress(OSError):
-            found += [int(c) for c in (task / "children").read_text().split()]
+            found[child] = len(os.listdir(f"/proc/{child}/fd"))
     return found
 
 
-def connections_per_worker(pid: int) -> list[int]:
+def connections_since(pid: int, before: dict[int, int]) -> list[int]:
     """
-    The open descriptors of each worker of C{pid} (none for a lone process):
-    sampled with idle connections open, and less the count before, how many
-    connections each worker holds.
+    How many connections each worker of C{pid} holds now that it did not
+    hold when it had C{before} descriptors.
     """
-    return [len(os.listdir(f"/proc/{child}/fd")) for child in children(pid)]
+    now = descriptors_per_worker(pid)
+    return [now[child] - count for child, count in before.items() if child in now]
+
+
+def settle(pid: int, workers: int, timeout: float = 60.0) -> None:
+    """
+    Wait until server C{pid} runs its C{workers} workers (0: a lone process)
+    and no process of it uses CPU time any more: every worker has started
+    and serves, and the server is idle (a PyPy worker takes seconds to start).
+    """
+    deadline, last = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        used = tree_cpu(pid)
+        total = sum(used.values()) if len(used) == workers + 1 else None
+        if total is not None and last is not None and total - last < 0.02:
+            return
+        last = total
+        time.sleep(0.3)
+    progress(f"warning: server {pid} did not settle in {timeout:.0f} s (workers wanted: {workers})")
+
+
+@dataclass
+class Window:
+    """
+    CPU time sampled while the load generator runs, to cut out its timed
+    window: its connection setup and warm-up (seconds, with 1,000
+    connections against a listen backlog that overflows) are not what its
+    rate measures.
+    """
+
+    server: int
+    samples: list[tuple[float, dict[int, float], float]] = field(default_factory=list)
+    descriptors: dict[int, int] = field(default_factory=dict)
+
+    def sample(self, loadgen: int) -> None:
+        self.samples.append((time.monotonic(), tree_cpu(self.server), process_cpu(loadgen) or 0.0))
+
+    def at(self, moment: float, read: Callable[[tuple[float, dict[int, float], float]], float]) -> float:
+        """
+        C{read} of the samples, interpolated at C{moment}.
+        """
+        previous = self.samples[0]
+        for sample in self.samples:
+            if sample[0] >= moment:
+                if sample[0] == previous[0]:
+                    return read(sample)
+                part = (moment - previous[0]) / (sample[0] - previous[0])
+                return read(previous) + part * (read(sample) - read(previous))
+            previous = sample
+        return read(self.samples[-1])
+
+    def used(self, seconds: float, read: Callable[[tuple[float, dict[int, float], float]], float]) -> float:
+        """
+        C{read}'s growth over the last C{seconds} before the last sample, per second.
+        """
+        end = self.samples[-1][0]
+        return (self.at(end, read) - self.at(end - seconds, read)) / seconds
 
 
 def loadgen(
-    port: int, args: list[str], timing: tuple[float, float], reply_format: str, pinned: bool = True
+    port: int,
+    args: list[str],
+    timing: tuple[float, float],
+    reply_format: str,
+    *,
+    pinned: bool = True,
+    server: int | None = None,
 ) -> dict[str, Any]:
     """
     Run the load generator once; its JSON result, plus C{loadgen_cpu}: the
-    share of its core it used (well under 1.0 means it was not the bottleneck).
+    share of its core it used (well under 1.0 means it was not the
+    bottleneck).  Given the C{server}'s PID, also C{server_cpu} (its share of
+    one core, all its processes), and with workers, C{worker_cpu} (each
+    one's CPU seconds) and C{worker_conns} (the connections each held at
+    the end): all over the load generator's timed window only.
     """
     duration, warmup = timing
     argv = [str(BUILD / "loadgen"), "--port", str(port), *args]
     argv += ["--duration", str(duration), "--warmup", str(warmup), "--format", reply_format]
-    before, started = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic()
-    done = subprocess.run(
-        argv,
-        capture_output=True,
-        check=True,
-        preexec_fn=pin(LOADGEN_CPU) if pinned else None,
-        timeout=duration + warmup + 120,
+    window = Window(server or 0, descriptors=descriptors_per_worker(server) if server else {})
+    gen = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=pin(LOADGEN_CPU) if pinned else None
     )
-    after, elapsed = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic() - started
-    result: dict[str, Any] = json.loads(done.stdout.decode().strip().splitlines()[-1])
-    used = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    result["loadgen_cpu"] = used / elapsed
+    assert gen.stdout is not None
+    conns: list[int] = []
+    with selectors.DefaultSelector() as ready:
+        ready.register(gen.stdout, selectors.EVENT_READ)
+        deadline = time.monotonic() + duration + warmup + 120
+        # Its result is written as it exits (a pipe is block-buffered): the
+        # moment stdout becomes readable is the end of its timed window.
+        while not ready.select(0.05):
+            window.sample(gen.pid)
+            if server and window.descriptors:
+                conns = connections_since(server, window.descriptors)
+            if time.monotonic() > deadline:
+                gen.kill()
+        window.sample(gen.pid)
+    out, err = gen.communicate(timeout=30)
+    if gen.returncode:
+        raise subprocess.CalledProcessError(gen.returncode, argv, out, err)
+    result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+    seconds = result["seconds"]
+    result["loadgen_cpu"] = window.used(seconds, lambda s: s[2])
+    if server:
+        result["server_cpu"] = window.used(seconds, lambda s: sum(s[1].values()))
+        workers = [child for child in window.samples[-1][1] if child != server]
+        if workers:
+            result["worker_cpu"] = [window.used(seconds, lambda s, c=c: s[1].get(c, 0.0)) for c in workers]  # type: ignore[misc]
+            result["worker_conns"] = conns
     return result
 
 
-def idle_memory(process: subprocess.Popen[bytes], port: int) -> dict[str, Any]:
+def idle_memory(process: subprocess.Popen[bytes], port: int, server: Server) -> dict[str, Any]:
     """
     RSS growth per connection over 1,000 and 10,000 idle connections (one
     line exchanged on each), from the server's VmRSS; with workers, also how
     the 1,000 connections were split among them.
     """
-    loadgen(port, ["--scenario", "pipelined", "--conns", "10", "--inflight", "4"], (0.3, 0.0), "line")
-    time.sleep(0.3)
+    loadgen(
+        port, ["--scenario", "pipelined", "--conns", "10", "--inflight", "4"], (0.3, 0.0), "line", pinned=server.pinned
+    )
+    settle(process.pid, server.workers)
     base = rss_kib(process.pid)
-    base_fds = connections_per_worker(process.pid)
+    base_fds = descriptors_per_worker(process.pid)
     stages = ",".join(map(str, IDLE_STAGES))
     gen = subprocess.Popen(
         [str(BUILD / "loadgen"), "--port", str(port), "--scenario", "idle", "--stages", stages],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
-        preexec_fn=pin(LOADGEN_CPU),
+        preexec_fn=pin(LOADGEN_CPU) if server.pinned else None,
     )
     assert gen.stdin is not None
     assert gen.stdout is not None
@@ -342,7 +469,7 @@ def idle_memory(process: subprocess.Popen[bytes], port: int) -> dict[str, Any]:
             time.sleep(0.5)  # let the server finish its work on the last batch
             result[f"kib_{count}"] = (rss_kib(process.pid) - base) / count
             if base_fds and count == IDLE_STAGES[0]:
-                result["split"] = [n - b for n, b in zip(connections_per_worker(process.pid), base_fds, strict=False)]
+                result["split"] = connections_since(process.pid, base_fds)
             result["errors"] = stage["errors"] + (stage["conns"] - stage["alive"])
             if stage["first_error"]:
                 result["first_error"] = stage["first_error"]
@@ -426,11 +553,11 @@ def run_one(
     started = time.monotonic()
     try:
         if scenario == "idle":
-            result = idle_memory(process, port)
+            result = idle_memory(process, port, server)
         else:
-            cpu_before, cpu_started = cpu_seconds(process.pid), time.monotonic()
-            result = loadgen(port, SCENARIOS[scenario], timing, server.reply_format, server.pinned)
-            result["server_cpu"] = (cpu_seconds(process.pid) - cpu_before) / (time.monotonic() - cpu_started)
+            result = loadgen(
+                port, SCENARIOS[scenario], timing, server.reply_format, pinned=server.pinned, server=process.pid
+            )
     except (subprocess.SubprocessError, OSError, ValueError) as e:
         progress(f"{label} {server.name} {scenario}: FAILED: {e}")
         return
@@ -675,6 +802,16 @@ def target_table(results: dict[str, dict[str, list[Any]]]) -> str:
     return "\n".join(lines)
 
 
+# How the work split between two workers: (scenario, result key, what the row says).
+SPLITS = (
+    ("idle", "split", "connections, 1,000 idle ones opened 32 at a time"),
+    ("pipelined", "worker_conns", "connections, pipelined: 50 opened at once"),
+    ("many", "worker_conns", "connections, 1000 conns: opened 100 at a time"),
+    ("cpr", "worker_cpu", "CPU time, connect-per-request (steady arrivals; each connection costs the same)"),
+    ("many", "worker_cpu", "CPU time, 1000 conns (steady load)"),
+)
+
+
 def workers_table(results: dict[str, dict[str, list[Any]]]) -> str:
     """
     Issue 12's targets: C{--workers 2} against C{--workers 1}, both unpinned;
@@ -691,7 +828,7 @@ def workers_table(results: dict[str, dict[str, list[Any]]]) -> str:
             (f"{two} ÷ {one}: 1000 conns", ratio(results, two, one, "many"), "≥ 1.3×", lambda v: v >= 1.3),
             (f"{two} ÷ {one}: connect-per-request", ratio(results, two, one, "cpr"), "≥ 1.1×", lambda v: v >= 1.1),
         ]
-        for scenario in ("pipelined", "many"):
+        for scenario in ("pipelined", "cpr", "many"):
             per_reply = [cpu_per_reply(results, name, scenario) for name in (two, one)]
             value = per_reply[0] / per_reply[1] if per_reply[0] and per_reply[1] else None
             rows.append((f"server CPU per reply, {scenario}: 2 workers ÷ 1", value, "≤ 1.1×", lambda v: v <= 1.1))
@@ -705,11 +842,11 @@ def workers_table(results: dict[str, dict[str, list[Any]]]) -> str:
             shown = f"{value:.2f}×" if value is not None else "—"
             met = "—" if value is None or ok is None else "yes" if ok(value) else "no"
             lines.append(f"| {text} | {shown} | {target} | {met} |")
-        splits = [r["split"] for r in results[two].get("idle", []) if sum(r.get("split", [])) > 0]
-        shares = [f"{max(s) / sum(s):.0%} / {min(s) / sum(s):.0%}" for s in splits]
-        met = "—" if not splits else "yes" if all(0.4 <= max(s) / sum(s) <= 0.6 for s in splits) else "no"
-        text = f"{two}: 1,000 connections split (busiest / other worker)"
-        lines.append(f"| {text} | {', '.join(shares) or '—'} | 40–60 % | {met} |")
+        for scenario, key, load in SPLITS:
+            splits = [r[key] for r in results[two].get(scenario, []) if len(r.get(key, [])) == 2 and sum(r[key]) > 0]
+            shares = [f"{max(s) / sum(s):.0%} / {min(s) / sum(s):.0%}" for s in splits]
+            met = "—" if not splits else "yes" if all(0.4 <= max(s) / sum(s) <= 0.6 for s in splits) else "no"
+            lines.append(f"| {two}: {load} (busiest / other worker) | {', '.join(shares) or '—'} | 40–60 % | {met} |")
     return "\n".join(lines)
 
 

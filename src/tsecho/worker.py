@@ -36,6 +36,8 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from tsecho._accept import take_turns
+
 READY = "tsecho_ready"
 """
 The field of the log event that tells the main process a worker serves.
@@ -116,6 +118,7 @@ class AdoptingReactor:
         family = socket_family(self._fd)
         with nonblocking_sockets():
             port = self._reactor.adoptStreamPort(self._fd, family, factory)
+        take_turns(port)
         self._release_inherited()
         return SharedPathPort(port) if family == socket.AF_UNIX else port
 
