@@ -323,11 +323,10 @@ class IdentityCheckingCreator:
 def _names(certificate: x509.Certificate) -> list[str]:
     """
     The DNS names and IP addresses in C{certificate}'s subjectAltName,
-    escaped for the terminal.
+    escaped for the terminal.  (Asked only after C{service_identity} raised
+    C{VerificationError}: without a subjectAltName it raises
+    C{CertificateError} instead.)
     """
-    try:
-        names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return []
+    names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     listed = [*names.get_values_for_type(x509.DNSName), *map(str, names.get_values_for_type(x509.IPAddress))]
     return [escape(name) for name in listed]  # the server chose them
