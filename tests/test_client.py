@@ -1175,6 +1175,34 @@ class EchoSessionEdgeTests(SynchronousTestCase):
         self.assertFalse(last.transport.disconnected)  # type: ignore[attr-defined]
         self.assertEqual(clock.getDelayedCalls(), [])  # nothing outstanding: no reply timer
 
+    def test_one_message_per_connection_asked_while_waiting(self) -> None:
+        """
+        Once sending one message per connection, a message asked while the
+        previous one waits for its answer waits too: it goes on a
+        connection of its own after that answer, never on the waiting one.
+        """
+
+        class Recording(AnswerAll):
+            def connectionMade(self) -> None:
+                self.lines: list[bytes] = []
+
+            def lineReceived(self, line: bytes) -> None:
+                self.lines.append(line)
+                super().lineReceived(line)
+
+        clock = task.Clock()
+        recording = [Recording(), Recording(), Recording()]
+        network = MemoryNetwork(Servers(AnswerOnceThenClose(), *recording), clock)
+        session = session_with(network)
+        first = [session.ask(m) for m in (b"a", b"b")]
+        network.flush()
+        self.assertEqual([self.successResultOf(r) for r in first], [b"[o] a", b"[k] b"])
+        waiting = session.ask(b"c")
+        asked_meanwhile = session.ask(b"d")
+        network.flush()
+        self.assertEqual([self.successResultOf(r) for r in (waiting, asked_meanwhile)], [b"[k] c", b"[k] d"])
+        self.assertEqual([server.lines for server in recording], [[b"b\r"], [b"c\r"], [b"d\r"]])
+
     def test_connection_after_close_is_closed(self) -> None:
         """
         A connection attempt that cannot be cancelled and delivers its
