@@ -1095,6 +1095,21 @@ class InputLinesTests(SynchronousTestCase):
         self.assertEqual(str(sink.ended[0]), "a line of standard input is longer than 3 bytes")
 
 
+    def test_paused_without_producer(self) -> None:
+        """
+        Fed directly (no transport to pause), a paused L{InputLines} holds
+        its line and hands it out when resumed.
+        """
+        sink = Sink()
+        lines = InputLines(sink)
+        lines.pauseProducing()
+        lines.dataReceived(b"a\n")
+        self.assertEqual(sink.messages, [])
+        lines.resumeProducing()
+        self.assertEqual(sink.messages, [b"a"])
+        self.assertEqual(sink.ended, [])
+
+
 class AnswerOnceThenClose(LineReceiver):
     """
     Answers the first line with C{[o] LINE}; closes, unanswered, when the
