@@ -545,7 +545,8 @@ class TwistedInternalsCanary(SynchronousTestCase):
         """
         L{_tls.missing_internals} tells each change it looks for:
         C{_shutdownTLS} gone or taking arguments, C{_flushReceiveBIO} no
-        longer calling it or C{_tlsShutdownFinished}, a factory that takes
+        longer calling it or C{_tlsShutdownFinished}, C{_flushSendBIO}
+        gone, C{_tlsShutdownFinished} gone or changed, a factory that takes
         no clock.
         """
 
@@ -576,6 +577,28 @@ class TwistedInternalsCanary(SynchronousTestCase):
             (Gone, "TLSMemoryBIOProtocol._shutdownTLS(self) is gone or changed"),
             (Changed, "TLSMemoryBIOProtocol._shutdownTLS(self) is gone or changed"),
             (NotCalled, "TLSMemoryBIOProtocol._flushReceiveBIO no longer calls _shutdownTLS"),
+        ):
+            self.patch(_tls, "TLSMemoryBIOProtocol", fake)
+            self.assertEqual(_tls.missing_internals(), why)
+
+        class NoSendFlush(NoFinish):
+            def _flushReceiveBIO(self) -> None:
+                self._shutdownTLS()
+                self._tlsShutdownFinished(None)
+
+            def _tlsShutdownFinished(self, reason: object) -> None:
+                pass
+
+        class FinishChanged(NoSendFlush):
+            def _flushSendBIO(self) -> None:
+                pass
+
+            def _tlsShutdownFinished(self) -> None:  # type: ignore[override]
+                pass
+
+        for fake, why in (
+            (NoSendFlush, "TLSMemoryBIOProtocol._flushSendBIO is gone"),
+            (FinishChanged, "TLSMemoryBIOProtocol._tlsShutdownFinished(self, reason) is gone or changed"),
         ):
             self.patch(_tls, "TLSMemoryBIOProtocol", fake)
             self.assertEqual(_tls.missing_internals(), why)
