@@ -23,5 +23,5 @@ class EndingTests(SynchronousTestCase):
         for ending in Ending:
             self.assertEqual(str(ending), ending.value)
             self.assertEqual(f"{ending}", ending.value)
-            self.assertEqual("closed ({reason})".format(reason=ending), f"closed ({ending.value})")
+            self.assertEqual(f"closed ({ending})", f"closed ({ending.value})")
         self.assertEqual(str(Ending.IDLE_TIMEOUT), "idle timeout")
