@@ -1094,7 +1094,6 @@ class InputLinesTests(SynchronousTestCase):
         self.assertIsInstance(sink.ended[0], InputTooLongError)
         self.assertEqual(str(sink.ended[0]), "a line of standard input is longer than 3 bytes")
 
-
     def test_paused_without_producer(self) -> None:
         """
         Fed directly (no transport to pause), a paused L{InputLines} holds
