@@ -170,6 +170,18 @@ class TrustRootsTests(SynchronousTestCase):
         empty.mkdir()
         self.assert_refused(empty, f"trustRoots={empty} holds no certificate (*.pem); put your CA's certificate there")
 
+    def test_unreadable(self) -> None:
+        """
+        A certificate in the directory that cannot be read (permissions):
+        one line with the system's reason.
+        """
+
+        def cannot_read(path: Path) -> bytes:
+            raise PermissionError(13, "Permission denied", str(path))
+
+        self.patch(Path, "read_bytes", cannot_read)
+        self.assert_refused(self.ca_path.parent, f"cannot read trustRoots={self.ca_path.parent}: Permission denied")
+
 
 class DescriptionTests(SynchronousTestCase):
     """
