@@ -336,6 +336,17 @@ class MainTests(SynchronousTestCase):
         e = self.assertRaises(SystemExit, main, ["--version"])
         self.assertEqual(e.code, 0)
 
+    def test_no_standard_output_to_flush(self) -> None:
+        """
+        L{stdout_may_close} around work done with descriptor 1 closed
+        (C{sys.stdout} is L{None}): nothing to flush, no error.
+        """
+        from tsecho._cli import stdout_may_close
+
+        self.patch(sys, "stdout", None)
+        with stdout_may_close():
+            pass
+
     def test_module_import_runs_nothing(self) -> None:
         """
         Importing C{tsecho.client.__main__} (as tools that scan modules do)
