@@ -1094,6 +1094,20 @@ class InputLinesTests(SynchronousTestCase):
         self.assertIsInstance(sink.ended[0], InputTooLongError)
         self.assertEqual(str(sink.ended[0]), "a line of standard input is longer than 3 bytes")
 
+    def test_paused_without_producer(self) -> None:
+        """
+        Fed directly (no transport to pause), a paused L{InputLines} holds
+        its line and hands it out when resumed.
+        """
+        sink = Sink()
+        lines = InputLines(sink)
+        lines.pauseProducing()
+        lines.dataReceived(b"a\n")
+        self.assertEqual(sink.messages, [])
+        lines.resumeProducing()
+        self.assertEqual(sink.messages, [b"a"])
+        self.assertEqual(sink.ended, [])
+
 
 class AnswerOnceThenClose(LineReceiver):
     """
@@ -1174,6 +1188,34 @@ class EchoSessionEdgeTests(SynchronousTestCase):
         assert last.transport is not None
         self.assertFalse(last.transport.disconnected)  # type: ignore[attr-defined]
         self.assertEqual(clock.getDelayedCalls(), [])  # nothing outstanding: no reply timer
+
+    def test_one_message_per_connection_asked_while_waiting(self) -> None:
+        """
+        Once sending one message per connection, a message asked while the
+        previous one waits for its answer waits too: it goes on a
+        connection of its own after that answer, never on the waiting one.
+        """
+
+        class Recording(AnswerAll):
+            def connectionMade(self) -> None:
+                self.lines: list[bytes] = []
+
+            def lineReceived(self, line: bytes) -> None:
+                self.lines.append(line)
+                super().lineReceived(line)
+
+        clock = task.Clock()
+        recording = [Recording(), Recording(), Recording()]
+        network = MemoryNetwork(Servers(AnswerOnceThenClose(), *recording), clock)
+        session = session_with(network)
+        first = [session.ask(m) for m in (b"a", b"b")]
+        network.flush()
+        self.assertEqual([self.successResultOf(r) for r in first], [b"[o] a", b"[k] b"])
+        waiting = session.ask(b"c")
+        asked_meanwhile = session.ask(b"d")
+        network.flush()
+        self.assertEqual([self.successResultOf(r) for r in (waiting, asked_meanwhile)], [b"[k] c", b"[k] d"])
+        self.assertEqual([server.lines for server in recording], [[b"b\r"], [b"c\r"], [b"d\r"]])
 
     def test_connection_after_close_is_closed(self) -> None:
         """

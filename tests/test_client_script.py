@@ -45,6 +45,7 @@ from tsecho.client._command import (
     Asker,
     ClientOptions,
     Conversation,
+    StopSignal,
     Terminal,
     _isatty,
     main,
@@ -325,6 +326,66 @@ class MainTests(SynchronousTestCase):
         e = self.assertRaises(SystemExit, main, ["--version"])
         self.assertEqual(e.code, 0)
         self.assertEqual(stdout.getvalue(), f"tsecho-client {__version__}\n")
+
+    def test_version_without_standard_output(self) -> None:
+        """
+        Started with descriptor 1 closed (C{sys.stdout} is L{None}),
+        C{--version} still exits 0, without a traceback.
+        """
+        self.patch(sys, "stdout", None)
+        e = self.assertRaises(SystemExit, main, ["--version"])
+        self.assertEqual(e.code, 0)
+
+    def test_no_standard_output_to_flush(self) -> None:
+        """
+        L{stdout_may_close} around work done with descriptor 1 closed
+        (C{sys.stdout} is L{None}): nothing to flush, no error.
+        """
+        from tsecho._cli import stdout_may_close
+
+        self.patch(sys, "stdout", None)
+        with stdout_may_close():
+            pass
+
+    def test_module_import_runs_nothing(self) -> None:
+        """
+        Importing C{tsecho.client.__main__} (as tools that scan modules do)
+        does not run the command; only C{python -m tsecho.client} does.
+        """
+        import importlib
+
+        name = "tsecho.client.__main__"
+        previous = sys.modules.pop(name, None)
+        if previous is not None:
+            self.addCleanup(sys.modules.__setitem__, name, previous)
+        self.patch(sys, "argv", ["tsecho-client", "--version"])  # would exit, were it run
+        module = importlib.import_module(name)
+        self.assertTrue(callable(module.main))
+
+
+class StopSignalTests(SynchronousTestCase):
+    """
+    L{StopSignal} wraps the reactor's SIGINT and SIGTERM handlers to
+    remember which signal came, and leaves other dispositions alone.
+    """
+
+    def test_wraps_only_handlers(self) -> None:
+        """
+        A handler the reactor installed is wrapped (and still called); a
+        default or ignored disposition stays as it is.
+        """
+        for number in (signal.SIGINT, signal.SIGTERM):
+            self.addCleanup(signal.signal, number, signal.getsignal(number))
+        called: list[int] = []
+        signal.signal(signal.SIGINT, lambda number, frame: called.append(number))
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        stop_signal = StopSignal()
+        stop_signal.watch()
+        self.assertIs(signal.getsignal(signal.SIGTERM), signal.SIG_DFL)
+        handler = signal.getsignal(signal.SIGINT)
+        assert callable(handler)
+        handler(signal.SIGINT, None)
+        self.assertEqual((stop_signal.number, called), (signal.SIGINT, [signal.SIGINT]))
 
 
 class RunTests(SynchronousTestCase):

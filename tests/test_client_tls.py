@@ -170,6 +170,18 @@ class TrustRootsTests(SynchronousTestCase):
         empty.mkdir()
         self.assert_refused(empty, f"trustRoots={empty} holds no certificate (*.pem); put your CA's certificate there")
 
+    def test_unreadable(self) -> None:
+        """
+        A certificate in the directory that cannot be read (permissions):
+        one line with the system's reason.
+        """
+
+        def cannot_read(path: Path) -> bytes:
+            raise PermissionError(13, "Permission denied", str(path))
+
+        self.patch(Path, "read_bytes", cannot_read)
+        self.assert_refused(self.ca_path.parent, f"cannot read trustRoots={self.ca_path.parent}: Permission denied")
+
 
 class DescriptionTests(SynchronousTestCase):
     """
@@ -374,3 +386,140 @@ async def test_unverifiable_server_refused(pki: dict[str, Path], server: str, co
     )
     assert (status, stderr, stdout) == (FAILED, f"tsecho-client: {line.format(port=port)}\n", b"")
     assert lines == [0]
+
+
+class ClientCertificateTests(SynchronousTestCase):
+    """
+    C{certificate=} (with or without C{privateKey=}) is loaded as Twisted's
+    C{tls:} loads it; one that is no certificate and key is one line.
+    """
+
+    def setUp(self) -> None:
+        self.directory = Path(tempfile.mkdtemp(prefix="tsecho-client-cert-"))
+        self.addCleanup(shutil.rmtree, self.directory)
+        leaf = trustme.CA().issue_cert("client.test")
+        self.combined = self.directory / "combined.pem"
+        leaf.private_key_and_cert_chain_pem.write_to_path(str(self.combined))
+        self.certificate, self.key = self.directory / "cert.pem", self.directory / "key.pem"
+        leaf.cert_chain_pems[0].write_to_path(str(self.certificate))
+        leaf.private_key_pem.write_to_path(str(self.key))
+        self.garbage = self.directory / "garbage.pem"
+        self.garbage.write_text("not PEM at all\n")
+
+    def test_loaded(self) -> None:
+        """
+        A file holding both, or a certificate and its key apart: an endpoint.
+        """
+        for options in (
+            f"certificate={escape(self.combined)}",
+            f"certificate={escape(self.certificate)}:privateKey={escape(self.key)}",
+        ):
+            endpoint = client_from_string(MemoryReactorClock(), f"tls:localhost:1:{options}")
+            self.assertTrue(IStreamClientEndpoint.providedBy(endpoint), options)
+
+    def test_not_a_certificate(self) -> None:
+        """
+        A file that is no PEM certificate and key, alone or with
+        C{privateKey=}: one line naming what was given, status 1.
+        """
+        for options, named in (
+            (f"certificate={escape(self.garbage)}", f"certificate={self.garbage}"),
+            (
+                f"certificate={escape(self.certificate)}:privateKey={escape(self.garbage)}",
+                f"certificate={self.certificate} and privateKey={self.garbage}",
+            ),
+        ):
+            status, stdout, stderr = client(MemoryReactorClock(), "--connect", f"tls:localhost:1:{options}", "hi")
+            self.assertEqual(self.successResultOf(status), FAILED)
+            self.assertEqual(stderr.getvalue(), f"tsecho-client: {named}: not a PEM certificate and its private key\n")
+            self.assertEqual(stdout.getvalue(), b"")
+
+
+class RecordingConnection:
+    """
+    Stands in for pyOpenSSL's connection: keeps the verify callback.
+    """
+
+    def set_verify(self, mode: int, callback: Any) -> None:
+        self.verify = callback
+
+
+class RecordingCreator:
+    """
+    Stands in for what L{optionsForClientTLS} makes.
+    """
+
+    def clientConnectionForTLS(self, tlsProtocol: Any) -> RecordingConnection:  # noqa: N803
+        return RecordingConnection()
+
+
+class FailingTLS:
+    """
+    Stands in for the TLS protocol: keeps each verification failure.
+    """
+
+    def __init__(self) -> None:
+        self.failures: list[str] = []
+
+    def failVerification(self, reason: Any) -> None:
+        self.failures.append(str(reason.value))
+
+
+class ChainProblemTests(SynchronousTestCase):
+    """
+    The certificate check says in words what OpenSSL found wrong with the
+    chain, and fails the handshake once.
+    """
+
+    def check(self, error: int, trust_roots_given: bool = False) -> FailingTLS:
+        """
+        Run the verify callback of one connection on a chain certificate
+        (depth 1) that OpenSSL refused with C{error}, twice.
+        """
+        from tsecho.client._tls import IdentityCheckingCreator
+
+        creator = IdentityCheckingCreator(
+            RecordingCreator(),  # type: ignore[arg-type]
+            "example.test",
+            "example.test:8443",
+            trust_roots_given,
+        )
+        tls = FailingTLS()
+        connection: Any = creator.clientConnectionForTLS(tls)
+        self.assertFalse(connection.verify(connection, None, error, 1, 0))
+        self.assertFalse(connection.verify(connection, None, error, 1, 0))
+        return tls
+
+    def test_reasons(self) -> None:
+        """
+        Untrusted (with or without C{trustRoots=}), expired, not yet valid,
+        or any other OpenSSL error: each its own reason and remedy, reported
+        once however often OpenSSL calls back.
+        """
+        server = "cannot verify the TLS server example.test:8443"
+        for error, trust_roots_given, line in (
+            (
+                20,
+                True,
+                f"{server}: its certificate is not signed by a CA you trust; "
+                "put the certificate of the CA that signed it in the trustRoots directory",
+            ),
+            (
+                20,
+                False,
+                f"{server}: its certificate is not signed by a CA you trust; "
+                "add trustRoots=DIR, a directory holding your CA's certificate (*.pem)",
+            ),
+            (10, False, f"{server}: its certificate has expired; the server needs a new one"),
+            (
+                9,
+                False,
+                f"{server}: its certificate is not valid yet; check the clocks, or give the server a valid one",
+            ),
+            (
+                7,
+                False,
+                f"{server}: its certificate failed OpenSSL's check (error 7); check the server's certificate",
+            ),
+        ):
+            self.assertEqual(self.check(error, trust_roots_given).failures, [line])

@@ -17,7 +17,7 @@ import pytest
 import pytest_twisted
 from hypothesis import given
 from hypothesis import strategies as st
-from twisted.internet import defer, error
+from twisted.internet import defer, error, task
 from twisted.internet.address import IPv4Address
 from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.task import Clock
@@ -360,6 +360,62 @@ class StaleSocketTests(SynchronousTestCase):
         with pytest.raises(DatagramListenError, match="exists and is not a socket"):
             remove_stale_socket(self.path)
         self.assertEqual(Path(self.path).read_text(), "precious")
+
+
+class BindingReactor:
+    """
+    A reactor whose C{listenUNIXDatagram} binds a real socket at the path
+    (so that the file exists, as Twisted's would make it) and returns a
+    L{FakePort}.
+    """
+
+    def __init__(self, test: SynchronousTestCase) -> None:
+        self.test = test
+
+    def listenUNIXDatagram(self, path: str, protocol: object, **kwargs: object) -> FakePort:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.test.addCleanup(sock.close)
+        sock.bind(path)
+        return FakePort()
+
+
+class SocketFileCleanupTests(SynchronousTestCase):
+    """
+    A C{unix-datagram:} listener removes its socket file when it stops, but
+    only its own: never a newer server's file at that path.
+    """
+
+    def setUp(self) -> None:
+        directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, directory)
+        self.path = os.path.join(directory, "s")
+        protocol = TimestampDatagram(Timestamper(), task.Clock(), quiet=True)
+        self.listener = unix_datagram_listener(BindingReactor(self), self.path, protocol)  # type: ignore[arg-type]
+        self.listener.privilegedStartService()
+
+    def test_own_file_removed(self) -> None:
+        """
+        The file it bound is removed once it stopped.
+        """
+        self.successResultOf(self.listener.stopService())  # type: ignore[arg-type]
+        self.assertFalse(os.path.exists(self.path))
+
+    def test_newer_file_kept(self) -> None:
+        """
+        A file another server bound at the path meanwhile stays.
+        """
+        os.unlink(self.path)
+        BindingReactor(self).listenUNIXDatagram(self.path, None)
+        self.successResultOf(self.listener.stopService())  # type: ignore[arg-type]
+        self.assertTrue(os.path.exists(self.path))
+
+    def test_file_already_gone(self) -> None:
+        """
+        A file someone else removed already: nothing to do, no error.
+        """
+        os.unlink(self.path)
+        self.successResultOf(self.listener.stopService())  # type: ignore[arg-type]
+        self.assertFalse(os.path.exists(self.path))
 
 
 class Receiver(DatagramProtocol):

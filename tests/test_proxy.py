@@ -18,7 +18,7 @@ import twisted
 from twisted.internet import endpoints
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import IHalfCloseableProtocol
-from twisted.internet.protocol import connectionDone
+from twisted.internet.protocol import Factory, connectionDone
 from twisted.internet.testing import MemoryReactor
 from twisted.logger import LogEvent, capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
@@ -198,6 +198,27 @@ class WrapperTests(SynchronousTestCase):
         inner = wrapper.wrappedProtocol
         assert isinstance(inner, TimestampEcho)
         self.assertEqual(inner.factory.connections, set())
+
+    def test_write_connection_lost_before_header_closes(self) -> None:
+        """
+        Our sending side shut before the header is complete: the connection
+        closes; the wrapped protocol, never connected, hears nothing.
+        """
+        wrapper, transport, factory = self.connect()
+        wrapper.dataReceived(b"PROXY TCP4 192.0")
+        wrapper.writeConnectionLost()
+        self.assertFalse(transport.connected)
+        self.assertEqual(transport.value(), b"")
+        self.assertEqual(factory.protocols, {})
+
+    def test_clock_without_wrapped_clock(self) -> None:
+        """
+        A wrapped factory without a C{clock} of its own: the header is timed
+        on the global reactor.
+        """
+        from twisted.internet import reactor
+
+        self.assertIs(ProxyWrappingFactory(Factory()).clock, reactor)
 
     def test_no_header_refused(self) -> None:
         """

@@ -59,6 +59,34 @@ class FailTests(SynchronousTestCase):
         startup.release_stderr()
         self.assertEqual(os.read(reader, 1000), b"")
 
+    def test_keeps_the_first_copy_only(self) -> None:
+        """
+        Kept twice (C{makeService} called again): only the first is copied,
+        the line is written to it once, and then it is closed.
+        """
+        first_reader, first = os.pipe()
+        second_reader, second = os.pipe()
+        for fd in (first_reader, second_reader):
+            self.addCleanup(os.close, fd)
+        startup.keep_stderr(first)
+        startup.keep_stderr(second)
+        os.close(first)
+        os.close(second)
+        os.set_blocking(second_reader, False)  # a copy held open would raise BlockingIOError
+        self.assertEqual(os.read(second_reader, 1000), b"")  # no copy of the second is held
+        startup.fail("tsecho: no")
+        self.assertEqual(os.read(first_reader, 1000), b"tsecho: no\n")
+        self.assertEqual(os.read(first_reader, 1000), b"")
+
+    def test_no_stderr_at_all(self) -> None:
+        """
+        Started without a standard error (C{sys.__stderr__} is L{None}) and
+        none kept: the line is only logged, and the error still returned.
+        """
+        self.patch(sys, "__stderr__", None)
+        error = startup.fail("tsecho: no")
+        self.assertEqual(str(error), "tsecho: no")
+
 
 @pytest.fixture
 def busy_port() -> Iterator[int]:

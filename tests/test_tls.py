@@ -25,6 +25,7 @@ from twisted.internet.ssl import Certificate, PrivateCertificate
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
 from tsecho import listeners
 from tsecho._proxy import ProxyWrappingFactory
@@ -300,6 +301,46 @@ class RouteTests(SynchronousTestCase):
         client.flush()
         self.assertEqual(client.receive(), (EXAMPLE_STAMP + b"first\n" + EXAMPLE_STAMP + b"last\r\n", True))
 
+    def test_fin_after_close_notify(self) -> None:
+        """
+        A TCP FIN after the client's C{close_notify}, while the wrapped
+        protocol still answers: it was told of the end of input once, at
+        the C{close_notify}, and is not told again.
+        """
+
+        @implementer(IHalfCloseableProtocol)
+        class StillAnswering(Protocol):
+            ends = 0
+
+            def readConnectionLost(self) -> None:
+                self.ends += 1  # and keeps the connection open, still answering
+
+            def writeConnectionLost(self) -> None:
+                pass
+
+        server, client = self.connect(Factory.forProtocol(StillAnswering))
+        assert isinstance(server, _tls.HalfCloseTLSProtocol)
+        client.connection.shutdown()
+        client.flush()
+        inner = server.wrappedProtocol
+        assert isinstance(inner, StillAnswering)
+        self.assertEqual(inner.ends, 1)
+        server.readConnectionLost()
+        self.assertEqual(inner.ends, 1)
+        assert isinstance(server.transport, StringTransport)
+        self.assertFalse(server.transport.disconnecting)
+
+    def test_sending_side_shut(self) -> None:
+        """
+        Our TCP sending side shut (C{writeConnectionLost}): TLS can send
+        nothing more, so the connection closes.
+        """
+        server, _client = self.connect(make_factory())
+        assert isinstance(server, _tls.HalfCloseTLSProtocol)
+        server.writeConnectionLost()
+        assert isinstance(server.transport, StringTransport)
+        self.assertTrue(server.transport.disconnecting)
+
     def test_close_notify_while_paused(self) -> None:
         """
         A connection that back-pressure paused (its TCP transport, through
@@ -545,7 +586,8 @@ class TwistedInternalsCanary(SynchronousTestCase):
         """
         L{_tls.missing_internals} tells each change it looks for:
         C{_shutdownTLS} gone or taking arguments, C{_flushReceiveBIO} no
-        longer calling it or C{_tlsShutdownFinished}, a factory that takes
+        longer calling it or C{_tlsShutdownFinished}, C{_flushSendBIO}
+        gone, C{_tlsShutdownFinished} gone or changed, a factory that takes
         no clock.
         """
 
@@ -576,6 +618,28 @@ class TwistedInternalsCanary(SynchronousTestCase):
             (Gone, "TLSMemoryBIOProtocol._shutdownTLS(self) is gone or changed"),
             (Changed, "TLSMemoryBIOProtocol._shutdownTLS(self) is gone or changed"),
             (NotCalled, "TLSMemoryBIOProtocol._flushReceiveBIO no longer calls _shutdownTLS"),
+        ):
+            self.patch(_tls, "TLSMemoryBIOProtocol", fake)
+            self.assertEqual(_tls.missing_internals(), why)
+
+        class NoSendFlush(NoFinish):
+            def _flushReceiveBIO(self) -> None:
+                self._shutdownTLS()
+                self._tlsShutdownFinished(None)
+
+            def _tlsShutdownFinished(self, reason: object) -> None:
+                pass
+
+        class FinishChanged(NoSendFlush):
+            def _flushSendBIO(self) -> None:
+                pass
+
+            def _tlsShutdownFinished(self) -> None:  # type: ignore[override]
+                pass
+
+        for fake, why in (
+            (NoSendFlush, "TLSMemoryBIOProtocol._flushSendBIO is gone"),
+            (FinishChanged, "TLSMemoryBIOProtocol._tlsShutdownFinished(self, reason) is gone or changed"),
         ):
             self.patch(_tls, "TLSMemoryBIOProtocol", fake)
             self.assertEqual(_tls.missing_internals(), why)

@@ -443,32 +443,12 @@ async def run(
     return status
 
 
-def _feed(conversation: Conversation, options: ClientOptions, terminal: Terminal) -> None:
+def _start(reactor: Any, asker: Asker, options: ClientOptions, terminal: Terminal) -> Conversation:
     """
-    Give C{conversation} the messages of the command line, or else standard input's lines.
+    Start the conversation with C{asker}: prompt if standard input is a
+    terminal (and no message was given), and give it the messages of the
+    command line, or else standard input's lines.
     """
-    if options.messages:
-        for message in options.messages:
-            conversation.message(message)
-        conversation.end_of_input()
-    else:
-        conversation.input = InputLines(conversation)
-        conversation.start()
-        terminal.read_input(conversation.input)
-
-
-async def _converse(
-    reactor: Any,
-    options: ClientOptions,
-    terminal: Terminal,
-    make_asker: Callable[[Any, ClientOptions], Asker],
-) -> tuple[ClientError | None, int]:
-    try:
-        asker = make_asker(reactor, options)
-    except BadEndpointError as e:
-        return e, USAGE
-    except ClientError as e:  # e.g. a TLS trust-roots directory that cannot be used
-        return e, FAILED
 
     def prompt() -> None:
         terminal.stderr.write(PROMPT)
@@ -483,7 +463,30 @@ async def _converse(
         "shutdown",
         lambda: conversation.interrupt(TerminatedError() if terminal.stop_signal() == signal.SIGTERM else None),
     )
-    _feed(conversation, options, terminal)
+    if options.messages:
+        for message in options.messages:
+            conversation.message(message)
+        conversation.end_of_input()
+    else:
+        conversation.input = InputLines(conversation)
+        conversation.start()
+        terminal.read_input(conversation.input)
+    return conversation
+
+
+async def _converse(
+    reactor: Any,
+    options: ClientOptions,
+    terminal: Terminal,
+    make_asker: Callable[[Any, ClientOptions], Asker],
+) -> tuple[ClientError | None, int]:
+    try:
+        asker = make_asker(reactor, options)
+    except BadEndpointError as e:
+        return e, USAGE
+    except ClientError as e:  # e.g. a TLS trust-roots directory that cannot be used
+        return e, FAILED
+    conversation = _start(reactor, asker, options, terminal)
     error = await conversation.done
     if conversation.at_prompt:
         terminal.stderr.write("\n")  # after "> " and the terminal's ^C or ^D

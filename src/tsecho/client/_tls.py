@@ -119,15 +119,7 @@ def client_from_string(reactor: Any, description: str) -> Any:
     args, kwargs = split_description(description)
     if not args or args[0].lower() != PREFIX:
         return endpoints.clientFromString(reactor, description)
-    positional = dict(zip(("host", "port"), args[1:]))
-    if len(args) > 3 or set(positional) & set(kwargs):
-        raise ValueError("tls: takes HOST and PORT once each")
-    kwargs.update(positional)
-    unknown = sorted(set(kwargs) - _TLS_OPTIONS)
-    if unknown:
-        raise ValueError(f"unknown tls: option {unknown[0]}")
-    if "host" not in kwargs or "port" not in kwargs:
-        raise ValueError("tls: needs a host and a port")
+    kwargs = _tls_arguments(args, kwargs)
     host, port = kwargs["host"], _number(kwargs["port"], "port")
     trusted = load_trust_roots(kwargs["trustRoots"]) if "trustRoots" in kwargs else None
     identity = _load_client_certificate(kwargs.get("certificate"), kwargs.get("privateKey"))
@@ -145,6 +137,26 @@ def client_from_string(reactor: Any, description: str) -> Any:
             reactor, host, port, _number(kwargs.get("timeout", "30"), "timeout"), None if bind is None else (bind, 0)
         )
     return endpoints.wrapClientTLS(creator, inner)
+
+
+def _tls_arguments(args: list[str], kwargs: dict[str, str]) -> dict[str, str]:
+    """
+    The options of a C{tls:} description, C{HOST} and C{PORT} given by
+    position or by name.
+
+    @raise ValueError: for a positional argument too many, an option given
+        twice or unknown, or a missing host or port.
+    """
+    positional = dict(zip(("host", "port"), args[1:]))
+    if len(args) > 3 or set(positional) & set(kwargs):
+        raise ValueError("tls: takes HOST and PORT once each")
+    options = {**kwargs, **positional}
+    unknown = sorted(set(options) - _TLS_OPTIONS)
+    if unknown:
+        raise ValueError(f"unknown tls: option {unknown[0]}")
+    if "host" not in options or "port" not in options:
+        raise ValueError("tls: needs a host and a port")
+    return options
 
 
 def _number(text: str, name: str) -> int:
@@ -311,11 +323,10 @@ class IdentityCheckingCreator:
 def _names(certificate: x509.Certificate) -> list[str]:
     """
     The DNS names and IP addresses in C{certificate}'s subjectAltName,
-    escaped for the terminal.
+    escaped for the terminal.  (Asked only after C{service_identity} raised
+    C{VerificationError}: without a subjectAltName it raises
+    C{CertificateError} instead.)
     """
-    try:
-        names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return []
+    names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     listed = [*names.get_values_for_type(x509.DNSName), *map(str, names.get_values_for_type(x509.IPAddress))]
     return [escape(name) for name in listed]  # the server chose them

@@ -1,0 +1,241 @@
+"""
+L{tsecho.workers.WorkerPool} in the corners that the main tests of
+C{test_workers.py} do not reach: workers that cannot be spawned, restarts
+asked at the wrong time, workers gone before they are told to stop, and the
+main process's own start-up checks.  All in memory (fake processes, a clock).
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import error
+from twisted.logger import capturedLogs, formatEvent
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from test_workers import FakeListeners, FakeProcess, ProcessReactor, event_line
+from tsecho._startup import StartupError
+from tsecho.worker import READY
+from tsecho.workers import State, WorkerPool, _check_command, describe_exit
+
+
+class CannotSpawn(ProcessReactor):
+    """
+    A reactor whose C{spawnProcess} fails, as it does when the worker's
+    executable is gone.
+    """
+
+    def spawnProcess(self, protocol: Any, executable: str, args: list[str], **kwargs: Any) -> FakeProcess:
+        raise OSError(2, "No such file or directory")
+
+
+class GoneProcess(FakeProcess):
+    """
+    A process that has exited already, its end not yet reported.
+    """
+
+    def signalProcess(self, name: str) -> None:
+        raise error.ProcessExitedAlready()
+
+
+class SupervisionTests(SynchronousTestCase):
+    """
+    L{WorkerPool} with fake processes and a clock.
+    """
+
+    def make_pool(
+        self, reactor: ProcessReactor | None = None, listeners: Any = None, metrics_dir: str | None = None
+    ) -> tuple[WorkerPool, ProcessReactor]:
+        reactor = reactor or ProcessReactor()
+        pool = WorkerPool(
+            listeners or FakeListeners(reactor),
+            2,
+            ["--listen", "tcp:1"],
+            reactor,
+            5,
+            command=["worker"],
+            check=lambda args: None,
+            metrics_dir=metrics_dir,
+        )
+        self.addCleanup(signal.signal, signal.SIGHUP, signal.getsignal(signal.SIGHUP))
+        return pool, reactor
+
+    def serve(self, reactor: ProcessReactor, index: int) -> None:
+        reactor.spawned[index]["protocol"].childDataReceived(1, event_line(log_format="serving", **{READY: True}))
+
+    def end(self, reactor: ProcessReactor, index: int, **status: Any) -> None:
+        reactor.spawned[index]["protocol"].processEnded(Failure(error.ProcessTerminated(**status)))
+
+    def test_unknown_signal(self) -> None:
+        """
+        A signal number without a name is still said.
+        """
+        self.assertEqual(describe_exit(Failure(error.ProcessTerminated(signal=200))), "killed by signal 200")
+
+    def test_start_opens_listeners(self) -> None:
+        """
+        C{startService} alone (no privileged start first) opens the
+        listeners, then starts the workers on them.
+        """
+        pool, reactor = self.make_pool()
+        pool.startService()
+        self.assertEqual(len(reactor.spawned), 2)
+        self.assertEqual(reactor.spawned[0]["childFDs"], {0: "w", 1: "r", 2: "r", 3: 7, 4: 8})
+
+    def test_listeners_not_open_at_once(self) -> None:
+        """
+        A listener that does not open when started (none of tsecho's
+        does) fails start-up with one line.
+        """
+        reactor = ProcessReactor()
+        listeners = FakeListeners(reactor)
+        listeners.endpoints.append(("tcp:2", None))
+        pool, _ = self.make_pool(reactor, listeners)
+        with self.assertRaises(StartupError) as raised:
+            pool.privilegedStartService()
+        self.assertEqual(str(raised.exception), "tsecho: --workers needs listeners that open at once")
+
+    def test_listener_fails_metrics_dir_removed(self) -> None:
+        """
+        A listener that cannot open fails start-up as it would alone, and
+        the metrics directory made for the workers is removed.
+        """
+        metrics_dir = Path(self.mktemp())
+        metrics_dir.mkdir()
+        reactor = ProcessReactor()
+        listeners = FakeListeners(reactor)
+
+        def cannot_listen() -> None:
+            raise StartupError("tsecho: cannot listen on tcp:1: in use")
+
+        listeners.privilegedStartService = cannot_listen  # type: ignore[method-assign]
+        pool, _ = self.make_pool(reactor, listeners, str(metrics_dir))
+        self.assertRaises(StartupError, pool.privilegedStartService)
+        self.assertFalse(metrics_dir.exists())
+
+    def test_cannot_spawn(self) -> None:
+        """
+        A worker that cannot even be spawned is logged with the system's
+        reason, as exit status 127, and tried again after the back-off.
+        """
+        pool, reactor = self.make_pool(CannotSpawn())
+        pool.privilegedStartService()
+        with capturedLogs() as events:
+            pool.startService()
+        texts = [formatEvent(e) for e in events if "exited unexpectedly" in formatEvent(e)]
+        self.assertEqual(len(texts), 2)
+        self.assertIn("(exit status 127: [Errno 2] No such file or directory); starting another in 0.5 s", texts[0])
+        self.assertEqual(pool.workers, [])
+        self.assertEqual(len([c for c in reactor.getDelayedCalls() if c.active()]), 2)
+
+    def test_ready_twice_or_late(self) -> None:
+        """
+        A worker that says it serves twice is counted once (a rolling
+        restart drains the old worker once); one that says it once it was
+        asked to drain stays draining.
+        """
+        pool, reactor = self.make_pool()
+        pool.privilegedStartService()
+        pool.startService()
+        self.serve(reactor, 0)
+        self.serve(reactor, 1)
+        pool.restart()
+        self.serve(reactor, 2)
+        self.serve(reactor, 2)
+        self.assertEqual(reactor.spawned[0]["process"].signals, ["TERM"])
+        self.assertEqual(len(reactor.spawned), 4)
+        pool.stopService()
+        self.serve(reactor, 3)
+        self.assertEqual({worker.state for worker in pool.workers}, {State.DRAINING})
+
+    def test_restart_when_not_running_or_already_restarting(self) -> None:
+        """
+        A restart asked before the pool runs does nothing; one asked while a
+        restart is in progress is logged and does nothing more.
+        """
+        pool, reactor = self.make_pool()
+        with capturedLogs() as events:
+            pool.restart()
+        self.assertEqual((reactor.spawned, list(events)), ([], []))
+        pool.privilegedStartService()
+        pool.startService()
+        self.serve(reactor, 0)
+        self.serve(reactor, 1)
+        pool.restart()
+        with capturedLogs() as events:
+            pool.restart()
+        self.assertEqual([formatEvent(e) for e in events], ["restart already in progress"])
+        self.assertEqual(len(reactor.spawned), 3)
+
+    def test_exit_during_shutdown(self) -> None:
+        """
+        A worker that exits on its own while the pool stops (before it was
+        asked to drain) is logged as such and not replaced.
+        """
+        pool, reactor = self.make_pool()
+        pool.privilegedStartService()
+        pool.startService()
+        pool.running = False  # stopping: stopService has begun
+        with capturedLogs() as events:
+            self.end(reactor, 0, exitCode=3)
+        self.assertEqual(
+            [formatEvent(e) for e in events], ["worker 1 (pid 100) exited during shutdown (exit status 3)"]
+        )
+        reactor.advance(100)
+        self.assertEqual(len(reactor.spawned), 2)
+
+    def test_stop_with_a_worker_gone_already(self) -> None:
+        """
+        Stopping, a worker that has exited already (its end not yet
+        reported) is not waited for with a kill timer; the stop ends once
+        its end is reported.
+        """
+        pool, reactor = self.make_pool()
+        pool.privilegedStartService()
+        pool.startService()
+        reactor.spawned[0]["process"].__class__ = GoneProcess
+        stopped = pool.stopService()
+        self.assertEqual(len([c for c in reactor.getDelayedCalls() if c.active()]), 1)  # the other's kill timer
+        self.end(reactor, 1, exitCode=0)
+        self.assertNoResult(stopped)
+        self.end(reactor, 0, exitCode=0)
+        self.successResultOf(stopped)
+        self.assertEqual([c for c in reactor.getDelayedCalls() if c.active()], [])
+
+    def test_stop_without_workers(self) -> None:
+        """
+        A pool stopped when no worker runs (all died, replacements pending)
+        stops at once, and cancels the replacements.
+        """
+        pool, reactor = self.make_pool()
+        pool.privilegedStartService()
+        pool.startService()
+        self.end(reactor, 0, signal=9)
+        self.end(reactor, 1, signal=9)
+        self.successResultOf(pool.stopService())
+        reactor.advance(100)
+        self.assertEqual(len(reactor.spawned), 2)
+
+
+class CheckCommandTests(SynchronousTestCase):
+    """
+    L{_check_command} runs the worker's check and says why it failed.
+    """
+
+    def test_results(self) -> None:
+        """
+        Success is L{None}; a failure is its last line of error output, or
+        its exit status when it printed none; a command that cannot run is
+        the system's reason.
+        """
+        self.assertIsNone(_check_command([sys.executable, "-c", "pass"]))
+        self.assertEqual(
+            _check_command([sys.executable, "-c", "import sys; sys.exit('first\\nlast')"]),
+            "last",
+        )
+        self.assertEqual(_check_command([sys.executable, "-c", "raise SystemExit(3)"]), "exit status 3")
+        self.assertIn("No such file or directory", _check_command(["/nonexistent/tsecho-worker"]) or "")
