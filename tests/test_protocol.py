@@ -881,6 +881,102 @@ class WriteConnectionLostTests(SynchronousTestCase):
         self.assertEqual(echo.send(b"late\n"), b"")
         self.assertEqual(echo.half_close(), b"")
 
+    def test_leaves_the_idle_table(self) -> None:
+        """
+        The connection is no longer open: the idle timeout no longer
+        applies to it, and no timer is left for it.
+        """
+        echo = connected_echo(timeout=10)
+        echo.protocol.writeConnectionLost()
+        self.assertEqual(echo.clock.getDelayedCalls(), [])
+
+
+class CloseDeadlineTests(SynchronousTestCase):
+    """
+    A closing connection has one deadline at a time, on the factory's
+    clock: C{close_timeout} to send what it owes (then it is cut short),
+    replaced, once its sending side is shut, by C{linger} for the client to
+    close (then it closes anyway).
+    """
+
+    def closing(self, **config: object) -> tuple[EchoConnection, TCPStringTransport]:
+        """
+        A one-shot connection that has answered and started closing, its
+        reply not yet read by the client.
+        """
+        echo = connected_echo(one_shot=True, transport_type=TCPStringTransport, **config)
+        transport = echo.transport
+        assert isinstance(transport, TCPStringTransport)
+        transport.flush_at_once = False
+        self.assertEqual(echo.send(b"x\n"), STAMP + b"x\n")
+        return echo, transport
+
+    def test_linger_replaces_close_timeout(self) -> None:
+        """
+        Once the reply is written, the close's deadline is C{linger} from
+        then, and the C{close_timeout} deadline is gone: the connection is
+        closed politely at the linger's end, not cut short.
+        """
+        echo, transport = self.closing(close_timeout=10, linger=2)
+        self.assertEqual([c.getTime() for c in echo.clock.getDelayedCalls()], [EXAMPLE_TIME + 10])
+        echo.clock.advance(9)
+        transport.finish_writing()
+        self.assertEqual([c.getTime() for c in echo.clock.getDelayedCalls()], [EXAMPLE_TIME + 11])
+        with capturedLogs() as events:
+            echo.clock.advance(1.9)
+            self.assertFalse(transport.disconnecting)
+            echo.clock.advance(0.1)
+        self.assertTrue(transport.disconnecting)
+        self.assertFalse(transport.disconnected)
+        self.assertEqual(protocol_events(events), [])
+        echo.lose()
+        self.assertEqual(echo.clock.getDelayedCalls(), [])
+
+    def test_cut_short_is_aborted(self) -> None:
+        """
+        A close that has not written its reply after C{close_timeout} is
+        aborted, logged as such, and reported as C{aborted}.
+        """
+        with capturedLogs() as events:
+            echo, transport = self.closing(close_timeout=5, linger=2)
+            echo.clock.advance(4.9)
+            self.assertFalse(transport.disconnected)
+            echo.clock.advance(0.1)
+            self.assertTrue(transport.disconnected)
+            echo.lose()
+        warning, summary = protocol_events(events)
+        self.assertEqual(formatEvent(warning), "aborting 127.0.0.1:54321: its replies were not read in time")
+        self.assertEqual(summary["reason"], Ending.ABORTED)
+        self.assertEqual(echo.clock.getDelayedCalls(), [])
+
+    def test_idle_timeout_does_not_apply(self) -> None:
+        """
+        The idle timeout no longer applies to a closing connection: only its
+        deadline does.
+        """
+        echo, transport = self.closing(timeout=1, close_timeout=5)
+        echo.clock.advance(4.9)
+        self.assertFalse(transport.disconnected)
+        self.assertEqual(echo.protocol.ending, Ending.ONE_SHOT)
+
+    def test_busy_refusal_lingers(self) -> None:
+        """
+        A connection refused as busy gets only C{linger} to take its one
+        line, and is closed without a warning.
+        """
+        factory = make_factory(ServerConfig(max_connections=1, linger=2, close_timeout=10))
+        connect(factory)
+        with capturedLogs() as events:
+            busy = connect(factory, transport_type=TCPStringTransport)
+            self.assertEqual(busy.take(), BUSY)
+            assert isinstance(busy.transport, TCPStringTransport)
+            self.assertTrue(busy.transport.write_closed)
+            factory.clock.advance(2)  # type: ignore[attr-defined]
+        self.assertTrue(busy.transport.disconnecting)
+        self.assertFalse(busy.transport.disconnected)
+        [refusal] = protocol_events(events)
+        self.assertIn("busy", refusal["log_format"])
+
 
 class LingeringCloseTests(SynchronousTestCase):
     """
@@ -955,7 +1051,7 @@ class LingeringCloseTests(SynchronousTestCase):
         self.assertEqual(echo.transport.producerState, "paused")
         echo.protocol.resumeProducing()
         echo.protocol.pauseProducing()
-        echo.protocol.timeoutConnection()
+        echo.protocol.idle_expired()
         self.assertEqual(echo.transport.producerState, "producing")
         self.assertIsNone(echo.transport.producer)
 
