@@ -955,6 +955,7 @@ class CloseDeadlineTests(SynchronousTestCase):
         deadline does.
         """
         echo, transport = self.closing(timeout=1, close_timeout=5)
+        self.assertEqual([c.getTime() for c in echo.clock.getDelayedCalls()], [EXAMPLE_TIME + 5])
         echo.clock.advance(4.9)
         self.assertFalse(transport.disconnected)
         self.assertEqual(echo.protocol.ending, Ending.ONE_SHOT)

@@ -78,26 +78,26 @@ class LineFramer(LineReceiver):
 
     def _frame(self, data: bytes) -> None:
         """
-        Deliver the lines of C{data}, which continues the unfinished line,
-        until they are done or delivery stops; keep what is left unframed.
+        Deliver the lines of C{data} (it continues the unfinished line) until done or stopped; hold the rest.
         """
         limit = self.MAX_LENGTH
         while True:
             lines = data.split(LF, SPLIT_AT_MOST)
             data = lines.pop()  # after the last terminator split off
             if not lines:  # no terminator: all of it continues the unfinished line
-                self._continue_partial(data)
+                if data:
+                    self._partial += data
+                    if len(self._partial) > limit and self._unfinished_too_long():
+                        self._exceeded(bytes(self._partial))
                 return
             if self._partial:
                 lines[0] = b"".join((self._partial, lines[0]))
                 self._partial.clear()
             for index, terminated in enumerate(lines):
                 if terminated[-1:] == CR:
-                    line = terminated[:-1]
-                    self.line_ending = CRLF
+                    line, self.line_ending = terminated[:-1], CRLF
                 else:
-                    line = terminated
-                    self.line_ending = LF
+                    line, self.line_ending = terminated, LF
                 if len(line) > limit:
                     self._exceeded(line)
                     return
@@ -111,16 +111,6 @@ class LineFramer(LineReceiver):
                 ):
                     self._hold(lines[index + 1 :], data)
                     return
-
-    def _continue_partial(self, data: bytes) -> None:
-        """
-        C{data}, which holds no terminator, continues the unfinished line.
-        """
-        if data:
-            partial = self._partial
-            partial += data
-            if len(partial) > self.MAX_LENGTH and self._unfinished_too_long():
-                self._exceeded(bytes(partial))
 
     def _hold(self, lines: list[bytes], tail: bytes) -> None:
         """
