@@ -435,6 +435,18 @@ class ReentrancyTests(SynchronousTestCase):
         framer.dataReceived(b"a\nb\nc")
         self.assertEqual(framer.lines, [(b"a", LF), (b"b", LF), (b"cx", LF), (b"y", CRLF)])
 
+    def test_not_under_line_receivers_names(self) -> None:
+        """
+        L{LineFramer} replaces C{LineReceiver.dataReceived} entirely, and
+        keeps its re-entrancy state under its own name: none of
+        C{LineReceiver}'s private attributes is set, re-entered or not.
+        """
+        framer, _ = connected()
+        framer.on_line = lambda line: framer.dataReceived(b"more\n") if line == b"a" else None
+        framer.dataReceived(b"a\nb\n")
+        self.assertEqual(framer.lines, [(b"a", LF), (b"b", LF), (b"more", LF)])
+        self.assertEqual([name for name in vars(framer) if name.startswith("_") and name in vars(LineReceiver)], [])
+
     def test_reentrant_in_every_slice_size(self) -> None:
         """
         Feeding the stream from C{lineReceived}, one slice per line, gives the
