@@ -426,6 +426,7 @@ class MaxLineTests(SynchronousTestCase):
         self.assertEqual(event["peer"], "127.0.0.1:54321")
         self.assertEqual(event["limit"], 3)
         self.assertEqual(event["length"], 4)
+        self.assertEqual(formatEvent(event), "closing 127.0.0.1:54321: line too long (4 bytes so far, limit 3)")
 
 
 class MaxConnectionsTests(SynchronousTestCase):
@@ -720,6 +721,44 @@ class LoggingTests(SynchronousTestCase):
                     echo.lose()
             summaries = [e for e in protocol_events(events) if e["log_format"] == CONNECTION_CLOSED]
             self.assertEqual([e["reason"] for e in summaries], [expected], expected)
+
+    def test_one_line(self) -> None:
+        """
+        One line answered is C{1 line}; the metrics are told of the
+        connection, how it ended and how long it lasted.
+        """
+        told: list[tuple[object, Ending, float]] = []
+
+        class Recording:
+            def refused(self) -> None:
+                pass
+
+            def closed(self, connection: TimestampEcho, ending: Ending, duration: float) -> None:
+                told.append((connection, ending, duration))
+
+        factory = make_factory()
+        factory.metrics = Recording()
+        with capturedLogs() as events:
+            echo = connect(factory)
+            echo.send(b"x\n")
+            echo.clock.advance(1.5)
+            echo.lose()
+        [closed] = protocol_events(events)
+        self.assertIn("closed after 1 line (client closed)", formatEvent(closed))
+        self.assertEqual(told, [(echo.protocol, Ending.CLIENT_CLOSED, 1.5)])
+
+    def test_first_reason_kept_at_client_end(self) -> None:
+        """
+        A client that ends its input after the server began closing does not
+        change how the connection is reported to have ended.
+        """
+        with capturedLogs() as events:
+            echo = connected_echo(one_shot=True, transport_type=TCPStringTransport)
+            echo.send(b"x\n")
+            echo.half_close()
+            echo.lose()
+        [closed] = protocol_events(events)
+        self.assertEqual(closed["reason"], Ending.ONE_SHOT)
 
     def test_quiet(self) -> None:
         """
@@ -1315,6 +1354,65 @@ class TurnBudgetTests(SynchronousTestCase):
         self.assertEqual(sum(sizes), 100 * 4096 * len(STAMP + b"\n"))
         self.assertGreater(len(sizes), 10)
 
+    def test_lost_while_behind(self) -> None:
+        """
+        A connection lost while it waits for a later turn answers nothing
+        more when that turn comes.
+        """
+        factory = make_factory(ServerConfig(quiet=True))
+        echo = connect(factory)
+        echo.protocol.dataReceived(b"\n" * 4096)
+        echo.take()
+        echo.lose()
+        next_turn(factory.clock)  # type: ignore[arg-type]
+        self.assertEqual(echo.take(), b"")
+        self.assertEqual(factory.clock.getDelayedCalls(), [])  # type: ignore[attr-defined]
+
+
+class TurnSchedulerTests(SynchronousTestCase):
+    """
+    The factory's turns: each gives L{TURN_BUDGET} to the connections that
+    waited first; those it does not reach wait for the next turn, at once.
+    """
+
+    class Waiting:
+        """
+        A connection waiting for a turn, that spends C{cost} of it and then
+        has nothing more to do.
+        """
+
+        def __init__(self, factory: object, cost: int, log: list[str], name: str) -> None:
+            self.factory, self.cost, self.log, self.name = factory, cost, log, name
+
+        def continue_turn(self) -> None:
+            self.factory.turn_room -= self.cost  # type: ignore[attr-defined]
+            self.log.append(self.name)
+
+    def turns(self, *costs: int) -> list[list[str]]:
+        """
+        Which of the connections, with these costs, ran in each turn.
+        """
+        factory = make_factory()
+        log: list[str] = []
+        for name, cost in enumerate(costs):
+            factory.continue_later(self.Waiting(factory, cost, log, str(name)))  # type: ignore[arg-type]
+        turns = []
+        while factory.clock.getDelayedCalls():  # type: ignore[attr-defined]
+            self.assertLessEqual(len(turns), len(costs))
+            self.assertEqual([c.getTime() for c in factory.clock.getDelayedCalls()], [EXAMPLE_TIME])  # type: ignore[attr-defined]
+            next_turn(factory.clock)  # type: ignore[arg-type]
+            turns.append(log[:])
+            log.clear()
+        return turns
+
+    def test_budget_spent(self) -> None:
+        """
+        A turn ends once its budget is spent, exactly; the rest run next.
+        """
+        self.assertEqual(self.turns(TURN_BUDGET, 1), [["0"], ["1"]])
+        self.assertEqual(self.turns(TURN_BUDGET - 1, 1, 1), [["0", "1"], ["2"]])
+        self.assertEqual(self.turns(TURN_BUDGET // 2, TURN_BUDGET, 5, 5), [["0", "1"], ["2", "3"]])
+
 
 class ShutdownWindowTests(SynchronousTestCase):
     """
@@ -1344,6 +1442,7 @@ class ShutdownWindowTests(SynchronousTestCase):
         self.assertEqual(echo.send(b"ght\nlater\n"), b"")
         self.assertEqual(echo.half_close(), b"")
         self.assertTrue(transport.disconnecting)
+        self.assertEqual(echo.protocol.ending, Ending.SHUTDOWN)
 
     def test_lagging_client_drained(self) -> None:
         """

@@ -148,6 +148,32 @@ class DirectSendTests(SynchronousTestCase):
         expected = b"".join(EXAMPLE_STAMP + request for request in [*requests, b"after\n"])
         self.assertEqual(bytes(received), expected)
 
+    def test_send_that_fails_loses_nothing(self) -> None:
+        """
+        A send that fails (the socket's buffer is full: C{EAGAIN}) sent
+        nothing: every byte of the replies goes through the transport.
+        """
+        connection = SocketConnection(self)
+        sock = connection.transport.socket
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        filler = b""
+        try:
+            while True:
+                filler += b"f" * sock.send(b"f" * 4096)
+        except BlockingIOError:
+            pass
+        connection.peer.sendall(b"abc\n")
+        connection.read()
+        self.assertEqual(connection.reactor.getWriters(), [connection.transport])
+        received = b""
+        for _ in range(1000):
+            received += connection.received()
+            connection.write()
+            if not connection.reactor.getWriters():
+                break
+        received += connection.received()
+        self.assertEqual(received, filler + EXAMPLE_STAMP + b"abc\n")
+
 
 class CloseAtOnceTests(SynchronousTestCase):
     """
