@@ -722,6 +722,17 @@ class LoggingTests(SynchronousTestCase):
             summaries = [e for e in protocol_events(events) if e["log_format"] == CONNECTION_CLOSED]
             self.assertEqual([e["reason"] for e in summaries], [expected], expected)
 
+    def test_counts_every_chunk(self) -> None:
+        """
+        Bytes in and out are counted over every chunk, not the last one.
+        """
+        with capturedLogs() as events:
+            echo = connected_echo()
+            replies = echo.send(b"a\n", b"bc\n", b"d")
+            echo.lose()
+        [closed] = protocol_events(events)
+        self.assertEqual((closed["bytes_in"], closed["bytes_out"]), (6, len(replies)))
+
     def test_one_line(self) -> None:
         """
         One line answered is C{1 line}; the metrics are told of the
@@ -1353,6 +1364,20 @@ class TurnBudgetTests(SynchronousTestCase):
         self.assertLessEqual(max(sizes), TURN_BUDGET + REPLY_BUDGET)
         self.assertEqual(sum(sizes), 100 * 4096 * len(STAMP + b"\n"))
         self.assertGreater(len(sizes), 10)
+
+    def test_budget_exactly(self) -> None:
+        """
+        Each reply counts its prefix, its line and two bytes for its
+        terminator against L{REPLY_BUDGET}: the turn ends with the reply that
+        leaves no room, not one before or after.
+        """
+        prefix = len(STAMP)
+        for per_reply, expected in ((64, REPLY_BUDGET // 64), (151, REPLY_BUDGET // 151 + 1)):
+            echo = connected_echo(quiet=True)
+            line = b"x" * (per_reply - prefix - 2)
+            echo.protocol.dataReceived((line + b"\r\n") * (expected + 10))
+            self.assertEqual(echo.take().count(b"\n"), expected, per_reply)
+            self.assertEqual(echo.transport.producerState, "paused")
 
     def test_lost_while_behind(self) -> None:
         """
