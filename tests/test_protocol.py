@@ -459,10 +459,13 @@ class MaxConnectionsTests(SynchronousTestCase):
         factory = make_factory(ServerConfig(max_connections=1, quiet=True))
         connect(factory)
         with capturedLogs() as events:
-            connect(factory).lose()
+            busy = connect(factory)
+            busy.lose()
         [event] = protocol_events(events)
         self.assertEqual(event["log_level"], LogLevel.warn)
         self.assertEqual(event["limit"], 1)
+        self.assertEqual(formatEvent(event), "refused 127.0.0.1:54321: server busy (1 connections)")
+        self.assertEqual(busy.protocol.ending, Ending.BUSY)
 
     def test_slot_freed(self) -> None:
         """
