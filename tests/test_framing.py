@@ -597,7 +597,34 @@ class BufferTests(SynchronousTestCase):
         C{setRawMode} raises: the framer is line-only.
         """
         framer, _ = connected()
-        self.assertRaises(NotImplementedError, framer.setRawMode)
+        error = self.assertRaises(NotImplementedError, framer.setRawMode)
+        self.assertEqual(str(error), "LineFramer has no raw mode")
+
+    def test_cleared_twice(self) -> None:
+        """
+        After C{clearLineBuffer}, the framer holds and clears what comes next
+        as before.
+        """
+        framer, _ = connected()
+        framer.dataReceived(b"first")
+        framer.pauseProducing()
+        framer.dataReceived(b" held\n")
+        self.assertEqual(framer.clearLineBuffer(), b"first held\n")
+        framer.resumeProducing()
+        framer.dataReceived(b"a\nsecond")
+        self.assertEqual(framer.clearLineBuffer(), b"second")
+        self.assertEqual(framer.lines, [(b"a", LF)])
+
+    def test_transport_without_disconnecting(self) -> None:
+        """
+        A transport that has no C{disconnecting} attribute is not one that
+        is disconnecting: every line is delivered.
+        """
+        framer = RecordingFramer()
+        framer.makeConnection(object())  # type: ignore[arg-type]
+        framer.dataReceived(b"a\nb\nlast")
+        framer.deliver_unterminated_line()
+        self.assertEqual(framer.lines, [(b"a", LF), (b"b", LF), (b"last", b"")])
 
 
 class CompactTests(SynchronousTestCase):
