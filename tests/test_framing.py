@@ -581,7 +581,8 @@ class BufferTests(SynchronousTestCase):
 
     def test_clear_line_buffer(self) -> None:
         """
-        C{clearLineBuffer} returns the unfinished line and held data, and forgets them.
+        C{clearLineBuffer} returns the unfinished line and held data, and
+        forgets them; what comes next is held and cleared as before.
         """
         framer, _ = connected()
         framer.dataReceived(b"unfinished")
@@ -591,6 +592,9 @@ class BufferTests(SynchronousTestCase):
         framer.resumeProducing()
         framer.deliver_unterminated_line()
         self.assertEqual(framer.lines, [])
+        framer.dataReceived(b"a\nsecond")
+        self.assertEqual(framer.clearLineBuffer(), b"second")
+        self.assertEqual(framer.lines, [(b"a", LF)])
 
     def test_no_raw_mode(self) -> None:
         """
@@ -599,21 +603,6 @@ class BufferTests(SynchronousTestCase):
         framer, _ = connected()
         error = self.assertRaises(NotImplementedError, framer.setRawMode)
         self.assertEqual(str(error), "LineFramer has no raw mode")
-
-    def test_cleared_twice(self) -> None:
-        """
-        After C{clearLineBuffer}, the framer holds and clears what comes next
-        as before.
-        """
-        framer, _ = connected()
-        framer.dataReceived(b"first")
-        framer.pauseProducing()
-        framer.dataReceived(b" held\n")
-        self.assertEqual(framer.clearLineBuffer(), b"first held\n")
-        framer.resumeProducing()
-        framer.dataReceived(b"a\nsecond")
-        self.assertEqual(framer.clearLineBuffer(), b"second")
-        self.assertEqual(framer.lines, [(b"a", LF)])
 
     def test_transport_without_disconnecting(self) -> None:
         """

@@ -92,6 +92,19 @@ class SocketConnection:
         finally:
             self.peer.settimeout(5)
 
+    def write_all(self) -> bytes:
+        """
+        Let the transport write until it has nothing left, the client
+        reading as it goes; return what the client read.
+        """
+        received = b""
+        for _ in range(1000):
+            received += self.received()
+            self.write()
+            if not self.reactor.getWriters():
+                break
+        return received + self.received()
+
     def received_to_end(self) -> bytes:
         """
         Everything the client reads until the server's end of the stream.
@@ -139,12 +152,7 @@ class DirectSendTests(SynchronousTestCase):
         received += connection.received()  # room on the socket again, replies still in the transport
         connection.peer.sendall(b"after\n")
         connection.read()
-        for _ in range(1000):
-            received += connection.received()
-            connection.write()
-            if not connection.reactor.getWriters():
-                break
-        received += connection.received()
+        received += connection.write_all()
         expected = b"".join(EXAMPLE_STAMP + request for request in [*requests, b"after\n"])
         self.assertEqual(bytes(received), expected)
 
@@ -165,14 +173,7 @@ class DirectSendTests(SynchronousTestCase):
         connection.peer.sendall(b"abc\n")
         connection.read()
         self.assertEqual(connection.reactor.getWriters(), [connection.transport])
-        received = b""
-        for _ in range(1000):
-            received += connection.received()
-            connection.write()
-            if not connection.reactor.getWriters():
-                break
-        received += connection.received()
-        self.assertEqual(received, filler + EXAMPLE_STAMP + b"abc\n")
+        self.assertEqual(connection.write_all(), filler + EXAMPLE_STAMP + b"abc\n")
 
 
 class CloseAtOnceTests(SynchronousTestCase):
