@@ -435,6 +435,18 @@ class ReentrancyTests(SynchronousTestCase):
         framer.dataReceived(b"a\nb\nc")
         self.assertEqual(framer.lines, [(b"a", LF), (b"b", LF), (b"cx", LF), (b"y", CRLF)])
 
+    def test_not_under_line_receivers_names(self) -> None:
+        """
+        L{LineFramer} replaces C{LineReceiver.dataReceived} entirely, and
+        keeps its re-entrancy state under its own name: none of
+        C{LineReceiver}'s private attributes is set, re-entered or not.
+        """
+        framer, _ = connected()
+        framer.on_line = lambda line: framer.dataReceived(b"more\n") if line == b"a" else None
+        framer.dataReceived(b"a\nb\n")
+        self.assertEqual(framer.lines, [(b"a", LF), (b"b", LF), (b"more", LF)])
+        self.assertEqual([name for name in vars(framer) if name.startswith("_") and name in vars(LineReceiver)], [])
+
     def test_reentrant_in_every_slice_size(self) -> None:
         """
         Feeding the stream from C{lineReceived}, one slice per line, gives the
@@ -569,7 +581,8 @@ class BufferTests(SynchronousTestCase):
 
     def test_clear_line_buffer(self) -> None:
         """
-        C{clearLineBuffer} returns the unfinished line and held data, and forgets them.
+        C{clearLineBuffer} returns the unfinished line and held data, and
+        forgets them; what comes next is held and cleared as before.
         """
         framer, _ = connected()
         framer.dataReceived(b"unfinished")
@@ -579,13 +592,28 @@ class BufferTests(SynchronousTestCase):
         framer.resumeProducing()
         framer.deliver_unterminated_line()
         self.assertEqual(framer.lines, [])
+        framer.dataReceived(b"a\nsecond")
+        self.assertEqual(framer.clearLineBuffer(), b"second")
+        self.assertEqual(framer.lines, [(b"a", LF)])
 
     def test_no_raw_mode(self) -> None:
         """
         C{setRawMode} raises: the framer is line-only.
         """
         framer, _ = connected()
-        self.assertRaises(NotImplementedError, framer.setRawMode)
+        error = self.assertRaises(NotImplementedError, framer.setRawMode)
+        self.assertEqual(str(error), "LineFramer has no raw mode")
+
+    def test_transport_without_disconnecting(self) -> None:
+        """
+        A transport that has no C{disconnecting} attribute is not one that
+        is disconnecting: every line is delivered.
+        """
+        framer = RecordingFramer()
+        framer.makeConnection(object())  # type: ignore[arg-type]
+        framer.dataReceived(b"a\nb\nlast")
+        framer.deliver_unterminated_line()
+        self.assertEqual(framer.lines, [(b"a", LF), (b"b", LF), (b"last", b"")])
 
 
 class CompactTests(SynchronousTestCase):

@@ -25,7 +25,7 @@ class Connection:
         self.log = log
         self.on_timeout: Callable[[], None] | None = None
 
-    def timeoutConnection(self) -> None:
+    def idle_expired(self) -> None:
         self.log.append((self.name, self.clock.seconds()))
         if self.on_timeout is not None:
             self.on_timeout()

@@ -426,6 +426,7 @@ class MaxLineTests(SynchronousTestCase):
         self.assertEqual(event["peer"], "127.0.0.1:54321")
         self.assertEqual(event["limit"], 3)
         self.assertEqual(event["length"], 4)
+        self.assertEqual(formatEvent(event), "closing 127.0.0.1:54321: line too long (4 bytes so far, limit 3)")
 
 
 class MaxConnectionsTests(SynchronousTestCase):
@@ -458,10 +459,13 @@ class MaxConnectionsTests(SynchronousTestCase):
         factory = make_factory(ServerConfig(max_connections=1, quiet=True))
         connect(factory)
         with capturedLogs() as events:
-            connect(factory).lose()
+            busy = connect(factory)
+            busy.lose()
         [event] = protocol_events(events)
         self.assertEqual(event["log_level"], LogLevel.warn)
         self.assertEqual(event["limit"], 1)
+        self.assertEqual(formatEvent(event), "refused 127.0.0.1:54321: server busy (1 connections)")
+        self.assertEqual(busy.protocol.ending, Ending.BUSY)
 
     def test_slot_freed(self) -> None:
         """
@@ -721,6 +725,55 @@ class LoggingTests(SynchronousTestCase):
             summaries = [e for e in protocol_events(events) if e["log_format"] == CONNECTION_CLOSED]
             self.assertEqual([e["reason"] for e in summaries], [expected], expected)
 
+    def test_counts_every_chunk(self) -> None:
+        """
+        Bytes in and out are counted over every chunk, not the last one.
+        """
+        with capturedLogs() as events:
+            echo = connected_echo()
+            replies = echo.send(b"a\n", b"bc\n", b"d")
+            echo.lose()
+        [closed] = protocol_events(events)
+        self.assertEqual((closed["bytes_in"], closed["bytes_out"]), (6, len(replies)))
+
+    def test_one_line(self) -> None:
+        """
+        One line answered is C{1 line}; the metrics are told of the
+        connection, how it ended and how long it lasted.
+        """
+        told: list[tuple[object, Ending, float]] = []
+
+        class Recording:
+            def refused(self) -> None:
+                pass
+
+            def closed(self, connection: TimestampEcho, ending: Ending, duration: float) -> None:
+                told.append((connection, ending, duration))
+
+        factory = make_factory()
+        factory.metrics = Recording()
+        with capturedLogs() as events:
+            echo = connect(factory)
+            echo.send(b"x\n")
+            echo.clock.advance(1.5)
+            echo.lose()
+        [closed] = protocol_events(events)
+        self.assertIn("closed after 1 line (client closed)", formatEvent(closed))
+        self.assertEqual(told, [(echo.protocol, Ending.CLIENT_CLOSED, 1.5)])
+
+    def test_first_reason_kept_at_client_end(self) -> None:
+        """
+        A client that ends its input after the server began closing does not
+        change how the connection is reported to have ended.
+        """
+        with capturedLogs() as events:
+            echo = connected_echo(one_shot=True, transport_type=TCPStringTransport)
+            echo.send(b"x\n")
+            echo.half_close()
+            echo.lose()
+        [closed] = protocol_events(events)
+        self.assertEqual(closed["reason"], Ending.ONE_SHOT)
+
     def test_quiet(self) -> None:
         """
         With C{quiet}, no event is logged.
@@ -881,6 +934,103 @@ class WriteConnectionLostTests(SynchronousTestCase):
         self.assertEqual(echo.send(b"late\n"), b"")
         self.assertEqual(echo.half_close(), b"")
 
+    def test_leaves_the_idle_table(self) -> None:
+        """
+        The connection is no longer open: the idle timeout no longer
+        applies to it, and no timer is left for it.
+        """
+        echo = connected_echo(timeout=10)
+        echo.protocol.writeConnectionLost()
+        self.assertEqual(echo.clock.getDelayedCalls(), [])
+
+
+class CloseDeadlineTests(SynchronousTestCase):
+    """
+    A closing connection has one deadline at a time, on the factory's
+    clock: C{close_timeout} to send what it owes (then it is cut short),
+    replaced, once its sending side is shut, by C{linger} for the client to
+    close (then it closes anyway).
+    """
+
+    def closing(self, **config: object) -> tuple[EchoConnection, TCPStringTransport]:
+        """
+        A one-shot connection that has answered and started closing, its
+        reply not yet read by the client.
+        """
+        echo = connected_echo(one_shot=True, transport_type=TCPStringTransport, **config)
+        transport = echo.transport
+        assert isinstance(transport, TCPStringTransport)
+        transport.flush_at_once = False
+        self.assertEqual(echo.send(b"x\n"), STAMP + b"x\n")
+        return echo, transport
+
+    def test_linger_replaces_close_timeout(self) -> None:
+        """
+        Once the reply is written, the close's deadline is C{linger} from
+        then, and the C{close_timeout} deadline is gone: the connection is
+        closed politely at the linger's end, not cut short.
+        """
+        echo, transport = self.closing(close_timeout=10, linger=2)
+        self.assertEqual([c.getTime() for c in echo.clock.getDelayedCalls()], [EXAMPLE_TIME + 10])
+        echo.clock.advance(9)
+        transport.finish_writing()
+        self.assertEqual([c.getTime() for c in echo.clock.getDelayedCalls()], [EXAMPLE_TIME + 11])
+        with capturedLogs() as events:
+            echo.clock.advance(1.9)
+            self.assertFalse(transport.disconnecting)
+            echo.clock.advance(0.1)
+        self.assertTrue(transport.disconnecting)
+        self.assertFalse(transport.disconnected)
+        self.assertEqual(protocol_events(events), [])
+        echo.lose()
+        self.assertEqual(echo.clock.getDelayedCalls(), [])
+
+    def test_cut_short_is_aborted(self) -> None:
+        """
+        A close that has not written its reply after C{close_timeout} is
+        aborted, logged as such, and reported as C{aborted}.
+        """
+        with capturedLogs() as events:
+            echo, transport = self.closing(close_timeout=5, linger=2)
+            echo.clock.advance(4.9)
+            self.assertFalse(transport.disconnected)
+            echo.clock.advance(0.1)
+            self.assertTrue(transport.disconnected)
+            echo.lose()
+        warning, summary = protocol_events(events)
+        self.assertEqual(formatEvent(warning), "aborting 127.0.0.1:54321: its replies were not read in time")
+        self.assertEqual(summary["reason"], Ending.ABORTED)
+        self.assertEqual(echo.clock.getDelayedCalls(), [])
+
+    def test_idle_timeout_does_not_apply(self) -> None:
+        """
+        The idle timeout no longer applies to a closing connection: only its
+        deadline does.
+        """
+        echo, transport = self.closing(timeout=1, close_timeout=5)
+        self.assertEqual([c.getTime() for c in echo.clock.getDelayedCalls()], [EXAMPLE_TIME + 5])
+        echo.clock.advance(4.9)
+        self.assertFalse(transport.disconnected)
+        self.assertEqual(echo.protocol.ending, Ending.ONE_SHOT)
+
+    def test_busy_refusal_lingers(self) -> None:
+        """
+        A connection refused as busy gets only C{linger} to take its one
+        line, and is closed without a warning.
+        """
+        factory = make_factory(ServerConfig(max_connections=1, linger=2, close_timeout=10))
+        connect(factory)
+        with capturedLogs() as events:
+            busy = connect(factory, transport_type=TCPStringTransport)
+            self.assertEqual(busy.take(), BUSY)
+            assert isinstance(busy.transport, TCPStringTransport)
+            self.assertTrue(busy.transport.write_closed)
+            factory.clock.advance(2)  # type: ignore[attr-defined]
+        self.assertTrue(busy.transport.disconnecting)
+        self.assertFalse(busy.transport.disconnected)
+        [refusal] = protocol_events(events)
+        self.assertIn("busy", refusal["log_format"])
+
 
 class LingeringCloseTests(SynchronousTestCase):
     """
@@ -955,7 +1105,7 @@ class LingeringCloseTests(SynchronousTestCase):
         self.assertEqual(echo.transport.producerState, "paused")
         echo.protocol.resumeProducing()
         echo.protocol.pauseProducing()
-        echo.protocol.timeoutConnection()
+        echo.protocol.idle_expired()
         self.assertEqual(echo.transport.producerState, "producing")
         self.assertIsNone(echo.transport.producer)
 
@@ -1218,6 +1368,79 @@ class TurnBudgetTests(SynchronousTestCase):
         self.assertEqual(sum(sizes), 100 * 4096 * len(STAMP + b"\n"))
         self.assertGreater(len(sizes), 10)
 
+    def test_budget_exactly(self) -> None:
+        """
+        Each reply counts its prefix, its line and two bytes for its
+        terminator against L{REPLY_BUDGET}: the turn ends with the reply that
+        leaves no room, not one before or after.
+        """
+        prefix = len(STAMP)
+        for per_reply, expected in ((64, REPLY_BUDGET // 64), (151, REPLY_BUDGET // 151 + 1)):
+            echo = connected_echo(quiet=True)
+            line = b"x" * (per_reply - prefix - 2)
+            echo.protocol.dataReceived((line + b"\r\n") * (expected + 10))
+            self.assertEqual(echo.take().count(b"\n"), expected, per_reply)
+            self.assertEqual(echo.transport.producerState, "paused")
+
+    def test_lost_while_behind(self) -> None:
+        """
+        A connection lost while it waits for a later turn answers nothing
+        more when that turn comes.
+        """
+        factory = make_factory(ServerConfig(quiet=True))
+        echo = connect(factory)
+        echo.protocol.dataReceived(b"\n" * 4096)
+        echo.take()
+        echo.lose()
+        next_turn(factory.clock)  # type: ignore[arg-type]
+        self.assertEqual(echo.take(), b"")
+        self.assertEqual(factory.clock.getDelayedCalls(), [])  # type: ignore[attr-defined]
+
+
+class TurnSchedulerTests(SynchronousTestCase):
+    """
+    The factory's turns: each gives L{TURN_BUDGET} to the connections that
+    waited first; those it does not reach wait for the next turn, at once.
+    """
+
+    class Waiting:
+        """
+        A connection waiting for a turn, that spends C{cost} of it and then
+        has nothing more to do.
+        """
+
+        def __init__(self, factory: object, cost: int, log: list[str], name: str) -> None:
+            self.factory, self.cost, self.log, self.name = factory, cost, log, name
+
+        def continue_turn(self) -> None:
+            self.factory.turn_room -= self.cost  # type: ignore[attr-defined]
+            self.log.append(self.name)
+
+    def turns(self, *costs: int) -> list[list[str]]:
+        """
+        Which of the connections, with these costs, ran in each turn.
+        """
+        factory = make_factory()
+        log: list[str] = []
+        for name, cost in enumerate(costs):
+            factory.continue_later(self.Waiting(factory, cost, log, str(name)))  # type: ignore[arg-type]
+        turns = []
+        while factory.clock.getDelayedCalls():  # type: ignore[attr-defined]
+            self.assertLessEqual(len(turns), len(costs))
+            self.assertEqual([c.getTime() for c in factory.clock.getDelayedCalls()], [EXAMPLE_TIME])  # type: ignore[attr-defined]
+            next_turn(factory.clock)  # type: ignore[arg-type]
+            turns.append(log[:])
+            log.clear()
+        return turns
+
+    def test_budget_spent(self) -> None:
+        """
+        A turn ends once its budget is spent, exactly; the rest run next.
+        """
+        self.assertEqual(self.turns(TURN_BUDGET, 1), [["0"], ["1"]])
+        self.assertEqual(self.turns(TURN_BUDGET - 1, 1, 1), [["0", "1"], ["2"]])
+        self.assertEqual(self.turns(TURN_BUDGET // 2, TURN_BUDGET, 5, 5), [["0", "1"], ["2", "3"]])
+
 
 class ShutdownWindowTests(SynchronousTestCase):
     """
@@ -1247,6 +1470,7 @@ class ShutdownWindowTests(SynchronousTestCase):
         self.assertEqual(echo.send(b"ght\nlater\n"), b"")
         self.assertEqual(echo.half_close(), b"")
         self.assertTrue(transport.disconnecting)
+        self.assertEqual(echo.protocol.ending, Ending.SHUTDOWN)
 
     def test_lagging_client_drained(self) -> None:
         """

@@ -1,7 +1,10 @@
 """
-Tests for the server's fast paths on a real socket: replies sent straight to
-the socket while the transport's buffer is empty, and the immediate close
-after the client's end of input.
+Tests for the server's fast paths on a real socket (L{tsecho._direct}):
+replies sent straight to the socket while the transport's buffer is empty,
+and the immediate close after the client's end of input; and for the
+connection without them, on a Twisted that lacks what they rely on.
+L{TwistedInternalsCanary} checks what they rely on in Twisted's TCP
+transport.
 
 Each test puts Twisted's own TCP transport (C{tcp.Server}) on one end of a
 UNIX socket pair and drives it by hand, doing what the reactor would do
@@ -13,15 +16,23 @@ from __future__ import annotations
 
 import socket
 import struct
+from types import SimpleNamespace
 
+import twisted
 from twisted.internet import tcp
 from twisted.internet.error import ConnectionDone
+from twisted.internet.protocol import Protocol
 from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from tsecho.protocol import ServerConfig, TimestampEcho
+from tsecho import _direct
+from tsecho.protocol import ServerConfig, TimestampEcho, TimestampEchoFactory
 from tsecho.testing import EXAMPLE_STAMP, make_factory
+from tsecho.wire import BUSY
+
+TWISTED_CHANGED = f"Twisted {twisted.__version__} changed what tsecho._direct relies on"
 
 
 class SocketConnection:
@@ -81,6 +92,28 @@ class SocketConnection:
         finally:
             self.peer.settimeout(5)
 
+    def write_all(self) -> bytes:
+        """
+        Let the transport write until it has nothing left, the client
+        reading as it goes; return what the client read.
+        """
+        received = b""
+        for _ in range(1000):
+            received += self.received()
+            self.write()
+            if not self.reactor.getWriters():
+                break
+        return received + self.received()
+
+    def received_to_end(self) -> bytes:
+        """
+        Everything the client reads until the server's end of the stream.
+        """
+        received = b""
+        while chunk := self.peer.recv(65536):
+            received += chunk
+        return received
+
 
 class DirectSendTests(SynchronousTestCase):
     """
@@ -119,14 +152,28 @@ class DirectSendTests(SynchronousTestCase):
         received += connection.received()  # room on the socket again, replies still in the transport
         connection.peer.sendall(b"after\n")
         connection.read()
-        for _ in range(1000):
-            received += connection.received()
-            connection.write()
-            if not connection.reactor.getWriters():
-                break
-        received += connection.received()
+        received += connection.write_all()
         expected = b"".join(EXAMPLE_STAMP + request for request in [*requests, b"after\n"])
         self.assertEqual(bytes(received), expected)
+
+    def test_send_that_fails_loses_nothing(self) -> None:
+        """
+        A send that fails (the socket's buffer is full: C{EAGAIN}) sent
+        nothing: every byte of the replies goes through the transport.
+        """
+        connection = SocketConnection(self)
+        sock = connection.transport.socket
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        filler = b""
+        try:
+            while True:
+                filler += b"f" * sock.send(b"f" * 4096)
+        except BlockingIOError:
+            pass
+        connection.peer.sendall(b"abc\n")
+        connection.read()
+        self.assertEqual(connection.reactor.getWriters(), [connection.transport])
+        self.assertEqual(connection.write_all(), filler + EXAMPLE_STAMP + b"abc\n")
 
 
 class CloseAtOnceTests(SynchronousTestCase):
@@ -202,6 +249,32 @@ class CloseAtOnceTests(SynchronousTestCase):
         self.assertEqual(connection.peer.recv(65536), b"")
 
 
+def reset_then_live(case: SynchronousTestCase, factory: TimestampEchoFactory) -> tuple[tcp.Server, socket.socket]:
+    """
+    Two TCP connections to C{factory} over loopback: the first one's client
+    resets it (connect, then RST) before the server reads anything; the
+    second one's client is live.  Return the live one's server transport
+    and client socket.
+    """
+    listener = socket.socket()
+    case.addCleanup(listener.close)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(5)
+    reactor = MemoryReactorClock()
+    for reset in (True, False):
+        client = socket.create_connection(listener.getsockname())
+        case.addCleanup(client.close)
+        if reset:
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            client.close()
+        server_end, address = listener.accept()
+        case.addCleanup(server_end.close)
+        protocol = factory.buildProtocol(None)  # type: ignore[arg-type]
+        transport = tcp.Server(server_end, protocol, address, None, int(reset), reactor)  # type: ignore[arg-type]
+        protocol.makeConnection(transport)
+    return transport, client
+
+
 class ResetCountedOutTests(SynchronousTestCase):
     """
     Connections that the kernel has already reset do not count against the
@@ -214,27 +287,182 @@ class ResetCountedOutTests(SynchronousTestCase):
         (connect, then RST, before the server read anything) does not make
         the next, live, connection busy.
         """
-        listener = socket.socket()
-        self.addCleanup(listener.close)
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(5)
         factory = make_factory(ServerConfig(quiet=True, max_connections=1))
-        reactor = MemoryReactorClock()
-        transports = []
-        for reset in (True, False):
-            client = socket.create_connection(listener.getsockname())
-            self.addCleanup(client.close)
-            if reset:
-                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                client.close()
-            server_end, address = listener.accept()
-            self.addCleanup(server_end.close)
-            protocol = factory.buildProtocol(None)  # type: ignore[arg-type]
-            transport = tcp.Server(server_end, protocol, address, None, len(transports), reactor)  # type: ignore[arg-type]
-            protocol.makeConnection(transport)
-            transports.append(transport)
+        transport, client = reset_then_live(self, factory)
         self.assertEqual(len(factory.connections), 1)
-        self.assertIs(next(iter(factory.connections)).transport, transports[1])
+        self.assertIs(next(iter(factory.connections)).transport, transport)
         client.sendall(b"live\n")
-        transports[1].doRead()
+        transport.doRead()
         self.assertEqual(client.recv(100), EXAMPLE_STAMP + b"live\n")
+
+
+class WithoutShortcutsTests(SynchronousTestCase):
+    """
+    On a Twisted whose TCP transport lacks what L{tsecho._direct} relies on,
+    connections use Twisted's own C{transport.write} and C{loseConnection}:
+    the same replies and closes, and one warning.
+    """
+
+    def setUp(self) -> None:
+        self.patch(_direct, "missing_internals", lambda: "changed or gone: Connection.TLS")
+        _direct.available.cache_clear()
+        self.addCleanup(_direct.available.cache_clear)
+
+    def test_one_warning(self) -> None:
+        """
+        However many connections, one warning names the Twisted version, the
+        change and what is lost.
+        """
+        with capturedLogs() as events:
+            for _ in range(3):
+                SocketConnection(self)
+        [warning] = [formatEvent(e) for e in events]
+        self.assertEqual(
+            warning,
+            f"Twisted {twisted.__version__} lacks what tsecho's direct sending relies on "
+            "(changed or gone: Connection.TLS): connections use Twisted's own transport.write and "
+            "loseConnection, without sending replies in the turn that read their lines (slower, the same replies)",
+        )
+
+    def test_check_that_fails(self) -> None:
+        """
+        A check that itself fails (Twisted changed beyond what it foresaw)
+        also turns the shortcuts off, with the error named.
+        """
+
+        def broken() -> str | None:
+            raise TypeError("unexpected")
+
+        self.patch(_direct, "missing_internals", broken)
+        with capturedLogs() as events:
+            self.assertFalse(_direct.available())
+        [warning] = [formatEvent(e) for e in events]
+        self.assertIn("direct sending relies on (TypeError: unexpected): connections use", warning)
+
+    def test_answers_then_closes_at_end_of_input(self) -> None:
+        """
+        Replies wait for the reactor to write them; at the client's end of
+        input the last line is answered, and the connection closes once the
+        reply is written, its deadline cancelled.
+        """
+        connection = SocketConnection(self)
+        connection.peer.sendall(b"a\n")
+        connection.read()
+        self.assertEqual(connection.received(), b"")
+        self.assertEqual(connection.reactor.getWriters(), [connection.transport])
+        connection.write()
+        self.assertEqual(connection.received(), EXAMPLE_STAMP + b"a\n")
+        connection.peer.sendall(b"last")
+        connection.peer.shutdown(socket.SHUT_WR)
+        connection.read()
+        connection.read()
+        self.assertFalse(connection.transport.disconnected, "closed before the reply was written")
+        connection.write()
+        self.assertTrue(connection.transport.disconnected)
+        self.assertEqual(connection.received_to_end(), EXAMPLE_STAMP + b"last\r\n")
+        self.assertEqual(connection.factory.connections, set())
+        self.assertEqual(connection.factory.clock.getDelayedCalls(), [])  # type: ignore[attr-defined]
+
+    def test_one_shot_half_closes(self) -> None:
+        """
+        After the one-shot reply the server shuts its sending side, drops
+        what the client still sends, and closes at the client's end.
+        """
+        connection = SocketConnection(self, ServerConfig(quiet=True, one_shot=True))
+        connection.peer.sendall(b"first\nsecond\n")
+        connection.read()
+        connection.write()
+        self.assertEqual(connection.received_to_end(), EXAMPLE_STAMP + b"first\n")
+        self.assertFalse(connection.transport.disconnected)
+        connection.peer.sendall(b"dropped\n")
+        connection.read()
+        connection.peer.shutdown(socket.SHUT_WR)
+        connection.read()
+        self.assertTrue(connection.transport.disconnected)
+        self.assertEqual(connection.factory.clock.getDelayedCalls(), [])  # type: ignore[attr-defined]
+
+    def test_resets_not_probed(self) -> None:
+        """
+        Connections that the kernel reset are not looked for: at a limit of
+        one, the reset connection counts until the reactor reads its reset,
+        and the live one is refused as busy.
+        """
+        factory = make_factory(ServerConfig(quiet=True, max_connections=1))
+        transport, client = reset_then_live(self, factory)
+        [counted] = factory.connections
+        self.assertIsNot(counted.transport, transport)
+        transport.doWrite()
+        client.settimeout(5)
+        self.assertEqual(client.recv(100), BUSY)
+
+
+class TwistedInternalsCanary(SynchronousTestCase):
+    """
+    What L{tsecho._direct} relies on in Twisted's TCP transport, beyond
+    Twisted's interfaces, still holds in the Twisted under test.  If one of
+    these fails, that Twisted changed it: C{tsecho._direct} must be updated
+    (until then, if L{_direct.missing_internals} notices, connections do
+    without the shortcuts).
+    """
+
+    def test_nothing_missing(self) -> None:
+        """
+        L{_direct.missing_internals} finds all it looks for, so connections
+        use the shortcuts (every supported Twisted, 23.10 to 26.10).
+        """
+        self.assertIsNone(_direct.missing_internals(), TWISTED_CHANGED)
+        self.assertTrue(_direct.available(), TWISTED_CHANGED)
+
+    def test_changes_detected(self) -> None:
+        """
+        L{_direct.missing_internals} names every change it finds.
+        """
+
+        class Bare:
+            def connectionLost(self) -> None:
+                pass
+
+        self.patch(_direct, "tcp", SimpleNamespace(Connection=Bare))
+        self.assertEqual(
+            _direct.missing_internals(),
+            "changed or gone: Connection.TLS, Connection.getHandle(), Connection.stopReading(), "
+            "Connection.stopWriting(), Connection.connectionLost(reason)",
+        )
+        self.patch(_direct, "tcp", SimpleNamespace())
+        self.assertEqual(_direct.missing_internals(), "twisted.internet.tcp.Connection is gone")
+
+    def test_plain_connection(self) -> None:
+        """
+        A plain TCP transport has C{TLS} false and C{getHandle()} gives its
+        socket: replies may go straight to it.  Once TLS is started on it,
+        not.
+        """
+        connection = SocketConnection(self)
+        self.assertIs(connection.transport.TLS, False, TWISTED_CHANGED)
+        self.assertIs(_direct.direct_socket(connection.transport), connection.transport.socket, TWISTED_CHANGED)
+        connection.transport.TLS = True
+        self.assertIsNone(_direct.direct_socket(connection.transport))
+
+    def test_close_now(self) -> None:
+        """
+        C{stopReading}, C{stopWriting} and C{connectionLost(connectionDone)}
+        close the socket, leave the reactor, and tell the protocol, with
+        nothing left behind.
+        """
+        server_end, peer = socket.socketpair()
+        self.addCleanup(peer.close)
+        self.addCleanup(server_end.close)
+        reactor = MemoryReactorClock()
+        reasons: list[Failure] = []
+        protocol = Protocol()
+        protocol.connectionLost = reasons.append  # type: ignore[method-assign]
+        transport = tcp.Server(server_end, protocol, ("127.0.0.1", 5555), None, 1, reactor)  # type: ignore[arg-type]
+        protocol.makeConnection(transport)
+        transport.startReading()
+        _direct.close_now(transport)
+        self.assertEqual((reactor.getReaders(), reactor.getWriters()), ([], []), TWISTED_CHANGED)
+        [reason] = reasons
+        self.assertTrue(reason.check(ConnectionDone), TWISTED_CHANGED)
+        self.assertEqual(server_end.fileno(), -1, TWISTED_CHANGED)
+        peer.settimeout(5)
+        self.assertEqual(peer.recv(1), b"", TWISTED_CHANGED)

@@ -22,7 +22,7 @@ class Expiring(Protocol):
     What L{IdleTimeouts} tracks: something that can be timed out.
     """
 
-    def timeoutConnection(self) -> None:
+    def idle_expired(self) -> None:
         """
         Idle for the whole period: close.
         """
@@ -33,7 +33,7 @@ C = TypeVar("C", bound=Expiring)
 
 class IdleTimeouts(Generic[C]):
     """
-    Call C{timeoutConnection()} on each tracked connection C{period} seconds
+    Call C{idle_expired()} on each tracked connection C{period} seconds
     after it was last L{touched <touch>}, unless it is L{discarded <discard>}
     first.
 
@@ -98,7 +98,7 @@ class IdleTimeouts(Generic[C]):
                 current = deadlines.get(connection)
                 if current is not None and current <= now:
                     del deadlines[connection]
-                    connection.timeoutConnection()
+                    connection.idle_expired()
         finally:
             self._rearm(now)
 

@@ -50,7 +50,7 @@ class LineFramer(LineReceiver):
 
     line_ending: bytes = CRLF
     _halted = False
-    _busyReceiving = False
+    _delivering = False  # inside dataReceived: a call from lineReceived only queues its data
     _unparsed = b""  # received but not framed yet (while paused): it continues _partial
 
     def __init__(self) -> None:
@@ -60,26 +60,25 @@ class LineFramer(LineReceiver):
         """
         Deliver every complete line of C{data}, in order, to C{lineReceived}.
         """
-        if self._busyReceiving or self.paused or self._unparsed:
+        if self._delivering or self.paused or self._unparsed:
             # Re-entered from lineReceived, paused, or behind earlier data:
             # keep order by queueing, and let the outer call work through it.
             self._unparsed += data
-            if self._busyReceiving or self.paused:
+            if self._delivering or self.paused:
                 return
             data, self._unparsed = self._unparsed, b""
-        self._busyReceiving = True
+        self._delivering = True
         try:
             self._frame(data)
             while self._unparsed and not self.paused and not self._stopped():
                 data, self._unparsed = self._unparsed, b""
                 self._frame(data)
         finally:
-            self._busyReceiving = False
+            self._delivering = False
 
     def _frame(self, data: bytes) -> None:
         """
-        Deliver the lines of C{data}, which continues the unfinished line,
-        until they are done or delivery stops; keep what is left unframed.
+        Deliver the lines of C{data} (it continues the unfinished line) until done or stopped; hold the rest.
         """
         limit = self.MAX_LENGTH
         while True:
@@ -87,21 +86,18 @@ class LineFramer(LineReceiver):
             data = lines.pop()  # after the last terminator split off
             if not lines:  # no terminator: all of it continues the unfinished line
                 if data:
-                    partial = self._partial
-                    partial += data
-                    if len(partial) > limit and self._unfinished_too_long():
-                        self._exceeded(bytes(partial))
+                    self._partial += data
+                    if len(self._partial) > limit and self._unfinished_too_long():
+                        self._exceeded(bytes(self._partial))
                 return
             if self._partial:
                 lines[0] = b"".join((self._partial, lines[0]))
                 self._partial.clear()
             for index, terminated in enumerate(lines):
                 if terminated[-1:] == CR:
-                    line = terminated[:-1]
-                    self.line_ending = CRLF
+                    line, self.line_ending = terminated[:-1], CRLF
                 else:
-                    line = terminated
-                    self.line_ending = LF
+                    line, self.line_ending = terminated, LF
                 if len(line) > limit:
                     self._exceeded(line)
                     return
@@ -113,11 +109,17 @@ class LineFramer(LineReceiver):
                     or (transport := self.transport) is None
                     or getattr(transport, "disconnecting", False)
                 ):
-                    rest = lines[index + 1 :]
-                    if rest or data:
-                        rest.append(data)
-                        self._unparsed = LF.join(rest) + self._unparsed
+                    self._hold(lines[index + 1 :], data)
                     return
+
+    def _hold(self, lines: list[bytes], tail: bytes) -> None:
+        """
+        Delivery stopped: keep the C{lines} not delivered and the C{tail}
+        after them, unframed, ahead of what was held already.
+        """
+        if lines or tail:
+            lines.append(tail)
+            self._unparsed = LF.join(lines) + self._unparsed
 
     def _unfinished_too_long(self) -> bool:
         """

@@ -8,6 +8,16 @@ and L{TimestampEcho._send_replies} writes all of a chunk's replies at once.
 A connection makes at most L{REPLY_BUDGET} bytes of replies per turn of the
 reactor: the rest of its input waits, unframed, for a later turn, or for the
 transport to drain if the client is not reading.
+
+A connection starts closing after a one-shot reply, an error line, an idle
+timeout, the client's end of input or a shutdown: it sends what it owes,
+then closes once that is written.  On plain TCP and UNIX sockets the close
+lingers: it shuts down its sending side, then reads and drops what the
+client still sends until the client closes too (or C{linger} passes):
+closing with unread input would make the kernel reset the connection,
+destroying replies the client has not read yet.  A close that has not sent
+what it owes within C{close_timeout} is cut short.
+
 L{TimestampEchoFactory} holds what connections share: the configuration,
 the clock, the timestamp cache and the set of open connections.
 """
@@ -18,11 +28,12 @@ import socket
 import sys
 import weakref
 from collections import deque
+from collections.abc import Callable
 from enum import Enum
 from typing import TYPE_CHECKING, Any, cast
 
 import attrs
-from twisted.internet import defer, error, tcp
+from twisted.internet import defer, error
 from twisted.internet.interfaces import (
     IConsumer,
     IDelayedCall,
@@ -34,10 +45,10 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import ServerFactory, connectionDone
 from twisted.logger import Logger
-from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from tsecho import _direct
 from tsecho._idle import IdleTimeouts
 from tsecho._logtext import describe_address
 from tsecho._tally import NO_METRICS, ConnectionMetrics, Ending
@@ -68,47 +79,11 @@ a signal or a timer never waits long for the turn to end.
 log = Logger()
 
 
-def _direct_socket(transport: object) -> socket.socket | None:
-    """
-    The socket under C{transport}, if replies may be sent on it directly: a
-    plain TCP or UNIX connection of Twisted's POSIX reactors, without TLS.
-    Anything else (TLS, the PROXY-protocol wrapper, test doubles) gets none.
-    """
-    if isinstance(transport, tcp.Connection) and not getattr(transport, "TLS", False):
-        handle = transport.getHandle()
-        if isinstance(handle, socket.socket):
-            return handle
-    return None
-
-
 RESET_PROBE = 64
 """
 How many of the newest connections are checked for a reset the reactor has
 not seen yet, when the connection limit is reached.
 """
-
-_TCP_CLOSE = 7  # tcpi_state of a connection the peer reset (Linux's TCP_CLOSE)
-
-
-def _reset_by_peer(transport: object) -> bool:
-    """
-    Whether the kernel has already reset the TCP connection under
-    C{transport} (a plain, TLS or PROXY-wrapped one), though the reactor may
-    not have read that yet.  Linux only (C{TCP_INFO}); elsewhere, never.
-    """
-    for _ in range(3):  # through the PROXY and TLS wrappers
-        if isinstance(transport, tcp.Connection):
-            break
-        transport = getattr(transport, "transport", None)
-    if not isinstance(transport, tcp.Connection) or not hasattr(socket, "TCP_INFO"):
-        return False
-    handle = transport.getHandle()
-    if not isinstance(handle, socket.socket) or handle.family not in (socket.AF_INET, socket.AF_INET6):
-        return False
-    try:
-        return handle.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] == _TCP_CLOSE
-    except OSError:
-        return False
 
 
 def _positive(_instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
@@ -185,17 +160,16 @@ class Flow(Enum):
 
 
 @implementer(IHalfCloseableProtocol, IPushProducer)
-class TimestampEcho(LineFramer, TimeoutMixin):
+class TimestampEcho(LineFramer):
     """
     Answer each line with C{[TIMESTAMP] LINE EOL}, EOL mirroring the request's.
 
     A connection is L{open <Phase.OPEN>}, then L{closing <Phase.CLOSING>},
     L{lingering <Phase.LINGERING>} and L{lost <Phase.LOST>}; while open, its
-    L{Flow} says whether it is reading or holding input back.  It starts closing (L{_close}) after a one-shot reply, an
-    error line, an idle timeout, the client's end of input or a shutdown: it
-    sends what it owes, then shuts down its sending side and drops further
-    input until the client closes (L{_input_ended} once the client's end
-    arrived), bounded by C{close_timeout} and C{linger}.
+    L{Flow} says whether it is reading or holding input back.  Each timer
+    has its own callback: while open, the factory's idle table calls
+    L{idle_expired}; once closing, one deadline calls L{_cut_short} after
+    C{close_timeout}, or, once lingering, L{_stop_lingering} after C{linger}.
     """
 
     factory: TimestampEchoFactory
@@ -211,6 +185,7 @@ class TimestampEcho(LineFramer, TimeoutMixin):
     _input_ended = False
     _room = REPLY_BUDGET  # bytes of replies this connection may still make this turn
     _socket: socket.socket | None = None  # while replies may go straight to it
+    _deadline: IDelayedCall | None = None  # once closing
 
     @property
     def _peer(self) -> str:
@@ -228,7 +203,7 @@ class TimestampEcho(LineFramer, TimeoutMixin):
         self.MAX_LENGTH = config.max_line
         self._replies: list[bytes] = []
         self._prefix = b""
-        self._socket = _direct_socket(self.transport)
+        self._socket = _direct.direct_socket(self.transport)
         if not factory.admit(self):
             log.warn("refused {peer}: server busy ({limit} connections)", peer=self._peer, limit=config.max_connections)
             self.ending = Ending.BUSY
@@ -237,12 +212,10 @@ class TimestampEcho(LineFramer, TimeoutMixin):
             self._close()
             return
         self._counted = True
-        # Push back: the transport pauses us (and we it) while our replies
+        # Back-pressure: the transport pauses us (and we it) while our replies
         # wait unsent beyond its buffer size, so a client that does not read
         # cannot make us buffer without bound.
         cast(IConsumer, self.transport).registerProducer(self, True)
-        # The idle timeout (or, while draining, the quiet period) is the
-        # factory's: one timer for all connections.
         self.started = now = factory.clock.seconds()
         factory.idle.touch(self, now)
 
@@ -306,15 +279,10 @@ class TimestampEcho(LineFramer, TimeoutMixin):
 
     def _send_directly(self, sock: socket.socket, data: bytes) -> bytes:
         """
-        Send C{data} on the socket at once and return what it did not take.
-
-        C{transport.write} only buffers, and sends on the next reactor turn:
-        two C{epoll_ctl} calls and a dispatch per chunk, a third of the
-        server's time under load.  Sending directly is safe only while the
-        transport's own buffer is empty, so from the first short send on
-        (the client reads slowly, or the connection failed) every reply goes
-        through the transport, in order, under its back-pressure.  (A batch
-        is at most about L{REPLY_BUDGET}, the transport's buffer bound.)
+        Send C{data} on the socket at once (L{tsecho._direct} says why) and
+        return what it did not take.  Safe only while the transport's own
+        buffer is empty, so from the first short send on every reply goes
+        through the transport, in order, under its back-pressure.
         """
         try:
             sent = sock.send(data)
@@ -329,9 +297,8 @@ class TimestampEcho(LineFramer, TimeoutMixin):
 
     def _end_turn(self, room: int) -> None:
         """
-        This turn's replies are sent: count them against the turn's budget
-        for all connections, and if this connection's ran out, continue on a
-        later turn, not reading meanwhile.
+        Count this turn's replies against the budget of all connections; if
+        this one's ran out, continue on a later turn, not reading meanwhile.
         """
         factory = self.factory
         factory.turn_room -= room - self._room
@@ -349,8 +316,7 @@ class TimestampEcho(LineFramer, TimeoutMixin):
 
     def pauseProducing(self) -> None:
         """
-        The transport's buffer is full: answer nothing more, and read nothing,
-        until it drains.
+        The transport's buffer is full: answer and read nothing until it drains.
         """
         self._flow = Flow.BLOCKED
         self.paused = True
@@ -390,13 +356,8 @@ class TimestampEcho(LineFramer, TimeoutMixin):
 
     def _close(self) -> None:
         """
-        Send what is owed, then close once it is written.
-
-        On plain TCP and UNIX sockets the close lingers: we shut down our
-        sending side, then read and drop what the client still sends until it
-        closes too (or L{ServerConfig.close_timeout} passes).  Closing with
-        unread input would make the kernel reset the connection, destroying
-        replies that the client has not read yet.
+        Send what is owed, then close once it is written: lingering on plain
+        TCP and UNIX sockets (see the module's docstring).
         """
         self._send_replies()
         if self._phase is not Phase.OPEN:
@@ -407,55 +368,39 @@ class TimestampEcho(LineFramer, TimeoutMixin):
         transport = self.transport
         assert transport is not None
         if self._counted:
-            # A registered producer would keep the transport open until it
-            # is resumed; the transport now only needs to drain its buffer.
-            cast(IConsumer, transport).unregisterProducer()
-            if self._flow is not Flow.READING:  # read on, to drop what the client still sends
-                self._flow = Flow.READING
-                self.paused = False
-                cast(IPushProducer, transport).resumeProducing()
-        if self._input_ended and self._socket is not None:
-            assert isinstance(transport, tcp.Connection)  # what gave us the socket
-            self._close_now(transport)
+            self._unregister_producer(transport)
+        if self._input_ended and self._socket is not None:  # all sent, nothing to linger for
+            _direct.close_now(transport)
             return
-        # Arm the timer before closing: a transport may call connectionLost
-        # (which cancels it) from inside loseConnection.  A connection refused
-        # as busy is given only the linger: it has sent one line, or nothing
-        # (on TLS, if it never finished its handshake).
+        # Armed before closing: a transport may call connectionLost (which
+        # cancels it) from inside loseConnection.  A connection refused as
+        # busy gets the linger: it sent one line, or nothing (an unfinished
+        # TLS handshake).
         config = self.factory.config
-        self.setTimeout(config.close_timeout if self._counted else config.linger)
+        self._set_deadline(config.close_timeout if self._counted else config.linger, self._cut_short)
         if self._input_ended or INegotiated.providedBy(transport) or not ITCPTransport.providedBy(transport):
             transport.loseConnection()  # nothing to linger for, or TLS with its own close_notify
         else:
             transport.loseWriteConnection()
 
-    def _close_now(self, transport: tcp.Connection) -> None:
+    def _unregister_producer(self, transport: object) -> None:
         """
-        Close a connection whose replies all went straight to the socket
-        (so the transport's buffer is empty) and whose client has ended its
-        input: nothing is left to send or to linger for.
-
-        C{loseConnection} would take one more reactor turn (two C{epoll_ctl}
-        calls and a dispatch) only to find that buffer empty, a sixth of the
-        server's time at connection-per-request.  This is what Twisted's own
-        C{loseConnection} does once the sending side is already shut, with
-        the methods of Twisted's C{FileDescriptor} that are not part of
-        C{ITCPTransport} (hence only for a plain C{tcp.Connection}).
+        No longer the transport's producer (which would keep it open until
+        resumed), and reading on if held back, to drop what the client sends.
         """
-        transport.stopReading()
-        transport.stopWriting()
-        transport.connectionLost(connectionDone)
+        cast(IConsumer, transport).unregisterProducer()
+        if self._flow is not Flow.READING:
+            self._flow = Flow.READING
+            self.paused = False
+            cast(IPushProducer, transport).resumeProducing()
 
     def readConnectionLost(self) -> None:
         """
-        The client shut down its sending side: answer everything, then close.
-        (If we were closing already, the client has now seen our end: done.)
-
-        What is held back is answered as before, turn by turn within the
-        budget and under back-pressure: over TLS the peer's C{close_notify}
-        may come in the same read as 64 KiB of lines (L{tsecho._tls} keeps TLS
-        up until we close).  Then the unterminated last line, then the close
-        (L{_finish_input}).
+        The client shut down its sending side: answer everything (what is
+        held back turn by turn, as before: over TLS, 64 KiB of lines may come
+        with the client's C{close_notify}), then the unterminated last line
+        (L{_finish_input}), then close.  If closing already, the client has
+        now seen our end: done.
         """
         self._input_ended = True
         self.ending = self.ending or Ending.CLIENT_CLOSED
@@ -468,8 +413,8 @@ class TimestampEcho(LineFramer, TimeoutMixin):
 
     def _finish_input(self) -> None:
         """
-        The client's input has ended and all of it is answered but an
-        unterminated last line: answer that, then close.
+        All of the ended input is answered but an unterminated last line:
+        answer that, then close.
         """
         self._prefix = self.factory.reply_prefix()
         self._room = sys.maxsize  # one line, at most max_line
@@ -478,39 +423,25 @@ class TimestampEcho(LineFramer, TimeoutMixin):
 
     def writeConnectionLost(self) -> None:
         """
-        Our sending side is shut down: everything owed was sent.  If we did
-        not ask for that ourselves, close.
+        Our sending side is shut down, all replies sent: if we shut it,
+        linger for the client to close; if not, close.
         """
         assert self.transport is not None
-        if self._phase is Phase.CLOSING:  # lingering: give the client a moment to close
+        if self._phase is Phase.CLOSING:
             self._phase = Phase.LINGERING
-            self.setTimeout(self.factory.config.linger)
+            self._set_deadline(self.factory.config.linger, self._stop_lingering)
         elif self._phase is not Phase.LINGERING:
             self._phase = Phase.LINGERING
+            self.factory.idle.discard(self)
             self.transport.loseConnection()
 
-    def callLater(self, period: float, func: Any) -> Any:
-        """
-        Schedule L{TimeoutMixin}'s timer (for closing connections only) on the
-        factory's clock.
-        """
-        return self.factory.clock.callLater(period, func)
+    # Timers: the factory's idle table, then the close's one deadline.
 
-    def timeoutConnection(self) -> None:
+    def idle_expired(self) -> None:
         """
-        Idle too long (or, while draining, quiet long enough): close politely.
-        A close that has not finished in time is cut short.
+        Idle for the whole timeout (or, while draining, quiet for the whole
+        quiet period): close politely.
         """
-        assert self.transport is not None
-        if self._phase is Phase.LINGERING:  # all replies sent; the client just never closed
-            self.transport.loseConnection()
-            return
-        if self._phase is not Phase.OPEN:
-            if self._counted:
-                log.warn("aborting {peer}: its replies were not read in time", peer=self._peer)
-                self.ending = Ending.ABORTED
-            cast(ITCPTransport, self.transport).abortConnection()
-            return
         factory = self.factory
         if factory.draining and self._flow is not Flow.READING:
             # Held back by back-pressure is not quiet: the client is still
@@ -521,61 +452,89 @@ class TimestampEcho(LineFramer, TimeoutMixin):
         self.ending = self.ending or (Ending.SHUTDOWN if factory.draining else Ending.IDLE_TIMEOUT)
         self._close()
 
-    def drain(self) -> None:
+    def _set_deadline(self, seconds: float, callback: Callable[[], None]) -> None:
         """
-        The server is shutting down: close once quiet, having answered all.
+        Call C{callback} in C{seconds}, instead of the earlier deadline if any.
+        """
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = self.factory.clock.callLater(seconds, callback)
+
+    def _cut_short(self) -> None:
+        """
+        C{close_timeout} passed, replies unsent: abort (without a word for a
+        connection refused as busy, given only the linger).
+        """
+        assert self.transport is not None
+        if self._counted:
+            log.warn("aborting {peer}: its replies were not read in time", peer=self._peer)
+            self.ending = Ending.ABORTED
+        cast(ITCPTransport, self.transport).abortConnection()
+
+    def _stop_lingering(self) -> None:
+        """
+        C{linger} passed since our sending side shut: close anyway.
+        """
+        assert self.transport is not None
+        self.transport.loseConnection()
+
+    def start_quiet_period(self) -> None:
+        """
+        The server is shutting down: if open, close once quiet for
+        C{drain_quiet} seconds, having answered all.
         """
         if self._phase is Phase.OPEN:
             self.factory.idle.touch(self, self.factory.clock.seconds())
 
-    def finish(self) -> None:
+    def end_shutdown_window(self) -> None:
         """
-        The shutdown window is over: a connection that is caught up answers
-        every line received, then closes (an unfinished line is in flight: it
-        is dropped with later input).  One whose client lags behind on its
-        replies is left to drain as before: closed once quiet, or cut off at
-        the shutdown deadline (its unread input may be lines sent before the
-        shutdown, which it is owed).
+        The shutdown window is over: if caught up, answer every line
+        received, then close (dropping an unfinished line and later input).
+        A connection whose client lags behind on its replies is left to
+        drain: closed once quiet, or at the shutdown deadline (its unread
+        input may be lines sent before the shutdown, which it is owed).
         """
         if self._phase is Phase.OPEN and self._flow is Flow.READING:
             self.ending = self.ending or Ending.SHUTDOWN
             self._close()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if self.timeOut is not None:  # a closing connection's timer
-            self.setTimeout(None)
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
         self._phase = Phase.LOST
         self._socket = None
         if self._counted:
             factory = self.factory
             factory.idle.discard(self)
             factory.release(self)
-            self._summarize(reason)
+            _summarize(self, reason)
         # Break the reference cycles through the transport (which holds us as
         # its producer, or, over TLS, through its producer membrane), so that
         # a closed connection is freed at once, not by the cycle collector.
         self.transport = None
 
-    def _summarize(self, reason: Failure) -> None:
-        """
-        Report the connection, now ended: one log event, and the metrics.
-        """
-        factory = self.factory
-        if self.ending is None:
-            self.ending = Ending.CLIENT_CLOSED if reason.check(error.ConnectionDone) else Ending.RESET
-        duration = factory.clock.seconds() - self.started
-        factory.metrics.closed(self, self.ending, duration)
-        if not factory.config.quiet:
-            log.info(
-                CONNECTION_CLOSED,
-                peer=self._peer,
-                lines=self.lines_answered,
-                answered="1 line" if self.lines_answered == 1 else f"{self.lines_answered} lines",
-                bytes_in=self.bytes_in,
-                bytes_out=self.bytes_out,
-                duration=duration,
-                reason=self.ending.value,
-            )
+
+def _summarize(connection: TimestampEcho, reason: Failure) -> None:
+    """
+    Report C{connection}, now ended: one log event, and the metrics.
+    """
+    factory = connection.factory
+    if connection.ending is None:
+        connection.ending = Ending.CLIENT_CLOSED if reason.check(error.ConnectionDone) else Ending.RESET
+    duration = factory.clock.seconds() - connection.started
+    factory.metrics.closed(connection, connection.ending, duration)
+    if not factory.config.quiet:
+        lines = connection.lines_answered
+        log.info(
+            CONNECTION_CLOSED,
+            peer=connection._peer,
+            lines=lines,
+            answered="1 line" if lines == 1 else f"{lines} lines",
+            bytes_in=connection.bytes_in,
+            bytes_out=connection.bytes_out,
+            duration=duration,
+            reason=connection.ending.value,
+        )
 
 
 if TYPE_CHECKING:  # Twisted's factories are generic only from 24.x on
@@ -602,6 +561,7 @@ class TimestampEchoFactory(_ServerFactory):
         self.config = config
         self.timestamper = timestamper
         self.clock = clock
+        _direct.available()  # checked (and any warning logged) once, with the first factory
         self.metrics: ConnectionMetrics = NO_METRICS
         self.connections: set[TimestampEcho] = set()
         self.idle: IdleTimeouts[TimestampEcho] = IdleTimeouts(clock, config.timeout or None)
@@ -666,7 +626,7 @@ class TimestampEchoFactory(_ServerFactory):
             connection = ref()
             if connection is not None and connection in self.connections:
                 transport = connection.transport
-                if _reset_by_peer(transport):
+                if _direct.reset_by_peer(transport):
                     self.connections.discard(connection)
                     cast(ITCPTransport, transport).abortConnection()
 
@@ -695,7 +655,7 @@ class TimestampEchoFactory(_ServerFactory):
         d: defer.Deferred[None] = defer.Deferred()
         self._drained.append(d)
         for connection in list(self.connections):
-            connection.drain()
+            connection.start_quiet_period()
         if self._window is None:
             self._window = self.clock.callLater(self.config.shutdown_window, self._end_window)
         return d
@@ -705,7 +665,7 @@ class TimestampEchoFactory(_ServerFactory):
         The shutdown window is over: every connection still open finishes now.
         """
         for connection in list(self.connections):
-            connection.finish()
+            connection.end_shutdown_window()
 
     def abort_all(self) -> None:
         """
