@@ -81,14 +81,13 @@ class LineFramer(LineReceiver):
         Deliver the lines of C{data} (it continues the unfinished line) until done or stopped; hold the rest.
         """
         limit = self.MAX_LENGTH
-        while True:
+        while data:  # (what is left after a chunk's last terminator is often nothing)
             lines = data.split(LF, SPLIT_AT_MOST)
             data = lines.pop()  # after the last terminator split off
             if not lines:  # no terminator: all of it continues the unfinished line
-                if data:
-                    self._partial += data
-                    if len(self._partial) > limit and self._unfinished_too_long():
-                        self._exceeded(bytes(self._partial))
+                self._partial += data
+                if len(self._partial) > limit and self._unfinished_too_long():
+                    self._exceeded(bytes(self._partial))
                 return
             if self._partial:
                 lines[0] = b"".join((self._partial, lines[0]))

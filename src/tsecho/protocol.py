@@ -159,6 +159,13 @@ class Flow(Enum):
     continues when the transport drains; reading is paused meanwhile."""
 
 
+# The data path compares states by these names: looking a member up on its
+# Enum class costs about 0.1 µs on CPython 3.10 and 3.11 (10 ns from 3.12 on),
+# several times per chunk.
+OPEN, CLOSING, LINGERING, LOST = Phase.OPEN, Phase.CLOSING, Phase.LINGERING, Phase.LOST
+READING, BEHIND, BLOCKED = Flow.READING, Flow.BEHIND, Flow.BLOCKED
+
+
 @implementer(IHalfCloseableProtocol, IPushProducer)
 class TimestampEcho(LineFramer):
     """
@@ -174,8 +181,8 @@ class TimestampEcho(LineFramer):
 
     factory: TimestampEchoFactory
     lines_answered = 0
-    _phase = Phase.OPEN
-    _flow = Flow.READING
+    _phase = OPEN
+    _flow = READING
     # What the connection's summary (log event and metrics) reports.
     bytes_in = 0
     bytes_out = 0
@@ -201,6 +208,7 @@ class TimestampEcho(LineFramer):
         factory = self.factory
         config = factory.config
         self.MAX_LENGTH = config.max_line
+        self._one_shot = config.one_shot  # read per line
         self._replies: list[bytes] = []
         self._prefix = b""
         self._socket = _direct.direct_socket(self.transport)
@@ -222,14 +230,14 @@ class TimestampEcho(LineFramer):
     # Bytes in.
 
     def dataReceived(self, data: bytes) -> None:
-        if self._phase is not Phase.OPEN:
+        if self._phase is not OPEN:
             return
         self.bytes_in += len(data)
         factory = self.factory
         now = factory.clock.seconds()
         factory.idle.touch(self, now)
         self._prefix = factory.timestamper.prefix(now)
-        if self._flow is not Flow.READING:  # held back: this waits behind the rest
+        if self._flow is not READING:  # held back: this waits behind the rest
             LineFramer.dataReceived(self, data)
             return
         room = self._room = min(REPLY_BUDGET, factory.turn_room)
@@ -244,10 +252,10 @@ class TimestampEcho(LineFramer):
         self._replies += (prefix, line, self.line_ending or CRLF)
         self.lines_answered += 1
         room = self._room = self._room - len(prefix) - len(line) - 2  # about: CRLF or LF
-        if room <= 0 and self._flow is Flow.READING:
-            self._flow = Flow.BEHIND
+        if room <= 0 and self._flow is READING:
+            self._flow = BEHIND
             self.paused = True  # the framer holds the rest
-        if self.factory.config.one_shot:
+        if self._one_shot:
             self.ending = self.ending or Ending.ONE_SHOT
             self._close()
             return True  # no more lines
@@ -302,7 +310,7 @@ class TimestampEcho(LineFramer):
         """
         factory = self.factory
         factory.turn_room -= room - self._room
-        if self._flow is Flow.BEHIND:
+        if self._flow is BEHIND:
             assert self.transport is not None
             cast(IPushProducer, self.transport).pauseProducing()
             factory.continue_later(self)
@@ -311,14 +319,14 @@ class TimestampEcho(LineFramer):
         """
         A later turn has come: if still behind, answer more of what is held.
         """
-        if self._flow is Flow.BEHIND and self._phase is Phase.OPEN:
+        if self._flow is BEHIND and self._phase is OPEN:
             self._answer_held_input()
 
     def pauseProducing(self) -> None:
         """
         The transport's buffer is full: answer and read nothing until it drains.
         """
-        self._flow = Flow.BLOCKED
+        self._flow = BLOCKED
         self.paused = True
         assert self.transport is not None
         cast(IPushProducer, self.transport).pauseProducing()
@@ -327,7 +335,7 @@ class TimestampEcho(LineFramer):
         """
         The transport drained: answer the input held back, then read on.
         """
-        if self._flow is Flow.BLOCKED:
+        if self._flow is BLOCKED:
             self._answer_held_input()
 
     def _answer_held_input(self) -> None:
@@ -336,7 +344,7 @@ class TimestampEcho(LineFramer):
         answered, read on (or, if the client's input has ended, finish).
         """
         factory = self.factory
-        self._flow = Flow.READING
+        self._flow = READING
         self.paused = False
         room = self._room = min(REPLY_BUDGET, factory.turn_room)
         now = factory.clock.seconds()
@@ -345,7 +353,7 @@ class TimestampEcho(LineFramer):
         LineFramer.dataReceived(self, b"")
         self._send_replies()
         self._end_turn(room)
-        if self._flow is Flow.READING and self._phase is Phase.OPEN:  # all of it answered
+        if self._flow is READING and self._phase is OPEN:  # all of it answered
             if self._input_ended:
                 self._finish_input()
                 return
@@ -360,9 +368,9 @@ class TimestampEcho(LineFramer):
         TCP and UNIX sockets (see the module's docstring).
         """
         self._send_replies()
-        if self._phase is not Phase.OPEN:
+        if self._phase is not OPEN:
             return
-        self._phase = Phase.CLOSING
+        self._phase = CLOSING
         self.factory.idle.discard(self)
         self.clearLineBuffer()  # what was not answered will not be
         transport = self.transport
@@ -389,8 +397,8 @@ class TimestampEcho(LineFramer):
         resumed), and reading on if held back, to drop what the client sends.
         """
         cast(IConsumer, transport).unregisterProducer()
-        if self._flow is not Flow.READING:
-            self._flow = Flow.READING
+        if self._flow is not READING:
+            self._flow = READING
             self.paused = False
             cast(IPushProducer, transport).resumeProducing()
 
@@ -404,10 +412,10 @@ class TimestampEcho(LineFramer):
         """
         self._input_ended = True
         self.ending = self.ending or Ending.CLIENT_CLOSED
-        if self._phase is not Phase.OPEN:
+        if self._phase is not OPEN:
             assert self.transport is not None
             self.transport.loseConnection()
-        elif self._flow is Flow.READING:  # nothing held back
+        elif self._flow is READING:  # nothing held back
             self._finish_input()
         # Otherwise the held input's turn (continue_turn, resumeProducing) finishes.
 
@@ -427,11 +435,11 @@ class TimestampEcho(LineFramer):
         linger for the client to close; if not, close.
         """
         assert self.transport is not None
-        if self._phase is Phase.CLOSING:
-            self._phase = Phase.LINGERING
+        if self._phase is CLOSING:
+            self._phase = LINGERING
             self._set_deadline(self.factory.config.linger, self._stop_lingering)
-        elif self._phase is not Phase.LINGERING:
-            self._phase = Phase.LINGERING
+        elif self._phase is not LINGERING:
+            self._phase = LINGERING
             self.factory.idle.discard(self)
             self.transport.loseConnection()
 
@@ -443,7 +451,7 @@ class TimestampEcho(LineFramer):
         quiet period): close politely.
         """
         factory = self.factory
-        if factory.draining and self._flow is not Flow.READING:
+        if factory.draining and self._flow is not READING:
             # Held back by back-pressure is not quiet: the client is still
             # reading replies it is owed (closing now would reset them away).
             # Wait; the shutdown window and deadline still apply.
@@ -483,7 +491,7 @@ class TimestampEcho(LineFramer):
         The server is shutting down: if open, close once quiet for
         C{drain_quiet} seconds, having answered all.
         """
-        if self._phase is Phase.OPEN:
+        if self._phase is OPEN:
             self.factory.idle.touch(self, self.factory.clock.seconds())
 
     def end_shutdown_window(self) -> None:
@@ -494,14 +502,14 @@ class TimestampEcho(LineFramer):
         drain: closed once quiet, or at the shutdown deadline (its unread
         input may be lines sent before the shutdown, which it is owed).
         """
-        if self._phase is Phase.OPEN and self._flow is Flow.READING:
+        if self._phase is OPEN and self._flow is READING:
             self.ending = self.ending or Ending.SHUTDOWN
             self._close()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self._deadline is not None and self._deadline.active():
             self._deadline.cancel()
-        self._phase = Phase.LOST
+        self._phase = LOST
         self._socket = None
         if self._counted:
             factory = self.factory
