@@ -744,7 +744,7 @@ class LoggingTests(SynchronousTestCase):
         told: list[tuple[object, Ending, float]] = []
 
         class Recording:
-            def refused(self) -> None:
+            def refused(self, connection: TimestampEcho) -> None:
                 pass
 
             def closed(self, connection: TimestampEcho, ending: Ending, duration: float) -> None:

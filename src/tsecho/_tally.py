@@ -48,8 +48,8 @@ class ConnectionMetrics(Protocol):
     once when one it served has ended.
     """
 
-    def refused(self) -> None:
-        """A connection was refused as busy (and has not yet closed)."""
+    def refused(self, connection: TimestampEcho) -> None:
+        """C{connection} was refused as busy (and has not yet closed)."""
 
     def closed(self, connection: TimestampEcho, ending: Ending, duration: float) -> None:
         """
@@ -62,7 +62,7 @@ class NoMetrics:
     Metrics off: nothing is counted.
     """
 
-    def refused(self) -> None:
+    def refused(self, connection: TimestampEcho) -> None:
         pass
 
     def closed(self, connection: TimestampEcho, ending: Ending, duration: float) -> None:

@@ -199,22 +199,15 @@ class ServerMetrics:
         its connections to, so that they count under its label.
         """
         tally = self._listeners.setdefault(listener, ListenerTally(listener))  # one label, however many listeners
-        unlabelled = self._unlabelled
         base = shared.protocol
-
-        def connectionMade(connection: TimestampEcho) -> None:
-            base.connectionMade(connection)
-            if connection.ending is Ending.BUSY:  # refused: L{refused} counted it, not knowing where
-                unlabelled.refused -= 1
-                tally.refused += 1
-
-        protocol = type(base.__name__, (base,), {"tally": tally, "connectionMade": connectionMade})
+        protocol = type(base.__name__, (base,), {"tally": tally})
         return ListenerFactory(shared, cast("type[TimestampEcho]", protocol))
 
     # What the protocol calls.
 
-    def refused(self) -> None:
-        self._unlabelled.refused += 1
+    def refused(self, connection: TimestampEcho) -> None:
+        tally: ListenerTally = getattr(connection, "tally", self._unlabelled)
+        tally.refused += 1
 
     def closed(self, connection: TimestampEcho, ending: Ending, duration: float) -> None:
         tally: ListenerTally = getattr(connection, "tally", self._unlabelled)

@@ -215,7 +215,7 @@ class TimestampEcho(LineFramer):
         if not factory.admit(self):
             log.warn("refused {peer}: server busy ({limit} connections)", peer=self._peer, limit=config.max_connections)
             self.ending = Ending.BUSY
-            factory.metrics.refused()
+            factory.metrics.refused(self)
             self._replies.append(BUSY)
             self._close()
             return
