@@ -50,7 +50,8 @@ class Load:
     @ivar connections: every persistent connection made.
     @ivar wrong: replies that did not echo the line they answer.
     @ivar refused: connections that could not be made (any client).
-    @ivar one_shot: lines sent and answered on connect-per-line connections.
+    @ivar one_shot: lines sent (or tried, on a connection made) and answered
+        on connect-per-line connections.
     @ivar broken: the local port and error of each connect-per-line
         connection that failed after it was made.
     """
@@ -128,10 +129,10 @@ class Load:
             number += 1
             with sock:
                 port = sock.getsockname()[1]
+                self.one_shot[0] += 1  # counted before sending: a reset may fail the send or the shutdown
                 try:
                     sock.sendall(line + b"\r\n")
                     sock.shutdown(socket.SHUT_WR)
-                    self.one_shot[0] += 1
                     reply = _read_reply(sock, bytearray())
                 except OSError as e:
                     reply = None
