@@ -34,6 +34,7 @@ from twisted.logger import LogEvent, capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
 from realsockets import serving, tcp_port
+from test_client_script import ResolvingReactor
 from tsecho.client._command import FAILED, OK, USAGE, ClientOptions, Terminal, run
 from tsecho.client._tls import client_from_string, split_description
 
@@ -414,7 +415,7 @@ class ClientCertificateTests(SynchronousTestCase):
             f"certificate={escape(self.combined)}",
             f"certificate={escape(self.certificate)}:privateKey={escape(self.key)}",
         ):
-            endpoint = client_from_string(MemoryReactorClock(), f"tls:localhost:1:{options}")
+            endpoint = client_from_string(ResolvingReactor(), f"tls:localhost:1:{options}")
             self.assertTrue(IStreamClientEndpoint.providedBy(endpoint), options)
 
     def test_not_a_certificate(self) -> None:
