@@ -295,6 +295,26 @@ class ResetCountedOutTests(SynchronousTestCase):
         transport.doRead()
         self.assertEqual(client.recv(100), EXAMPLE_STAMP + b"live\n")
 
+    def test_unix_socket_never_reset(self) -> None:
+        """
+        A connection on a UNIX socket has no TCP state to probe: never reset.
+        """
+        connection = SocketConnection(self)
+        self.assertFalse(_direct.reset_by_peer(connection.transport))
+
+    def test_probe_fails(self) -> None:
+        """
+        A TCP socket whose state cannot be read (here: closed under the
+        transport) is not taken for reset.
+        """
+        with socket.create_server(("127.0.0.1", 0)) as listener:
+            client = socket.create_connection(listener.getsockname()[:2])
+            self.addCleanup(client.close)
+            server_end, address = listener.accept()
+        transport = tcp.Server(server_end, Protocol(), address, None, 1, MemoryReactorClock())  # type: ignore[arg-type]
+        server_end.close()
+        self.assertFalse(_direct.reset_by_peer(transport))
+
 
 class WithoutShortcutsTests(SynchronousTestCase):
     """

@@ -20,7 +20,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from test_workers import FakeListeners, FakeProcess, ProcessReactor, event_line
 from tsecho._startup import StartupError
 from tsecho.worker import READY
-from tsecho.workers import State, WorkerPool, _check_command, describe_exit
+from tsecho.workers import State, WorkerPool, _check_command, _parse_event, describe_exit
 
 
 class CannotSpawn(ProcessReactor):
@@ -239,3 +239,18 @@ class CheckCommandTests(SynchronousTestCase):
         )
         self.assertEqual(_check_command([sys.executable, "-c", "raise SystemExit(3)"]), "exit status 3")
         self.assertIn("No such file or directory", _check_command(["/nonexistent/tsecho-worker"]) or "")
+
+
+class RelayedLineTests(SynchronousTestCase):
+    """
+    What a worker writes on its log channel is a log event only if it is one.
+    """
+
+    def test_not_an_event(self) -> None:
+        """
+        A line that is no JSON, JSON that is no object, or an object without
+        a C{log_format} is no event; a JSON log event is.
+        """
+        for text in ("not json {", "[1, 2]", '{"x": 1}'):
+            self.assertIsNone(_parse_event(text), text)
+        self.assertEqual(_parse_event('{"log_format": "hi"}'), {"log_format": "hi"})
