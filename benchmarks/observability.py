@@ -58,10 +58,11 @@ def per_event(observer: Any, clock: Clock | None = None, events: int = 20000) ->
                 CONNECTION_CLOSED,
                 peer="127.0.0.1:54321",
                 lines=1,
+                answered="1 line",
                 bytes_in=7,
                 bytes_out=34,
                 duration=0.000123,
-                reason=Ending.CLIENT_CLOSED,
+                reason=Ending.CLIENT_CLOSED.value,
             )
             if clock is not None and i % 1000 == 999:
                 clock.advance(1)

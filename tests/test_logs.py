@@ -15,7 +15,7 @@ from typing import Any
 
 from twisted.application.service import Application
 from twisted.internet.task import Clock
-from twisted.logger import ILogObserver, LogLevel, formatEventAsClassicLogText
+from twisted.logger import ILogObserver, LogEvent, Logger, LogLevel, formatEventAsClassicLogText
 from twisted.python.failure import Failure
 from twisted.python.threadable import registerAsIOThread
 from twisted.scripts._twistd_unix import ServerOptions
@@ -25,7 +25,7 @@ from serverprocess import exchange, running_server
 from tsecho._startup import release_stderr
 from tsecho._tally import Ending
 from tsecho._twistd_logging import default_observer
-from tsecho.logs import CONNECTION_CLOSED, BatchedWriter, JSONObserver, TextObserver, format_message
+from tsecho.logs import CONNECTION_CLOSED, BatchedWriter, JSONObserver, TextObserver, emit_info, format_message
 from tsecho.tap import makeService
 from tsecho.testing import EXAMPLE_TIME
 from tsecho.workers import WorkerPool
@@ -127,6 +127,25 @@ class FormatTests(SynchronousTestCase):
         )
 
 
+class EmitInfoTests(SynchronousTestCase):
+    """
+    L{emit_info} makes the event that C{Logger.info} makes.
+    """
+
+    def test_same_event(self) -> None:
+        """
+        The same keys and values as C{Logger.info}'s event, the time aside,
+        to the same observer: if Twisted's events change, this fails.
+        """
+        events: list[LogEvent] = []
+        log = Logger(namespace="tsecho.test", source=self, observer=events.append)
+        log.info(CONNECTION_CLOSED, peer="127.0.0.1:5555", lines=1)
+        emit_info(log, CONNECTION_CLOSED, {"peer": "127.0.0.1:5555", "lines": 1})
+        theirs, ours = events
+        self.assertLess(abs(ours.pop("log_time") - theirs.pop("log_time")), 60)
+        self.assertEqual(ours, theirs)
+
+
 class BatchedWriterTests(SynchronousTestCase):
     """
     L{BatchedWriter} writes within a second, at once when urgent, when the
@@ -214,6 +233,24 @@ class BatchedWriterTests(SynchronousTestCase):
         self.assertEqual(out.getvalue(), "x\n")
         writer.write("y\n")
         self.assertEqual(len(reactor.triggers), 1)
+
+    def test_stopping(self) -> None:
+        """
+        A line logged while the reactor stops, with a flush already due,
+        waits for the flush its shutdown brings; after that, lines are
+        written at once.
+        """
+        out, reactor = io.StringIO(), FakeReactor()
+        writer = BatchedWriter(out, reactor)
+        writer.write("a\n")
+        reactor.running = False
+        writer.write("stopping\n")
+        self.assertEqual(out.getvalue(), "")
+        reactor.triggers[0][2]()
+        self.assertEqual(out.getvalue(), "a\nstopping\n")
+        self.assertEqual(reactor.getDelayedCalls(), [])
+        writer.write("stopped\n")
+        self.assertEqual(out.getvalue(), "a\nstopping\nstopped\n")
 
     def test_binary_file(self) -> None:
         """

@@ -53,7 +53,7 @@ from tsecho._idle import IdleTimeouts
 from tsecho._logtext import describe_address
 from tsecho._tally import NO_METRICS, ConnectionMetrics, Ending
 from tsecho.framing import LineFramer
-from tsecho.logs import CONNECTION_CLOSED
+from tsecho.logs import CONNECTION_CLOSED, emit_info
 from tsecho.timestamps import Timestamper
 from tsecho.wire import BUSY, CRLF, line_too_long
 
@@ -533,15 +533,18 @@ def _summarize(connection: TimestampEcho, reason: Failure) -> None:
     factory.metrics.closed(connection, connection.ending, duration)
     if not factory.config.quiet:
         lines = connection.lines_answered
-        log.info(
+        emit_info(
+            log,
             CONNECTION_CLOSED,
-            peer=connection._peer,
-            lines=lines,
-            answered="1 line" if lines == 1 else f"{lines} lines",
-            bytes_in=connection.bytes_in,
-            bytes_out=connection.bytes_out,
-            duration=duration,
-            reason=connection.ending.value,
+            {
+                "peer": connection._peer,
+                "lines": lines,
+                "answered": "1 line" if lines == 1 else f"{lines} lines",
+                "bytes_in": connection.bytes_in,
+                "bytes_out": connection.bytes_out,
+                "duration": duration,
+                "reason": connection.ending.value,
+            },
         )
 
 
