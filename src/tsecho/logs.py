@@ -27,7 +27,15 @@ from time import time
 from typing import IO, Any, cast
 
 from twisted.internet.interfaces import IReactorCore, IReactorTime
-from twisted.logger import ILogObserver, LogEvent, Logger, LogLevel, formatEvent, formatEventAsClassicLogText, formatTime
+from twisted.logger import (
+    ILogObserver,
+    LogEvent,
+    Logger,
+    LogLevel,
+    formatEvent,
+    formatEventAsClassicLogText,
+    formatTime,
+)
 from twisted.python.compat import ioType
 from twisted.python.threadable import isInIOThread
 from zope.interface import implementer
