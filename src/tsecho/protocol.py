@@ -42,6 +42,7 @@ from twisted.internet.interfaces import (
     IPushProducer,
     IReactorTime,
     ITCPTransport,
+    ITransport,
 )
 from twisted.internet.protocol import ServerFactory, connectionDone
 from twisted.logger import Logger
@@ -49,7 +50,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from tsecho import _direct
-from tsecho._idle import IdleTimeouts
+from tsecho._idle import Expiring, IdleTimeouts
 from tsecho._logtext import describe_address
 from tsecho._tally import NO_METRICS, ConnectionMetrics, Ending
 from tsecho.framing import LineFramer
@@ -166,32 +167,33 @@ OPEN, CLOSING, LINGERING, LOST = Phase.OPEN, Phase.CLOSING, Phase.LINGERING, Pha
 READING, BEHIND, BLOCKED = Flow.READING, Flow.BEHIND, Flow.BLOCKED
 
 
-@implementer(IHalfCloseableProtocol, IPushProducer)
-class TimestampEcho(LineFramer):
+class _ClosingMixin:
     """
-    Answer each line with C{[TIMESTAMP] LINE EOL}, EOL mirroring the request's.
+    When and how a L{TimestampEcho} (below, the data path) closes.
 
-    A connection is L{open <Phase.OPEN>}, then L{closing <Phase.CLOSING>},
-    L{lingering <Phase.LINGERING>} and L{lost <Phase.LOST>}; while open, its
-    L{Flow} says whether it is reading or holding input back.  Each timer
-    has its own callback: while open, the factory's idle table calls
-    L{idle_expired}; once closing, one deadline calls L{_cut_short} after
-    C{close_timeout}, or, once lingering, L{_stop_lingering} after C{linger}.
+    It drives the connection's L{Phase} on from L{open <Phase.OPEN>}:
+    L{_close} makes it L{closing <Phase.CLOSING>}, L{writeConnectionLost}
+    L{lingering <Phase.LINGERING>}, L{connectionLost} L{lost <Phase.LOST>}.
+    Each timer has its own callback: while open, the factory's idle table
+    calls L{idle_expired}; once closing, one deadline calls L{_cut_short}
+    after C{close_timeout}, or, once lingering, L{_stop_lingering} after
+    C{linger}.
     """
 
+    # What it uses of the data path.
+    transport: ITransport | None
     factory: TimestampEchoFactory
-    lines_answered = 0
+    paused: bool
+    _flow: Flow
+    _socket: socket.socket | None
+    _send_replies: Callable[[], None]
+    _finish_input: Callable[[], None]
+    clearLineBuffer: Callable[[], bytes]
+
     _phase = OPEN
-    _flow = READING
-    # What the connection's summary (log event and metrics) reports.
-    bytes_in = 0
-    bytes_out = 0
-    started = 0.0
     ending: Ending | None = None  # the first reason to close wins
-    _counted = False
+    _counted = False  # admitted: counted in the factory until lost
     _input_ended = False
-    _room = REPLY_BUDGET  # bytes of replies this connection may still make this turn
-    _socket: socket.socket | None = None  # while replies may go straight to it
     _deadline: IDelayedCall | None = None  # once closing
 
     @property
@@ -202,6 +204,162 @@ class TimestampEcho(LineFramer):
         the PROXY protocol it names the real client once the header is read.
         """
         return describe_address(self.transport.getPeer()) if self.transport is not None else ""
+
+    def _close(self) -> None:
+        """
+        Send what is owed, then close once it is written: lingering on plain
+        TCP and UNIX sockets (see the module's docstring).
+        """
+        self._send_replies()
+        if self._phase is not OPEN:
+            return
+        self._phase = CLOSING
+        self.factory.idle.discard(self)
+        self.clearLineBuffer()  # what was not answered will not be
+        transport = self.transport
+        assert transport is not None
+        if self._counted:
+            self._unregister_producer(transport)
+        if self._input_ended and self._socket is not None:  # all sent, nothing to linger for
+            _direct.close_now(transport)
+            return
+        # Armed before closing: a transport may call connectionLost (which
+        # cancels it) from inside loseConnection.  A connection refused as
+        # busy gets the linger: it sent one line, or nothing (an unfinished
+        # TLS handshake).
+        config = self.factory.config
+        self._set_deadline(config.close_timeout if self._counted else config.linger, self._cut_short)
+        if self._input_ended or INegotiated.providedBy(transport) or not ITCPTransport.providedBy(transport):
+            transport.loseConnection()  # nothing to linger for, or TLS with its own close_notify
+        else:
+            transport.loseWriteConnection()
+
+    def _unregister_producer(self, transport: object) -> None:
+        """
+        No longer the transport's producer (which would keep it open until
+        resumed), and reading on if held back, to drop what the client sends.
+        """
+        cast(IConsumer, transport).unregisterProducer()
+        if self._flow is not READING:
+            self._flow = READING
+            self.paused = False
+            cast(IPushProducer, transport).resumeProducing()
+
+    def readConnectionLost(self) -> None:
+        """
+        The client shut down its sending side: answer everything (what is
+        held back turn by turn, as before: over TLS, 64 KiB of lines may come
+        with the client's C{close_notify}), then the unterminated last line
+        (L{TimestampEcho._finish_input}), then close.  If closing already,
+        the client has now seen our end: done.
+        """
+        self._input_ended = True
+        self.ending = self.ending or Ending.CLIENT_CLOSED
+        if self._phase is not OPEN:
+            assert self.transport is not None
+            self.transport.loseConnection()
+        elif self._flow is READING:  # nothing held back
+            self._finish_input()
+        # Otherwise the held input's turn (continue_turn, resumeProducing) finishes.
+
+    def writeConnectionLost(self) -> None:
+        """
+        Our sending side is shut down, all replies sent: if we shut it,
+        linger for the client to close; if not, close.
+        """
+        assert self.transport is not None
+        if self._phase is CLOSING:
+            self._phase = LINGERING
+            self._set_deadline(self.factory.config.linger, self._stop_lingering)
+        elif self._phase is not LINGERING:
+            self._phase = LINGERING
+            self.factory.idle.discard(self)
+            self.transport.loseConnection()
+
+    # Timers: the factory's idle table, then the close's one deadline.
+
+    def idle_expired(self) -> None:
+        """
+        Idle for the whole timeout (or, while draining, quiet for the whole
+        quiet period): close politely.
+        """
+        factory = self.factory
+        if factory.draining and self._flow is not READING:
+            # Held back by back-pressure is not quiet: the client is still
+            # reading replies it is owed (closing now would reset them away).
+            # Wait; the shutdown window and deadline still apply.
+            factory.idle.touch(self, factory.clock.seconds())
+            return
+        self.ending = self.ending or (Ending.SHUTDOWN if factory.draining else Ending.IDLE_TIMEOUT)
+        self._close()
+
+    def _set_deadline(self, seconds: float, callback: Callable[[], None]) -> None:
+        """
+        Call C{callback} in C{seconds}, instead of the earlier deadline if any.
+        """
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = self.factory.clock.callLater(seconds, callback)
+
+    def _cut_short(self) -> None:
+        """
+        C{close_timeout} passed, replies unsent: abort (without a word for a
+        connection refused as busy, given only the linger).
+        """
+        assert self.transport is not None
+        if self._counted:
+            log.warn("aborting {peer}: its replies were not read in time", peer=self._peer)
+            self.ending = Ending.ABORTED
+        cast(ITCPTransport, self.transport).abortConnection()
+
+    def _stop_lingering(self) -> None:
+        """
+        C{linger} passed since our sending side shut: close anyway.
+        """
+        assert self.transport is not None
+        self.transport.loseConnection()
+
+    # Shutdown: the factory's drain.
+
+    def start_quiet_period(self) -> None:
+        """
+        The server is shutting down: if open, close once quiet for
+        C{drain_quiet} seconds, having answered all.
+        """
+        if self._phase is OPEN:
+            self.factory.idle.touch(self, self.factory.clock.seconds())
+
+    def end_shutdown_window(self) -> None:
+        """
+        The shutdown window is over: if caught up, answer every line
+        received, then close (dropping an unfinished line and later input).
+        A connection whose client lags behind on its replies is left to
+        drain: closed once quiet, or at the shutdown deadline (its unread
+        input may be lines sent before the shutdown, which it is owed).
+        """
+        if self._phase is OPEN and self._flow is READING:
+            self.ending = self.ending or Ending.SHUTDOWN
+            self._close()
+
+
+@implementer(IHalfCloseableProtocol, IPushProducer)
+class TimestampEcho(_ClosingMixin, LineFramer):
+    """
+    Answer each line with C{[TIMESTAMP] LINE EOL}, EOL mirroring the request's.
+
+    This class is the data path, top to bottom; while the connection is
+    L{open <Phase.OPEN>}, its L{Flow} says whether it is reading or holding
+    input back.  L{_ClosingMixin} (above) closes it.
+    """
+
+    lines_answered = 0
+    _flow = READING
+    # With lines_answered and ending, what the connection's summary reports.
+    bytes_in = 0
+    bytes_out = 0
+    started = 0.0
+    _room = REPLY_BUDGET  # bytes of replies this connection may still make this turn
+    _socket: socket.socket | None = None  # while replies may go straight to it
 
     def connectionMade(self) -> None:
         assert self.transport is not None
@@ -221,8 +379,7 @@ class TimestampEcho(LineFramer):
             return
         self._counted = True
         # Back-pressure: the transport pauses us (and we it) while our replies
-        # wait unsent beyond its buffer size, so a client that does not read
-        # cannot make us buffer without bound.
+        # wait unsent beyond its buffer size.
         cast(IConsumer, self.transport).registerProducer(self, True)
         self.started = now = factory.clock.seconds()
         factory.idle.touch(self, now)
@@ -360,65 +517,6 @@ class TimestampEcho(LineFramer):
             assert self.transport is not None
             cast(IPushProducer, self.transport).resumeProducing()
 
-    # The end of a connection.
-
-    def _close(self) -> None:
-        """
-        Send what is owed, then close once it is written: lingering on plain
-        TCP and UNIX sockets (see the module's docstring).
-        """
-        self._send_replies()
-        if self._phase is not OPEN:
-            return
-        self._phase = CLOSING
-        self.factory.idle.discard(self)
-        self.clearLineBuffer()  # what was not answered will not be
-        transport = self.transport
-        assert transport is not None
-        if self._counted:
-            self._unregister_producer(transport)
-        if self._input_ended and self._socket is not None:  # all sent, nothing to linger for
-            _direct.close_now(transport)
-            return
-        # Armed before closing: a transport may call connectionLost (which
-        # cancels it) from inside loseConnection.  A connection refused as
-        # busy gets the linger: it sent one line, or nothing (an unfinished
-        # TLS handshake).
-        config = self.factory.config
-        self._set_deadline(config.close_timeout if self._counted else config.linger, self._cut_short)
-        if self._input_ended or INegotiated.providedBy(transport) or not ITCPTransport.providedBy(transport):
-            transport.loseConnection()  # nothing to linger for, or TLS with its own close_notify
-        else:
-            transport.loseWriteConnection()
-
-    def _unregister_producer(self, transport: object) -> None:
-        """
-        No longer the transport's producer (which would keep it open until
-        resumed), and reading on if held back, to drop what the client sends.
-        """
-        cast(IConsumer, transport).unregisterProducer()
-        if self._flow is not READING:
-            self._flow = READING
-            self.paused = False
-            cast(IPushProducer, transport).resumeProducing()
-
-    def readConnectionLost(self) -> None:
-        """
-        The client shut down its sending side: answer everything (what is
-        held back turn by turn, as before: over TLS, 64 KiB of lines may come
-        with the client's C{close_notify}), then the unterminated last line
-        (L{_finish_input}), then close.  If closing already, the client has
-        now seen our end: done.
-        """
-        self._input_ended = True
-        self.ending = self.ending or Ending.CLIENT_CLOSED
-        if self._phase is not OPEN:
-            assert self.transport is not None
-            self.transport.loseConnection()
-        elif self._flow is READING:  # nothing held back
-            self._finish_input()
-        # Otherwise the held input's turn (continue_turn, resumeProducing) finishes.
-
     def _finish_input(self) -> None:
         """
         All of the ended input is answered but an unterminated last line:
@@ -428,83 +526,6 @@ class TimestampEcho(LineFramer):
         self._room = sys.maxsize  # one line, at most max_line
         self.deliver_unterminated_line()
         self._close()
-
-    def writeConnectionLost(self) -> None:
-        """
-        Our sending side is shut down, all replies sent: if we shut it,
-        linger for the client to close; if not, close.
-        """
-        assert self.transport is not None
-        if self._phase is CLOSING:
-            self._phase = LINGERING
-            self._set_deadline(self.factory.config.linger, self._stop_lingering)
-        elif self._phase is not LINGERING:
-            self._phase = LINGERING
-            self.factory.idle.discard(self)
-            self.transport.loseConnection()
-
-    # Timers: the factory's idle table, then the close's one deadline.
-
-    def idle_expired(self) -> None:
-        """
-        Idle for the whole timeout (or, while draining, quiet for the whole
-        quiet period): close politely.
-        """
-        factory = self.factory
-        if factory.draining and self._flow is not READING:
-            # Held back by back-pressure is not quiet: the client is still
-            # reading replies it is owed (closing now would reset them away).
-            # Wait; the shutdown window and deadline still apply.
-            factory.idle.touch(self, factory.clock.seconds())
-            return
-        self.ending = self.ending or (Ending.SHUTDOWN if factory.draining else Ending.IDLE_TIMEOUT)
-        self._close()
-
-    def _set_deadline(self, seconds: float, callback: Callable[[], None]) -> None:
-        """
-        Call C{callback} in C{seconds}, instead of the earlier deadline if any.
-        """
-        if self._deadline is not None and self._deadline.active():
-            self._deadline.cancel()
-        self._deadline = self.factory.clock.callLater(seconds, callback)
-
-    def _cut_short(self) -> None:
-        """
-        C{close_timeout} passed, replies unsent: abort (without a word for a
-        connection refused as busy, given only the linger).
-        """
-        assert self.transport is not None
-        if self._counted:
-            log.warn("aborting {peer}: its replies were not read in time", peer=self._peer)
-            self.ending = Ending.ABORTED
-        cast(ITCPTransport, self.transport).abortConnection()
-
-    def _stop_lingering(self) -> None:
-        """
-        C{linger} passed since our sending side shut: close anyway.
-        """
-        assert self.transport is not None
-        self.transport.loseConnection()
-
-    def start_quiet_period(self) -> None:
-        """
-        The server is shutting down: if open, close once quiet for
-        C{drain_quiet} seconds, having answered all.
-        """
-        if self._phase is OPEN:
-            self.factory.idle.touch(self, self.factory.clock.seconds())
-
-    def end_shutdown_window(self) -> None:
-        """
-        The shutdown window is over: if caught up, answer every line
-        received, then close (dropping an unfinished line and later input).
-        A connection whose client lags behind on its replies is left to
-        drain: closed once quiet, or at the shutdown deadline (its unread
-        input may be lines sent before the shutdown, which it is owed).
-        """
-        if self._phase is OPEN and self._flow is READING:
-            self.ending = self.ending or Ending.SHUTDOWN
-            self._close()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self._deadline is not None and self._deadline.active():
@@ -575,7 +596,7 @@ class TimestampEchoFactory(_ServerFactory):
         _direct.available()  # checked (and any warning logged) once, with the first factory
         self.metrics: ConnectionMetrics = NO_METRICS
         self.connections: set[TimestampEcho] = set()
-        self.idle: IdleTimeouts[TimestampEcho] = IdleTimeouts(clock, config.timeout or None)
+        self.idle: IdleTimeouts[Expiring] = IdleTimeouts(clock, config.timeout or None)
         self.draining = False
         self._drained: list[defer.Deferred[None]] = []
         self._window: IDelayedCall | None = None  # the end of the shutdown window
