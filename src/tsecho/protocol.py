@@ -186,9 +186,11 @@ class _ClosingMixin:
     paused: bool
     _flow: Flow
     _socket: socket.socket | None
+    _prefix: bytes
+    _room: int
     _send_replies: Callable[[], None]
-    _finish_input: Callable[[], None]
     clearLineBuffer: Callable[[], bytes]
+    deliver_unterminated_line: Callable[[], None]
 
     _phase = OPEN
     ending: Ending | None = None  # the first reason to close wins
@@ -250,7 +252,7 @@ class _ClosingMixin:
         The client shut down its sending side: answer everything (what is
         held back turn by turn, as before: over TLS, 64 KiB of lines may come
         with the client's C{close_notify}), then the unterminated last line
-        (L{TimestampEcho._finish_input}), then close.  If closing already,
+        (L{_finish_input}), then close.  If closing already,
         the client has now seen our end: done.
         """
         self._input_ended = True
@@ -261,6 +263,16 @@ class _ClosingMixin:
         elif self._flow is READING:  # nothing held back
             self._finish_input()
         # Otherwise the held input's turn (continue_turn, resumeProducing) finishes.
+
+    def _finish_input(self) -> None:
+        """
+        All of the ended input is answered but an unterminated last line:
+        answer that, then close.
+        """
+        self._prefix = self.factory.reply_prefix()
+        self._room = sys.maxsize  # one line, at most max_line
+        self.deliver_unterminated_line()
+        self._close()
 
     def writeConnectionLost(self) -> None:
         """
@@ -306,7 +318,6 @@ class _ClosingMixin:
         C{close_timeout} passed, replies unsent: abort (without a word for a
         connection refused as busy, given only the linger).
         """
-        assert self.transport is not None
         if self._counted:
             log.warn("aborting {peer}: its replies were not read in time", peer=self._peer)
             self.ending = Ending.ABORTED
@@ -362,7 +373,6 @@ class TimestampEcho(_ClosingMixin, LineFramer):
     _socket: socket.socket | None = None  # while replies may go straight to it
 
     def connectionMade(self) -> None:
-        assert self.transport is not None
         factory = self.factory
         config = factory.config
         self.MAX_LENGTH = config.max_line
@@ -432,31 +442,28 @@ class TimestampEcho(_ClosingMixin, LineFramer):
     # Replies out.
 
     def _send_replies(self) -> None:
+        """
+        Write the replies made so far, in one piece: straight on the socket
+        (L{tsecho._direct} says why), which is safe only while the transport's
+        own buffer is empty, so from the first short send on through the
+        transport, in order, under its back-pressure.
+        """
         if self._replies:
-            assert self.transport is not None
             data = b"".join(self._replies)
             self._replies.clear()
             self.bytes_out += len(data)
-            if self._socket is not None:
-                data = self._send_directly(self._socket, data)
-            if data:
-                self.transport.write(data)
-
-    def _send_directly(self, sock: socket.socket, data: bytes) -> bytes:
-        """
-        Send C{data} on the socket at once (L{tsecho._direct} says why) and
-        return what it did not take.  Safe only while the transport's own
-        buffer is empty, so from the first short send on every reply goes
-        through the transport, in order, under its back-pressure.
-        """
-        try:
-            sent = sock.send(data)
-        except OSError:  # would block, or failed: the transport finds out and reports
-            sent = 0
-        if sent == len(data):
-            return b""
-        self._socket = None
-        return data[sent:]
+            sock = self._socket
+            if sock is not None:
+                try:
+                    sent = sock.send(data)
+                except OSError:  # would block, or failed: the transport finds out and reports
+                    sent = 0
+                if sent == len(data):
+                    return
+                self._socket = None
+                data = data[sent:]
+            assert self.transport is not None
+            self.transport.write(data)
 
     # Turns: at most REPLY_BUDGET bytes of replies each.
 
@@ -468,7 +475,6 @@ class TimestampEcho(_ClosingMixin, LineFramer):
         factory = self.factory
         factory.turn_room -= room - self._room
         if self._flow is BEHIND:
-            assert self.transport is not None
             cast(IPushProducer, self.transport).pauseProducing()
             factory.continue_later(self)
 
@@ -485,7 +491,6 @@ class TimestampEcho(_ClosingMixin, LineFramer):
         """
         self._flow = BLOCKED
         self.paused = True
-        assert self.transport is not None
         cast(IPushProducer, self.transport).pauseProducing()
 
     def resumeProducing(self) -> None:
@@ -514,18 +519,7 @@ class TimestampEcho(_ClosingMixin, LineFramer):
             if self._input_ended:
                 self._finish_input()
                 return
-            assert self.transport is not None
             cast(IPushProducer, self.transport).resumeProducing()
-
-    def _finish_input(self) -> None:
-        """
-        All of the ended input is answered but an unterminated last line:
-        answer that, then close.
-        """
-        self._prefix = self.factory.reply_prefix()
-        self._room = sys.maxsize  # one line, at most max_line
-        self.deliver_unterminated_line()
-        self._close()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self._deadline is not None and self._deadline.active():
