@@ -16,7 +16,9 @@ lingers: it shuts down its sending side, then reads and drops what the
 client still sends until the client closes too (or C{linger} passes):
 closing with unread input would make the kernel reset the connection,
 destroying replies the client has not read yet.  A close that has not sent
-what it owes within C{close_timeout} is cut short.
+what it owes within C{close_timeout} is cut short.  L{_ClosingMixin} is all
+of this ending: L{TimestampEcho} mixes it in, so Python needs it defined
+above the data path.
 
 L{TimestampEchoFactory} holds what connections share: the configuration,
 the clock, the timestamp cache and the set of open connections.
@@ -169,18 +171,18 @@ READING, BEHIND, BLOCKED = Flow.READING, Flow.BEHIND, Flow.BLOCKED
 
 class _ClosingMixin:
     """
-    When and how a L{TimestampEcho} (below, the data path) closes.
+    When and how a L{TimestampEcho} (below: the data path) closes.
 
     It drives the connection's L{Phase} on from L{open <Phase.OPEN>}:
     L{_close} makes it L{closing <Phase.CLOSING>}, L{writeConnectionLost}
-    L{lingering <Phase.LINGERING>}, L{connectionLost} L{lost <Phase.LOST>}.
-    Each timer has its own callback: while open, the factory's idle table
-    calls L{idle_expired}; once closing, one deadline calls L{_cut_short}
-    after C{close_timeout}, or, once lingering, L{_stop_lingering} after
-    C{linger}.
+    L{lingering <Phase.LINGERING>}, and L{TimestampEcho.connectionLost}
+    L{lost <Phase.LOST>}.  Each timer has its own callback: while open, the
+    factory's idle table calls L{idle_expired}; once closing, one deadline
+    calls L{_cut_short} after C{close_timeout}, or, once lingering,
+    L{_stop_lingering} after C{linger}.
     """
 
-    # What it uses of the data path.
+    # What it uses of the data path (declared here for the type checker only).
     transport: ITransport | None
     factory: TimestampEchoFactory
     paused: bool
@@ -358,7 +360,7 @@ class TimestampEcho(_ClosingMixin, LineFramer):
     """
     Answer each line with C{[TIMESTAMP] LINE EOL}, EOL mirroring the request's.
 
-    This class is the data path, top to bottom; while the connection is
+    Its methods are the data path, top to bottom; while the connection is
     L{open <Phase.OPEN>}, its L{Flow} says whether it is reading or holding
     input back.  L{_ClosingMixin} (above) closes it.
     """
@@ -388,8 +390,7 @@ class TimestampEcho(_ClosingMixin, LineFramer):
             self._close()
             return
         self._counted = True
-        # Back-pressure: the transport pauses us (and we it) while our replies
-        # wait unsent beyond its buffer size.
+        # Back-pressure: the transport pauses us (and we it) while our replies wait unsent.
         cast(IConsumer, self.transport).registerProducer(self, True)
         self.started = now = factory.clock.seconds()
         factory.idle.touch(self, now)
@@ -443,10 +444,9 @@ class TimestampEcho(_ClosingMixin, LineFramer):
 
     def _send_replies(self) -> None:
         """
-        Write the replies made so far, in one piece: straight on the socket
-        (L{tsecho._direct} says why), which is safe only while the transport's
-        own buffer is empty, so from the first short send on through the
-        transport, in order, under its back-pressure.
+        Write the replies made so far in one piece: straight on the socket
+        (L{tsecho._direct} says why) while the transport's buffer is empty; from
+        the first short send on, through the transport, under its back-pressure.
         """
         if self._replies:
             data = b"".join(self._replies)
@@ -531,9 +531,8 @@ class TimestampEcho(_ClosingMixin, LineFramer):
             factory.idle.discard(self)
             factory.release(self)
             _summarize(self, reason)
-        # Break the reference cycles through the transport (which holds us as
-        # its producer, or, over TLS, through its producer membrane), so that
-        # a closed connection is freed at once, not by the cycle collector.
+        # Break the cycles through the transport (we are its producer, or over TLS
+        # behind its producer membrane): freed at once, not by the cycle collector.
         self.transport = None
 
 
