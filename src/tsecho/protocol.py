@@ -254,8 +254,8 @@ class _ClosingMixin:
         The client shut down its sending side: answer everything (what is
         held back turn by turn, as before: over TLS, 64 KiB of lines may come
         with the client's C{close_notify}), then the unterminated last line
-        (L{_finish_input}), then close.  If closing already,
-        the client has now seen our end: done.
+        (L{_finish_input}), then close.  If closing already, the client has
+        now seen our end: done.
         """
         self._input_ended = True
         self.ending = self.ending or Ending.CLIENT_CLOSED
@@ -390,7 +390,8 @@ class TimestampEcho(_ClosingMixin, LineFramer):
             self._close()
             return
         self._counted = True
-        # Back-pressure: the transport pauses us (and we it) while our replies wait unsent.
+        # Back-pressure: the transport pauses us (and we it) while our replies wait
+        # unsent, so a client that does not read cannot make us buffer without bound.
         cast(IConsumer, self.transport).registerProducer(self, True)
         self.started = now = factory.clock.seconds()
         factory.idle.touch(self, now)
@@ -531,8 +532,9 @@ class TimestampEcho(_ClosingMixin, LineFramer):
             factory.idle.discard(self)
             factory.release(self)
             _summarize(self, reason)
-        # Break the cycles through the transport (we are its producer, or over TLS
-        # behind its producer membrane): freed at once, not by the cycle collector.
+        # Break the reference cycles through the transport (which holds us as
+        # its producer, or, over TLS, through its producer membrane), so that
+        # a closed connection is freed at once, not by the cycle collector.
         self.transport = None
 
 
