@@ -16,7 +16,9 @@ lingers: it shuts down its sending side, then reads and drops what the
 client still sends until the client closes too (or C{linger} passes):
 closing with unread input would make the kernel reset the connection,
 destroying replies the client has not read yet.  A close that has not sent
-what it owes within C{close_timeout} is cut short.
+what it owes within C{close_timeout} is cut short.  L{_ClosingMixin} is all
+of this ending: L{TimestampEcho} mixes it in, so Python needs it defined
+above the data path.
 
 L{TimestampEchoFactory} holds what connections share: the configuration,
 the clock, the timestamp cache and the set of open connections.
@@ -42,6 +44,7 @@ from twisted.internet.interfaces import (
     IPushProducer,
     IReactorTime,
     ITCPTransport,
+    ITransport,
 )
 from twisted.internet.protocol import ServerFactory, connectionDone
 from twisted.logger import Logger
@@ -49,7 +52,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from tsecho import _direct
-from tsecho._idle import IdleTimeouts
+from tsecho._idle import Expiring, IdleTimeouts
 from tsecho._logtext import describe_address
 from tsecho._tally import NO_METRICS, ConnectionMetrics, Ending
 from tsecho.framing import LineFramer
@@ -166,32 +169,35 @@ OPEN, CLOSING, LINGERING, LOST = Phase.OPEN, Phase.CLOSING, Phase.LINGERING, Pha
 READING, BEHIND, BLOCKED = Flow.READING, Flow.BEHIND, Flow.BLOCKED
 
 
-@implementer(IHalfCloseableProtocol, IPushProducer)
-class TimestampEcho(LineFramer):
+class _ClosingMixin:
     """
-    Answer each line with C{[TIMESTAMP] LINE EOL}, EOL mirroring the request's.
+    When and how a L{TimestampEcho} (below: the data path) closes.
 
-    A connection is L{open <Phase.OPEN>}, then L{closing <Phase.CLOSING>},
-    L{lingering <Phase.LINGERING>} and L{lost <Phase.LOST>}; while open, its
-    L{Flow} says whether it is reading or holding input back.  Each timer
-    has its own callback: while open, the factory's idle table calls
-    L{idle_expired}; once closing, one deadline calls L{_cut_short} after
-    C{close_timeout}, or, once lingering, L{_stop_lingering} after C{linger}.
+    It drives the connection's L{Phase} on from L{open <Phase.OPEN>}:
+    L{_close} makes it L{closing <Phase.CLOSING>}, L{writeConnectionLost}
+    L{lingering <Phase.LINGERING>}, and L{TimestampEcho.connectionLost}
+    L{lost <Phase.LOST>}.  Each timer has its own callback: while open, the
+    factory's idle table calls L{idle_expired}; once closing, one deadline
+    calls L{_cut_short} after C{close_timeout}, or, once lingering,
+    L{_stop_lingering} after C{linger}.
     """
 
+    # What it uses of the data path (declared here for the type checker only).
+    transport: ITransport | None
     factory: TimestampEchoFactory
-    lines_answered = 0
+    paused: bool
+    _flow: Flow
+    _socket: socket.socket | None
+    _prefix: bytes
+    _room: int
+    _send_replies: Callable[[], None]
+    clearLineBuffer: Callable[[], bytes]
+    deliver_unterminated_line: Callable[[], None]
+
     _phase = OPEN
-    _flow = READING
-    # What the connection's summary (log event and metrics) reports.
-    bytes_in = 0
-    bytes_out = 0
-    started = 0.0
     ending: Ending | None = None  # the first reason to close wins
-    _counted = False
+    _counted = False  # admitted: counted in the factory until lost
     _input_ended = False
-    _room = REPLY_BUDGET  # bytes of replies this connection may still make this turn
-    _socket: socket.socket | None = None  # while replies may go straight to it
     _deadline: IDelayedCall | None = None  # once closing
 
     @property
@@ -202,165 +208,6 @@ class TimestampEcho(LineFramer):
         the PROXY protocol it names the real client once the header is read.
         """
         return describe_address(self.transport.getPeer()) if self.transport is not None else ""
-
-    def connectionMade(self) -> None:
-        assert self.transport is not None
-        factory = self.factory
-        config = factory.config
-        self.MAX_LENGTH = config.max_line
-        self._one_shot = config.one_shot  # read per line
-        self._replies: list[bytes] = []
-        self._prefix = b""
-        self._socket = _direct.direct_socket(self.transport)
-        if not factory.admit(self):
-            log.warn("refused {peer}: server busy ({limit} connections)", peer=self._peer, limit=config.max_connections)
-            self.ending = Ending.BUSY
-            factory.metrics.refused(self)
-            self._replies.append(BUSY)
-            self._close()
-            return
-        self._counted = True
-        # Back-pressure: the transport pauses us (and we it) while our replies
-        # wait unsent beyond its buffer size, so a client that does not read
-        # cannot make us buffer without bound.
-        cast(IConsumer, self.transport).registerProducer(self, True)
-        self.started = now = factory.clock.seconds()
-        factory.idle.touch(self, now)
-
-    # Bytes in.
-
-    def dataReceived(self, data: bytes) -> None:
-        if self._phase is not OPEN:
-            return
-        self.bytes_in += len(data)
-        factory = self.factory
-        now = factory.clock.seconds()
-        factory.idle.touch(self, now)
-        self._prefix = factory.timestamper.prefix(now)
-        if self._flow is not READING:  # held back: this waits behind the rest
-            LineFramer.dataReceived(self, data)
-            return
-        room = self._room = min(REPLY_BUDGET, factory.turn_room)
-        LineFramer.dataReceived(self, data)
-        self._send_replies()
-        self._end_turn(room)
-
-    # Lines to replies.
-
-    def lineReceived(self, line: bytes) -> bool:
-        prefix = self._prefix
-        self._replies += (prefix, line, self.line_ending or CRLF)
-        self.lines_answered += 1
-        room = self._room = self._room - len(prefix) - len(line) - 2  # about: CRLF or LF
-        if room <= 0 and self._flow is READING:
-            self._flow = BEHIND
-            self.paused = True  # the framer holds the rest
-        if self._one_shot:
-            self.ending = self.ending or Ending.ONE_SHOT
-            self._close()
-            return True  # no more lines
-        return False
-
-    def lineLengthExceeded(self, line: bytes) -> None:
-        log.warn(
-            "closing {peer}: line too long ({length} bytes so far, limit {limit})",
-            peer=self._peer,
-            length=len(line),
-            limit=self.MAX_LENGTH,
-        )
-        self._replies.append(line_too_long(self.MAX_LENGTH))
-        self.ending = self.ending or Ending.LINE_TOO_LONG
-        self._close()
-
-    # Replies out.
-
-    def _send_replies(self) -> None:
-        if self._replies:
-            assert self.transport is not None
-            data = b"".join(self._replies)
-            self._replies.clear()
-            self.bytes_out += len(data)
-            if self._socket is not None:
-                data = self._send_directly(self._socket, data)
-            if data:
-                self.transport.write(data)
-
-    def _send_directly(self, sock: socket.socket, data: bytes) -> bytes:
-        """
-        Send C{data} on the socket at once (L{tsecho._direct} says why) and
-        return what it did not take.  Safe only while the transport's own
-        buffer is empty, so from the first short send on every reply goes
-        through the transport, in order, under its back-pressure.
-        """
-        try:
-            sent = sock.send(data)
-        except OSError:  # would block, or failed: the transport finds out and reports
-            sent = 0
-        if sent == len(data):
-            return b""
-        self._socket = None
-        return data[sent:]
-
-    # Turns: at most REPLY_BUDGET bytes of replies each.
-
-    def _end_turn(self, room: int) -> None:
-        """
-        Count this turn's replies against the budget of all connections; if
-        this one's ran out, continue on a later turn, not reading meanwhile.
-        """
-        factory = self.factory
-        factory.turn_room -= room - self._room
-        if self._flow is BEHIND:
-            assert self.transport is not None
-            cast(IPushProducer, self.transport).pauseProducing()
-            factory.continue_later(self)
-
-    def continue_turn(self) -> None:
-        """
-        A later turn has come: if still behind, answer more of what is held.
-        """
-        if self._flow is BEHIND and self._phase is OPEN:
-            self._answer_held_input()
-
-    def pauseProducing(self) -> None:
-        """
-        The transport's buffer is full: answer and read nothing until it drains.
-        """
-        self._flow = BLOCKED
-        self.paused = True
-        assert self.transport is not None
-        cast(IPushProducer, self.transport).pauseProducing()
-
-    def resumeProducing(self) -> None:
-        """
-        The transport drained: answer the input held back, then read on.
-        """
-        if self._flow is BLOCKED:
-            self._answer_held_input()
-
-    def _answer_held_input(self) -> None:
-        """
-        Answer the input held back, within a new turn's budget; once it is all
-        answered, read on (or, if the client's input has ended, finish).
-        """
-        factory = self.factory
-        self._flow = READING
-        self.paused = False
-        room = self._room = min(REPLY_BUDGET, factory.turn_room)
-        now = factory.clock.seconds()
-        factory.idle.touch(self, now)  # answering is not being quiet
-        self._prefix = factory.timestamper.prefix(now)
-        LineFramer.dataReceived(self, b"")
-        self._send_replies()
-        self._end_turn(room)
-        if self._flow is READING and self._phase is OPEN:  # all of it answered
-            if self._input_ended:
-                self._finish_input()
-                return
-            assert self.transport is not None
-            cast(IPushProducer, self.transport).resumeProducing()
-
-    # The end of a connection.
 
     def _close(self) -> None:
         """
@@ -473,7 +320,6 @@ class TimestampEcho(LineFramer):
         C{close_timeout} passed, replies unsent: abort (without a word for a
         connection refused as busy, given only the linger).
         """
-        assert self.transport is not None
         if self._counted:
             log.warn("aborting {peer}: its replies were not read in time", peer=self._peer)
             self.ending = Ending.ABORTED
@@ -485,6 +331,8 @@ class TimestampEcho(LineFramer):
         """
         assert self.transport is not None
         self.transport.loseConnection()
+
+    # Shutdown: the factory's drain.
 
     def start_quiet_period(self) -> None:
         """
@@ -505,6 +353,174 @@ class TimestampEcho(LineFramer):
         if self._phase is OPEN and self._flow is READING:
             self.ending = self.ending or Ending.SHUTDOWN
             self._close()
+
+
+@implementer(IHalfCloseableProtocol, IPushProducer)
+class TimestampEcho(_ClosingMixin, LineFramer):
+    """
+    Answer each line with C{[TIMESTAMP] LINE EOL}, EOL mirroring the request's.
+
+    Its methods are the data path, top to bottom; while the connection is
+    L{open <Phase.OPEN>}, its L{Flow} says whether it is reading or holding
+    input back.  L{_ClosingMixin} (above) closes it.
+    """
+
+    lines_answered = 0
+    _flow = READING
+    # With lines_answered and ending, what the connection's summary reports.
+    bytes_in = 0
+    bytes_out = 0
+    started = 0.0
+    _room = REPLY_BUDGET  # bytes of replies this connection may still make this turn
+    _socket: socket.socket | None = None  # while replies may go straight to it
+
+    def connectionMade(self) -> None:
+        factory = self.factory
+        config = factory.config
+        self.MAX_LENGTH = config.max_line
+        self._one_shot = config.one_shot  # read per line
+        self._replies: list[bytes] = []
+        self._prefix = b""
+        self._socket = _direct.direct_socket(self.transport)
+        if not factory.admit(self):
+            log.warn("refused {peer}: server busy ({limit} connections)", peer=self._peer, limit=config.max_connections)
+            self.ending = Ending.BUSY
+            factory.metrics.refused(self)
+            self._replies.append(BUSY)
+            self._close()
+            return
+        self._counted = True
+        # Back-pressure: the transport pauses us (and we it) while our replies wait
+        # unsent, so a client that does not read cannot make us buffer without bound.
+        cast(IConsumer, self.transport).registerProducer(self, True)
+        self.started = now = factory.clock.seconds()
+        factory.idle.touch(self, now)
+
+    # Bytes in.
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._phase is not OPEN:
+            return
+        self.bytes_in += len(data)
+        factory = self.factory
+        now = factory.clock.seconds()
+        factory.idle.touch(self, now)
+        self._prefix = factory.timestamper.prefix(now)
+        if self._flow is not READING:  # held back: this waits behind the rest
+            LineFramer.dataReceived(self, data)
+            return
+        room = self._room = min(REPLY_BUDGET, factory.turn_room)
+        LineFramer.dataReceived(self, data)
+        self._send_replies()
+        self._end_turn(room)
+
+    # Lines to replies.
+
+    def lineReceived(self, line: bytes) -> bool:
+        prefix = self._prefix
+        self._replies += (prefix, line, self.line_ending or CRLF)
+        self.lines_answered += 1
+        room = self._room = self._room - len(prefix) - len(line) - 2  # about: CRLF or LF
+        if room <= 0 and self._flow is READING:
+            self._flow = BEHIND
+            self.paused = True  # the framer holds the rest
+        if self._one_shot:
+            self.ending = self.ending or Ending.ONE_SHOT
+            self._close()
+            return True  # no more lines
+        return False
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        log.warn(
+            "closing {peer}: line too long ({length} bytes so far, limit {limit})",
+            peer=self._peer,
+            length=len(line),
+            limit=self.MAX_LENGTH,
+        )
+        self._replies.append(line_too_long(self.MAX_LENGTH))
+        self.ending = self.ending or Ending.LINE_TOO_LONG
+        self._close()
+
+    # Replies out.
+
+    def _send_replies(self) -> None:
+        """
+        Write the replies made so far in one piece: straight on the socket
+        (L{tsecho._direct} says why) while the transport's buffer is empty; from
+        the first short send on, through the transport, under its back-pressure.
+        """
+        if self._replies:
+            data = b"".join(self._replies)
+            self._replies.clear()
+            self.bytes_out += len(data)
+            sock = self._socket
+            if sock is not None:
+                try:
+                    sent = sock.send(data)
+                except OSError:  # would block, or failed: the transport finds out and reports
+                    sent = 0
+                if sent == len(data):
+                    return
+                self._socket = None
+                data = data[sent:]
+            assert self.transport is not None
+            self.transport.write(data)
+
+    # Turns: at most REPLY_BUDGET bytes of replies each.
+
+    def _end_turn(self, room: int) -> None:
+        """
+        Count this turn's replies against the budget of all connections; if
+        this one's ran out, continue on a later turn, not reading meanwhile.
+        """
+        factory = self.factory
+        factory.turn_room -= room - self._room
+        if self._flow is BEHIND:
+            cast(IPushProducer, self.transport).pauseProducing()
+            factory.continue_later(self)
+
+    def continue_turn(self) -> None:
+        """
+        A later turn has come: if still behind, answer more of what is held.
+        """
+        if self._flow is BEHIND and self._phase is OPEN:
+            self._answer_held_input()
+
+    def pauseProducing(self) -> None:
+        """
+        The transport's buffer is full: answer and read nothing until it drains.
+        """
+        self._flow = BLOCKED
+        self.paused = True
+        cast(IPushProducer, self.transport).pauseProducing()
+
+    def resumeProducing(self) -> None:
+        """
+        The transport drained: answer the input held back, then read on.
+        """
+        if self._flow is BLOCKED:
+            self._answer_held_input()
+
+    def _answer_held_input(self) -> None:
+        """
+        Answer the input held back, within a new turn's budget; once it is all
+        answered, read on (or, if the client's input has ended, finish).
+        """
+        factory = self.factory
+        self._flow = READING
+        self.paused = False
+        room = self._room = min(REPLY_BUDGET, factory.turn_room)
+        now = factory.clock.seconds()
+        factory.idle.touch(self, now)  # answering is not being quiet
+        self._prefix = factory.timestamper.prefix(now)
+        LineFramer.dataReceived(self, b"")
+        self._send_replies()
+        self._end_turn(room)
+        if self._flow is READING and self._phase is OPEN:  # all of it answered
+            if self._input_ended:
+                self._finish_input()
+                return
+            cast(IPushProducer, self.transport).resumeProducing()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self._deadline is not None and self._deadline.active():
@@ -575,7 +591,7 @@ class TimestampEchoFactory(_ServerFactory):
         _direct.available()  # checked (and any warning logged) once, with the first factory
         self.metrics: ConnectionMetrics = NO_METRICS
         self.connections: set[TimestampEcho] = set()
-        self.idle: IdleTimeouts[TimestampEcho] = IdleTimeouts(clock, config.timeout or None)
+        self.idle: IdleTimeouts[Expiring] = IdleTimeouts(clock, config.timeout or None)
         self.draining = False
         self._drained: list[defer.Deferred[None]] = []
         self._window: IDelayedCall | None = None  # the end of the shutdown window
