@@ -395,6 +395,28 @@ class RouteTests(SynchronousTestCase):
             self.assertTrue(server.transport.disconnecting)
             self.reactor.tcpServers.clear()
 
+    def test_bytes_after_close_notify(self) -> None:
+        """
+        Bytes that arrive after the client's C{close_notify} while the
+        server still answers (a client may send nothing more, yet a segment
+        may come) are not read: TLS stays up, the replies all arrive, then
+        the server's own C{close_notify}.
+        """
+        factory = make_factory()
+        server, client = self.connect(factory)
+        client.connection.sendall(b"\n" * 65536)
+        client.connection.shutdown()
+        client.flush()
+        server.dataReceived(b"late")
+        replies, closed = [], False
+        while not closed:
+            self.assertLessEqual(len(replies), 100)
+            factory.clock.advance(0)  # type: ignore[attr-defined]
+            client.flush()
+            more, closed = client.receive()
+            replies.append(more)
+        self.assertEqual(b"".join(replies), (EXAMPLE_STAMP + b"\n") * 65536)
+
     def test_close_notify_then_never_reading(self) -> None:
         """
         A client that sends a flood and its C{close_notify}, then never
