@@ -43,6 +43,13 @@ class GoneProcess(FakeProcess):
         raise error.ProcessExitedAlready()
 
 
+def slots(reactor: ProcessReactor) -> list[int]:
+    """
+    The slot of each worker spawned so far, in order.
+    """
+    return [json.loads(spawned["args"][1])["slot"] for spawned in reactor.spawned]
+
+
 class SupervisionTests(SynchronousTestCase):
     """
     L{WorkerPool} with fake processes and a clock.
@@ -71,6 +78,19 @@ class SupervisionTests(SynchronousTestCase):
 
     def serve(self, reactor: ProcessReactor, index: int) -> None:
         reactor.spawned[index]["protocol"].childDataReceived(1, event_line(log_format="serving", **{READY: True}))
+
+    def restarting(self) -> tuple[WorkerPool, ProcessReactor]:
+        """
+        A pool of two serving workers that has just begun a rolling restart:
+        the first slot's new worker is starting.
+        """
+        pool, reactor = self.make_pool()
+        pool.privilegedStartService()
+        pool.startService()
+        self.serve(reactor, 0)
+        self.serve(reactor, 1)
+        pool.restart()
+        return pool, reactor
 
     def end(self, reactor: ProcessReactor, index: int, **status: Any) -> None:
         reactor.spawned[index]["protocol"].processEnded(Failure(error.ProcessTerminated(**status)))
@@ -143,12 +163,7 @@ class SupervisionTests(SynchronousTestCase):
         restart drains the old worker once); one that says it once it was
         asked to drain stays draining.
         """
-        pool, reactor = self.make_pool()
-        pool.privilegedStartService()
-        pool.startService()
-        self.serve(reactor, 0)
-        self.serve(reactor, 1)
-        pool.restart()
+        pool, reactor = self.restarting()
         self.serve(reactor, 2)
         self.serve(reactor, 2)
         self.assertEqual(reactor.spawned[0]["process"].signals, ["TERM"])
@@ -232,12 +247,7 @@ class SupervisionTests(SynchronousTestCase):
         does not start a second replacement for it: once the first slot's
         new worker serves, the restart is done.
         """
-        pool, reactor = self.make_pool()
-        pool.privilegedStartService()
-        pool.startService()
-        self.serve(reactor, 0)
-        self.serve(reactor, 1)
-        pool.restart()
+        pool, reactor = self.restarting()
         with capturedLogs() as events:
             self.end(reactor, 1, signal=9)
         self.assertEqual(
@@ -250,7 +260,7 @@ class SupervisionTests(SynchronousTestCase):
         self.assertEqual(reactor.spawned[0]["process"].signals, ["TERM"])
         self.assertEqual(len(reactor.spawned), 3)
         reactor.advance(pool.min_delay)
-        self.assertEqual([json.loads(s["args"][1])["slot"] for s in reactor.spawned], [1, 2, 1, 2])
+        self.assertEqual(slots(reactor), [1, 2, 1, 2])
         self.assertEqual([w.replaces for w in pool.workers], [None] * 3)
 
     def test_old_worker_dies_while_replaced(self) -> None:
@@ -260,19 +270,14 @@ class SupervisionTests(SynchronousTestCase):
         slot, relieving nobody), and the restart goes on with the next slot
         at once.
         """
-        pool, reactor = self.make_pool()
-        pool.privilegedStartService()
-        pool.startService()
-        self.serve(reactor, 0)
-        self.serve(reactor, 1)
-        pool.restart()
+        pool, reactor = self.restarting()
         with capturedLogs() as events:
             self.end(reactor, 0, signal=9)
         self.assertEqual(
             [formatEvent(e) for e in events],
             ["worker 1 (pid 100) exited unexpectedly (killed by SIGKILL)", "worker 2 started (pid 103)"],
         )
-        self.assertEqual([json.loads(s["args"][1])["slot"] for s in reactor.spawned], [1, 2, 1, 2])
+        self.assertEqual(slots(reactor), [1, 2, 1, 2])
         self.serve(reactor, 2)
         self.assertEqual(reactor.spawned[1]["process"].signals, [])
         with capturedLogs() as events:
