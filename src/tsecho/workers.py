@@ -399,7 +399,8 @@ class WorkerPool(GivesLogObserver, Service):
         if self._rolling is not None and worker in self._rolling:
             self._rolling.remove(worker)
         if any(w.replaces is worker for w in self.workers):
-            # Its replacement is already starting; it will relieve nobody.
+            # Its replacement is already starting: it will relieve nobody, and
+            # the restart goes on with the next slot.
             for w in self.workers:
                 if w.replaces is worker:
                     w.replaces = None
