@@ -59,7 +59,8 @@ class MetricsListenerTests(SynchronousTestCase):
         raised = self.assertRaises(DatagramListenError, listener.privilegedStartService)
         self.assertEqual(
             str(raised),
-            "cannot listen on --metrics tcp:9100: Couldn't listen on any:9100: [Errno 98] Address already in use. "
+            f"cannot listen on --metrics tcp:9100: Couldn't listen on any:9100: [Errno {errno.EADDRINUSE}] "
+            "Address already in use. "
             "Another program listens there: stop it, or choose another port.",
         )
         self.assertIsNone(listener.port)
