@@ -1440,6 +1440,25 @@ class StdinReaderTests(SynchronousTestCase):
         self.assertEqual(os.read(read_end, 100), b"unread\n")
         self.assertEqual((sink.messages, sink.ended), ([], []))
 
+    def test_end_read_before_stop_not_delivered(self) -> None:
+        """
+        The end of input that the thread read before the input was stopped
+        is dropped: the protocol, which stopped it, hears of no end.
+        """
+        read_end, write_end = self.pipe()
+        os.close(write_end)
+        lost: list[Failure] = []
+        protocol = Protocol()
+        protocol.connectionLost = lost.append  # type: ignore[method-assign]
+        calls = ThreadCalls()
+        reader = StdinReader(calls, read_end)  # type: ignore[arg-type]
+        reader.start(protocol)  # type: ignore[arg-type]
+        ended = calls.calls.get(timeout=10)  # the thread read the end
+        reader.stopProducing()
+        ended[0](*ended[1])
+        self.assertEqual(lost, [])
+        self.assertTrue(calls.calls.empty())
+
     def test_nothing_delivered_after_stop(self) -> None:
         """
         Bytes (and the end) that the thread read before the input was

@@ -5,6 +5,7 @@ UDP and UNIX datagram sockets, and the listeners' life cycle.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import socket
@@ -360,6 +361,23 @@ class StaleSocketTests(SynchronousTestCase):
         with pytest.raises(DatagramListenError, match="exists and is not a socket"):
             remove_stale_socket(self.path)
         self.assertEqual(Path(self.path).read_text(), "precious")
+
+    def test_cannot_probe_kept(self) -> None:
+        """
+        A socket the probe may not connect to (a user without write
+        permission on it; root always may, hence the stand-in probe) is an
+        error with the system's reason, and stays.
+        """
+
+        class DeniedProbe(socket.socket):
+            def connect(self, address: Any) -> None:
+                raise PermissionError(errno.EACCES, "Permission denied")
+
+        self.bound().close()
+        self.patch(socket, "socket", DeniedProbe)  # for the probe only: the test makes no other socket
+        with pytest.raises(PermissionError, match="Permission denied"):
+            remove_stale_socket(self.path)
+        self.assertTrue(os.path.exists(self.path))
 
 
 class BindingReactor:

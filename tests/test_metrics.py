@@ -17,12 +17,13 @@ import textwrap
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import cast
 from unittest import mock
 
 import pytest
-from prometheus_client import generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import error
 from twisted.internet.endpoints import TCP4ServerEndpoint
@@ -39,6 +40,7 @@ from test_workers import exchange as stream_exchange
 from tsecho._tally import NO_METRICS, Ending
 from tsecho.datagram import TimestampDatagram
 from tsecho.metrics import (
+    MetricsPage,
     MultiprocessExport,
     ServerMetrics,
     metrics_listener,
@@ -305,6 +307,52 @@ def run_worker(directory: Path, lines: int, leave_open: int) -> int:
         capture_output=True,
     )
     return int(process.stdout)
+
+
+class ThreadedPage(Resource):
+    """
+    Stands in for C{prometheus_client}'s page, which collects on a thread
+    of the reactor's pool: C{meanwhile} runs (the reactor thread goes on
+    serving) before it collects, here at once.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        super().__init__()
+        self.registry = registry
+        self.meanwhile: Callable[[], object] = lambda: None
+
+    def render(self, request: object) -> bytes:
+        self.meanwhile()
+        return generate_latest(self.registry)
+
+
+class MetricsPageTests(SynchronousTestCase):
+    """
+    L{MetricsPage} takes a snapshot on the reactor thread as a scrape
+    arrives; the thread that renders the page reads only that snapshot.
+    """
+
+    def test_snapshot_at_request(self) -> None:
+        """
+        A scrape shows the counts as they were when it arrived, not what
+        the reactor thread changed while the page was rendered; the next
+        scrape shows the change.
+        """
+        factory = make_factory(ServerConfig())
+        metrics = ServerMetrics(factory.connections)
+        factory.metrics = metrics
+        listener = cast(TimestampEchoFactory, metrics.listener_factory(factory, UNIT))
+        registry, collector = registry_for(metrics)
+        import prometheus_client.twisted  # imports the reactor
+
+        self.patch(prometheus_client.twisted, "MetricsResource", ThreadedPage)
+        page = MetricsPage(registry, collector)
+        threaded = cast(ThreadedPage, page._page)
+        threaded.meanwhile = lambda: connect(listener)
+        accepted = f"tsecho_connections_accepted_total{{listener={UNIT}}}"
+        self.assertEqual(tsecho_values(page.render(object()).decode())[accepted], 0)
+        threaded.meanwhile = lambda: None
+        self.assertEqual(tsecho_values(page.render(object()).decode())[accepted], 1)
 
 
 class MultiprocessTests(SynchronousTestCase):

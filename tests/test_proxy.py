@@ -275,6 +275,26 @@ class WrapperTests(SynchronousTestCase):
             self.assertEqual(transport.value(), b"", header)
             self.assertEqual([formatEvent(e) for e in events], ["closing 10.0.0.2:51000: invalid PROXY header"], header)
 
+    def test_v1_parser_refusing_checked_fields(self) -> None:
+        """
+        A header that tsecho's checks let through but Twisted's v1 parser
+        refuses with a C{ValueError} (none does today; a future Twisted
+        might) is refused as an invalid header, not raised.
+        """
+
+        def refuse(cls: type, line: bytes) -> ProxyInfo:
+            raise ValueError(line)
+
+        parser = _proxy.V1Parser
+        self.addCleanup(setattr, parser, "parse", parser.__dict__["parse"])  # the class method itself
+        parser.parse = classmethod(refuse)  # type: ignore[assignment,method-assign]
+        with capturedLogs() as events:
+            wrapper, transport, _ = self.connect()
+            wrapper.dataReceived(V1 + b"x\n")
+        self.assertFalse(transport.connected)
+        self.assertEqual(transport.value(), b"")
+        self.assertEqual([formatEvent(e) for e in events], ["closing 10.0.0.2:51000: invalid PROXY header"])
+
     def test_valid_v1_fields_accepted(self) -> None:
         """
         The checks let through what the PROXY protocol allows: ports 0 and

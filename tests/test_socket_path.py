@@ -175,6 +175,15 @@ class DirectSendTests(SynchronousTestCase):
         self.assertEqual(connection.reactor.getWriters(), [connection.transport])
         self.assertEqual(connection.write_all(), filler + EXAMPLE_STAMP + b"abc\n")
 
+    def test_handle_not_a_socket(self) -> None:
+        """
+        A TCP transport whose handle is no socket (a test double's) gives no socket
+        to send on: its replies go through C{transport.write}.
+        """
+        connection = SocketConnection(self)
+        connection.transport.getHandle = object  # type: ignore[method-assign]
+        self.assertIsNone(_direct.direct_socket(connection.transport))
+
 
 class CloseAtOnceTests(SynchronousTestCase):
     """

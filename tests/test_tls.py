@@ -179,6 +179,22 @@ class RouteTests(SynchronousTestCase):
         client.handshake()
         return server, client
 
+    def receive_until_closed(self, factory: IProtocolFactory, client: MemoryTLSClient) -> bytes:
+        """
+        Let the server answer turn by turn (a turn has a reply budget),
+        passing what it sends to C{client}, until its C{close_notify}; return
+        what the client received.
+        """
+        received, closed, turns = b"", False, 0
+        while not closed:
+            turns += 1
+            self.assertLessEqual(turns, 100)
+            factory.clock.advance(0)  # type: ignore[attr-defined]
+            client.flush()
+            more, closed = client.receive()
+            received += more
+        return received
+
     def test_options_kept(self) -> None:
         """
         The port, C{interface}, C{backlog} and the certificate options reach
@@ -383,17 +399,26 @@ class RouteTests(SynchronousTestCase):
             first, closed = client.receive()
             self.assertLessEqual(len(first), 2 * REPLY_BUDGET, version)
             self.assertFalse(closed)
-            replies = [first]
-            while not closed:
-                self.assertLessEqual(len(replies), 100)
-                factory.clock.advance(0)  # type: ignore[attr-defined]
-                client.flush()
-                more, closed = client.receive()
-                replies.append(more)
-            self.assertEqual(b"".join(replies), (EXAMPLE_STAMP + b"\n") * 65536, version)
+            rest = self.receive_until_closed(factory, client)
+            self.assertEqual(first + rest, (EXAMPLE_STAMP + b"\n") * 65536, version)
             assert isinstance(server.transport, StringTransport)
             self.assertTrue(server.transport.disconnecting)
             self.reactor.tcpServers.clear()
+
+    def test_bytes_after_close_notify(self) -> None:
+        """
+        Bytes that arrive after the client's C{close_notify} while the
+        server still answers (a client may send nothing more, yet a segment
+        may come) are not read: TLS stays up, the replies all arrive, then
+        the server's own C{close_notify}.
+        """
+        factory = make_factory()
+        server, client = self.connect(factory)
+        client.connection.sendall(b"\n" * 65536)
+        client.connection.shutdown()
+        client.flush()
+        server.dataReceived(b"late")
+        self.assertEqual(self.receive_until_closed(factory, client), (EXAMPLE_STAMP + b"\n") * 65536)
 
     def test_close_notify_then_never_reading(self) -> None:
         """

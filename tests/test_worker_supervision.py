@@ -7,6 +7,7 @@ main process's own start-up checks.  All in memory (fake processes, a clock).
 
 from __future__ import annotations
 
+import json
 import signal
 import sys
 from pathlib import Path
@@ -42,13 +43,24 @@ class GoneProcess(FakeProcess):
         raise error.ProcessExitedAlready()
 
 
+def slots(reactor: ProcessReactor) -> list[int]:
+    """
+    The slot of each worker spawned so far, in order.
+    """
+    return [json.loads(spawned["args"][1])["slot"] for spawned in reactor.spawned]
+
+
 class SupervisionTests(SynchronousTestCase):
     """
     L{WorkerPool} with fake processes and a clock.
     """
 
     def make_pool(
-        self, reactor: ProcessReactor | None = None, listeners: Any = None, metrics_dir: str | None = None
+        self,
+        reactor: ProcessReactor | None = None,
+        listeners: Any = None,
+        metrics_dir: str | None = None,
+        check: Any = lambda args: None,
     ) -> tuple[WorkerPool, ProcessReactor]:
         reactor = reactor or ProcessReactor()
         pool = WorkerPool(
@@ -58,7 +70,7 @@ class SupervisionTests(SynchronousTestCase):
             reactor,
             5,
             command=["worker"],
-            check=lambda args: None,
+            check=check,
             metrics_dir=metrics_dir,
         )
         self.addCleanup(signal.signal, signal.SIGHUP, signal.getsignal(signal.SIGHUP))
@@ -66,6 +78,19 @@ class SupervisionTests(SynchronousTestCase):
 
     def serve(self, reactor: ProcessReactor, index: int) -> None:
         reactor.spawned[index]["protocol"].childDataReceived(1, event_line(log_format="serving", **{READY: True}))
+
+    def restarting(self) -> tuple[WorkerPool, ProcessReactor]:
+        """
+        A pool of two serving workers that has just begun a rolling restart:
+        the first slot's new worker is starting.
+        """
+        pool, reactor = self.make_pool()
+        pool.privilegedStartService()
+        pool.startService()
+        self.serve(reactor, 0)
+        self.serve(reactor, 1)
+        pool.restart()
+        return pool, reactor
 
     def end(self, reactor: ProcessReactor, index: int, **status: Any) -> None:
         reactor.spawned[index]["protocol"].processEnded(Failure(error.ProcessTerminated(**status)))
@@ -138,12 +163,7 @@ class SupervisionTests(SynchronousTestCase):
         restart drains the old worker once); one that says it once it was
         asked to drain stays draining.
         """
-        pool, reactor = self.make_pool()
-        pool.privilegedStartService()
-        pool.startService()
-        self.serve(reactor, 0)
-        self.serve(reactor, 1)
-        pool.restart()
+        pool, reactor = self.restarting()
         self.serve(reactor, 2)
         self.serve(reactor, 2)
         self.assertEqual(reactor.spawned[0]["process"].signals, ["TERM"])
@@ -219,6 +239,68 @@ class SupervisionTests(SynchronousTestCase):
         self.successResultOf(pool.stopService())
         reactor.advance(100)
         self.assertEqual(len(reactor.spawned), 2)
+
+    def test_old_worker_dies_waiting_its_turn(self) -> None:
+        """
+        During a rolling restart, an old worker that dies before its turn is
+        replaced after the back-off as any dead worker is, and the restart
+        does not start a second replacement for it: once the first slot's
+        new worker serves, the restart is done.
+        """
+        pool, reactor = self.restarting()
+        with capturedLogs() as events:
+            self.end(reactor, 1, signal=9)
+        self.assertEqual(
+            [formatEvent(e) for e in events],
+            ["worker 2 (pid 101) exited unexpectedly (killed by SIGKILL); starting another in 0.5 s"],
+        )
+        with capturedLogs() as events:
+            self.serve(reactor, 2)
+        self.assertIn("restart done: every worker is new", [formatEvent(e) for e in events])
+        self.assertEqual(reactor.spawned[0]["process"].signals, ["TERM"])
+        self.assertEqual(len(reactor.spawned), 3)
+        reactor.advance(pool.min_delay)
+        self.assertEqual(slots(reactor), [1, 2, 1, 2])
+        self.assertEqual([w.replaces for w in pool.workers], [None] * 3)
+
+    def test_old_worker_dies_while_replaced(self) -> None:
+        """
+        During a rolling restart, an old worker that dies while its
+        replacement starts is not replaced again (the new one takes its
+        slot, relieving nobody), and the restart goes on with the next slot
+        at once.
+        """
+        pool, reactor = self.restarting()
+        with capturedLogs() as events:
+            self.end(reactor, 0, signal=9)
+        self.assertEqual(
+            [formatEvent(e) for e in events],
+            ["worker 1 (pid 100) exited unexpectedly (killed by SIGKILL)", "worker 2 started (pid 103)"],
+        )
+        self.assertEqual(slots(reactor), [1, 2, 1, 2])
+        self.serve(reactor, 2)
+        self.assertEqual(reactor.spawned[1]["process"].signals, [])
+        with capturedLogs() as events:
+            self.serve(reactor, 3)
+        self.assertEqual(reactor.spawned[1]["process"].signals, ["TERM"])
+        self.assertIn("restart done: every worker is new", [formatEvent(e) for e in events])
+        self.end(reactor, 1, exitCode=0)
+        reactor.advance(100)
+        self.assertEqual(len(reactor.spawned), 4)
+        self.assertEqual([w.pid for w in pool.workers], [102, 103])
+
+    def test_stop_before_start(self) -> None:
+        """
+        A pool stopped without having started (its start-up failed) stops at
+        once, closes the listeners, and leaves the SIGHUP handler alone.
+        """
+        pool, _ = self.make_pool(check=lambda args: "ImportError: nope")
+        pool.privilegedStartService()
+        self.assertRaises(StartupError, pool.startService)
+        handler = signal.getsignal(signal.SIGHUP)
+        self.successResultOf(pool.stopService())
+        self.assertTrue(pool.listeners.stopped)  # type: ignore[attr-defined]
+        self.assertIs(signal.getsignal(signal.SIGHUP), handler)
 
 
 class CheckCommandTests(SynchronousTestCase):

@@ -458,6 +458,23 @@ class AdoptingReactorTests(SynchronousTestCase):
             self.assertNotIn(port._port, reactor.getReaders())  # type: ignore[attr-defined]
             port._port.socket.close()  # type: ignore[attr-defined]
 
+    def test_shared_path_port_delegates(self) -> None:
+        """
+        L{SharedPathPort} passes C{startListening} and C{getHost} to the
+        adopted port, and turns C{stopListening} into C{stopReading}.
+        """
+        calls: list[str] = []
+
+        class Adopted:
+            def __getattr__(self, name: str) -> Any:
+                return lambda: calls.append(name) or name
+
+        port = SharedPathPort(Adopted())
+        port.startListening()
+        self.assertEqual(port.getHost(), "getHost")
+        port.stopListening()
+        self.assertEqual(calls, ["startListening", "getHost", "stopReading"])
+
 
 def test_adoptable() -> None:
     """

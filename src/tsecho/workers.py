@@ -373,8 +373,7 @@ class WorkerPool(GivesLogObserver, Service):
             from tsecho.metrics import worker_exited
 
             worker_exited(worker.pid, self.metrics_dir)  # its gauges go; its counters stay in the sums
-        if worker in self.workers:
-            self.workers.remove(worker)
+        self.workers.remove(worker)  # each worker ends once: Twisted reports a process's end once
         if worker.kill_timer is not None and worker.kill_timer.active():
             worker.kill_timer.cancel()
         status = describe_exit(reason)
@@ -400,12 +399,13 @@ class WorkerPool(GivesLogObserver, Service):
         if self._rolling is not None and worker in self._rolling:
             self._rolling.remove(worker)
         if any(w.replaces is worker for w in self.workers):
-            # Its replacement is already starting; it will relieve nobody.
+            # Its replacement is already starting: it will relieve nobody, and
+            # the restart goes on with the next slot.
             for w in self.workers:
                 if w.replaces is worker:
                     w.replaces = None
             log.error("worker {slot} (pid {pid}) exited unexpectedly ({status})", **fields)
-            self._roll_next_if_idle()
+            self._roll_next()
             return
         young = self.reactor.seconds() - worker.started < self.stable_after or was is State.STARTING
         delay = min(self.max_delay, self._delays.get(worker.slot, self.min_delay / 2) * 2) if young else self.min_delay
@@ -438,18 +438,13 @@ class WorkerPool(GivesLogObserver, Service):
         self._roll_next()
 
     def _roll_next(self) -> None:
-        if self._rolling is None:
-            return
+        assert self._rolling is not None  # called only while a restart rolls
         if not self._rolling:
             self._rolling = None
             log.info("restart done: every worker is new")
             return
         old = self._rolling[0]
         self._spawn(old.slot, replaces=old)
-
-    def _roll_next_if_idle(self) -> None:
-        if self._rolling is not None and not any(w.replaces is not None for w in self.workers):
-            self._roll_next()
 
     # Stopping
 
@@ -488,8 +483,7 @@ class WorkerPool(GivesLogObserver, Service):
             self._previous_hup = None
         self._rolling = None
         for timer in self._respawns.values():
-            if timer.active():
-                timer.cancel()
+            timer.cancel()  # pending: _spawn forgets its timer as it runs
         self._respawns.clear()
         self._all_gone = defer.Deferred()
         if not self.workers:
