@@ -19,7 +19,8 @@ import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import cast
+from types import SimpleNamespace
+from typing import Any, cast
 from unittest import mock
 
 import pytest
@@ -47,6 +48,7 @@ from tsecho.metrics import (
     multiprocess_registry,
     registry_for,
     worker_exited,
+    workers_registry,
 )
 from tsecho.protocol import ServerConfig, TimestampEchoFactory
 from tsecho.service import TimestampEchoService
@@ -268,15 +270,18 @@ WORKER = textwrap.dedent(
     """
     import os
     import sys
+    from types import SimpleNamespace
     from twisted.internet.task import Clock
     from tsecho.metrics import export_to_multiprocess, ServerMetrics
     from tsecho.protocol import ServerConfig
     from tsecho.testing import connect, make_factory
 
-    lines, leave_open = int(sys.argv[1]), int(sys.argv[2])
+    lines, leave_open, datagrams = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
     factory = make_factory(ServerConfig(max_connections=leave_open))
     metrics = ServerMetrics(factory.connections)
     factory.metrics = metrics
+    if datagrams:
+        metrics.watch_datagrams("udp:21567", SimpleNamespace(datagrams_answered=datagrams, datagrams_dropped=1))
     listener = metrics.listener_factory(factory, "tcp:21567")
     clock = Clock()
     loop = export_to_multiprocess(metrics, clock)
@@ -293,14 +298,15 @@ WORKER = textwrap.dedent(
 )
 
 
-def run_worker(directory: Path, lines: int, leave_open: int) -> int:
+def run_worker(directory: Path, lines: int, leave_open: int, datagrams: int = 0) -> int:
     """
-    Run a worker process that serves a known load and exports its metrics
+    Run a worker process that serves a known load (and with C{datagrams},
+    answers that many on C{udp:21567} and drops one) and exports its metrics
     into C{directory}; return its process id.
     """
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(directory)}
     process = subprocess.run(
-        [sys.executable, "-c", WORKER, str(lines), str(leave_open)],
+        [sys.executable, "-c", WORKER, str(lines), str(leave_open), str(datagrams)],
         env=env,
         timeout=60,
         check=True,
@@ -392,6 +398,37 @@ class MultiprocessTests(SynchronousTestCase):
         self.assertEqual(
             values[f"tsecho_lines_answered_total{{listener={UNIT}}}"], 10
         )  # the replaced worker's counts stay
+
+    def test_own_datagrams(self) -> None:
+        """
+        Under workers, the datagrams the main process answers itself
+        (C{--unix-datagram}) are added to the workers' datagram families,
+        under their own listener label, and are there when no worker
+        answered any; a listener the workers answer (C{--udp}, which the main
+        process watches too) keeps the workers' count.
+        """
+        own = ServerMetrics([])
+        unix_datagram = SimpleNamespace(datagrams_answered=7, datagrams_dropped=2)
+        own.watch_datagrams("unix-datagram:/run/d", cast(Any, unix_datagram))
+        own.watch_datagrams("udp:21567", cast(Any, SimpleNamespace(datagrams_answered=0, datagrams_dropped=0)))
+        alone = Path(self.mktemp())
+        alone.mkdir()
+        run_worker(alone, lines=1, leave_open=1)
+        registry, collector = workers_registry(str(alone), own)
+        values = tsecho_values(generate_latest(registry).decode())
+        self.assertEqual(values["tsecho_datagrams_answered_total{listener=unix-datagram:/run/d}"], 7)
+        self.assertEqual(values["tsecho_datagrams_dropped_total{listener=unix-datagram:/run/d}"], 2)
+        self.assertIs(collector.metrics, own)
+        both = Path(self.mktemp())
+        both.mkdir()
+        run_worker(both, lines=1, leave_open=1, datagrams=5)
+        text = generate_latest(workers_registry(str(both), own)[0]).decode()
+        values = tsecho_values(text)
+        self.assertEqual(values["tsecho_datagrams_answered_total{listener=udp:21567}"], 5)
+        self.assertEqual(values["tsecho_datagrams_answered_total{listener=unix-datagram:/run/d}"], 7)
+        self.assertEqual(values["tsecho_datagrams_dropped_total{listener=udp:21567}"], 1)
+        self.assertEqual(text.count("# TYPE tsecho_datagrams_answered_total counter"), 1)
+        self.assertEqual(text.count('tsecho_datagrams_answered_total{listener="udp:21567"}'), 1)
 
 
 def scrape(url: str) -> str:
@@ -675,11 +712,12 @@ def test_workers_summed_and_replaced(tmp_path: Path) -> None:
         closed = re.finditer(r"worker \d+ \(pid (\d+)\): connection from \S+:(\d+) closed", server.log())  # type: ignore[attr-defined]
         return {int(m[2]): int(m[1]) for m in closed}
 
+    dgram_path = tmp_path / "d.sock"
     options = (
         "--workers", "2", "--listen", "tcp:0:interface=127.0.0.1", "--metrics", "tcp:0:interface=127.0.0.1",
-        "--udp", "0", "--max-line", "10",
+        "--udp", "0", "--unix-datagram", str(dgram_path), "--max-line", "10",
     )  # fmt: skip
-    with running_server(tmp_path, options, listeners=3) as server:
+    with running_server(tmp_path, options, listeners=4) as server:
         url = wait_for_url(server)
         wait_for(lambda: server.log().count(": serving") >= 2, "two workers")
         udp_port = int(server.addresses[1].rsplit(":", 1)[1])
@@ -714,6 +752,9 @@ def test_workers_summed_and_replaced(tmp_path: Path) -> None:
                 ),
                 "tsecho_datagrams_answered_total{listener=udp:0}": 1,
                 "tsecho_datagrams_dropped_total{listener=udp:0}": 0,
+                # answered by the main process itself
+                f"tsecho_datagrams_answered_total{{listener=unix-datagram:{dgram_path}}}": 1,
+                f"tsecho_datagrams_dropped_total{{listener=unix-datagram:{dgram_path}}}": 0,
             }
 
         first, second = worker_pids(server)
@@ -726,6 +767,11 @@ def test_workers_summed_and_replaced(tmp_path: Path) -> None:
             udp.settimeout(10)
             udp.sendto(b"datagram", ("127.0.0.1", udp_port))
             udp.recv(65536)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as unix:
+            unix.settimeout(10)
+            unix.bind(str(tmp_path / "c.sock"))
+            unix.sendto(b"datagram", str(dgram_path))
+            unix.recv(65536)
         before = wait_for_values(url, wanted(), "both workers summed")
 
         # A connection open on the worker killed: its gauge must drop out.

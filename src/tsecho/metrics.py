@@ -359,17 +359,53 @@ def metrics_site(registry: CollectorRegistry, collector: _SnapshotCollector | No
 # Several processes.
 
 
-def multiprocess_registry(path: str) -> CollectorRegistry:
+def multiprocess_registry(path: str, own: _SnapshotCollector | None = None) -> CollectorRegistry:
     """
     For the main process: every worker's metrics in C{path}, summed, and this
-    process's own resource use.
+    process's own resource use; given C{own}, with the datagrams this process
+    answers itself too (L{workers_registry}).
     """
     from prometheus_client import multiprocess
 
     registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry, path=path)
+    workers = multiprocess.MultiProcessCollector(None, path=path)
+    registry.register(workers if own is None else _WithOwnDatagrams(workers, own))
     ProcessCollector(registry=registry)
     return registry
+
+
+def workers_registry(path: str, metrics: ServerMetrics) -> tuple[CollectorRegistry, _SnapshotCollector]:
+    """
+    For the main process under C{--workers}: L{multiprocess_registry}, with
+    the datagrams that C{metrics} counts in this process (C{--unix-datagram},
+    which workers cannot adopt) added to the workers' datagram families, and
+    the collector that L{MetricsPage} snapshots on the reactor thread.
+    """
+    collector = _SnapshotCollector(metrics)
+    return multiprocess_registry(path, collector), collector
+
+
+class _WithOwnDatagrams:
+    """
+    The workers' sums, with the main process's own datagram counts added
+    under their own listener labels (it watches every datagram listener, and
+    answers only those the workers do not).
+    """
+
+    def __init__(self, workers: Any, own: _SnapshotCollector) -> None:
+        self._workers = workers
+        self._own = own
+
+    def collect(self) -> Iterator[Metric]:
+        snapshot = self._own.latest if self._own.latest is not None else self._own.metrics.snapshot()
+        mine = {family.name: family for family in _datagram_families(snapshot.datagrams) if family.samples}
+        for family in self._workers.collect():
+            extra = mine.pop(family.name, None)
+            if extra is not None:  # what workers answer (--udp), the main process counts as nothing
+                theirs = [sample.labels for sample in family.samples]
+                family.samples.extend(sample for sample in extra.samples if sample.labels not in theirs)
+            yield family
+        yield from mine.values()
 
 
 def worker_exited(pid: int, path: str) -> None:

@@ -305,7 +305,7 @@ def _add_metrics(
     assert endpoint is not None
     metrics_dir = m.make_multiprocess_dir() if options["workers"] > 1 else None
     if metrics_dir is not None:
-        site = m.metrics_site(m.multiprocess_registry(metrics_dir))
+        site = m.metrics_site(*m.workers_registry(metrics_dir, metrics))
     else:
         site = m.metrics_site(*m.registry_for(metrics))
     m.metrics_listener(options["metrics"], endpoint, site).setServiceParent(service)
