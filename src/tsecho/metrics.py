@@ -15,8 +15,9 @@ reactor thread, so that thread never reads state the reactor is changing.
 Several worker processes (C{prometheus_client}'s multiprocess mode): the
 main process creates an empty directory, sets C{PROMETHEUS_MULTIPROC_DIR} to
 it before it starts any worker, and serves
-C{metrics_site(multiprocess_registry(path))}, calling L{worker_exited} when
-a worker exits (L{tsecho.workers.WorkerPool} does all this).  Each worker
+C{metrics_site(*workers_registry(path, metrics))} (the workers' sums, and the
+datagrams it answers itself), calling L{worker_exited} when a worker exits
+(L{tsecho.workers.WorkerPool} does all this).  Each worker
 counts with its own L{ServerMetrics} as above and runs
 L{export_to_multiprocess} (the L{MultiprocessExport} service): once a second
 (and once more when stopped) it adds what changed to C{prometheus_client}
@@ -323,7 +324,7 @@ class MetricsPage(Resource):
 
     isLeaf = True
 
-    def __init__(self, registry: CollectorRegistry, collector: _SnapshotCollector | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry, collector: _SnapshotCollector) -> None:
         from prometheus_client.twisted import MetricsResource
 
         super().__init__()
@@ -331,12 +332,11 @@ class MetricsPage(Resource):
         self._page = MetricsResource(registry)
 
     def render(self, request: Any) -> Any:
-        if self._collector is not None:
-            self._collector.latest = self._collector.metrics.snapshot()
+        self._collector.latest = self._collector.metrics.snapshot()
         return self._page.render(request)
 
 
-def metrics_site(registry: CollectorRegistry, collector: _SnapshotCollector | None = None) -> Any:
+def metrics_site(registry: CollectorRegistry, collector: _SnapshotCollector) -> Any:
     """
     A C{twisted.web} site serving C{registry} at C{/metrics}.
     """
