@@ -533,9 +533,9 @@ def live_owners(server: ServerProcess) -> dict[int, int]:
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         for row in Path(table).read_text().splitlines()[1:]:
             fields = row.split()
-            local_port = int(fields[1].rsplit(":", 1)[1], 16)
-            if local_port == server.port and fields[9] != "0":
-                inodes[f"socket:[{fields[9]}]"] = int(fields[2].rsplit(":", 1)[1], 16)
+            local_port, remote_port = (int(address.rsplit(":", 1)[1], 16) for address in fields[1:3])
+            if local_port == server.port and remote_port and fields[9] != "0":  # not the listening socket
+                inodes[f"socket:[{fields[9]}]"] = remote_port
     owners: dict[int, int] = {}
     for pid in worker_pids(server):
         try:
@@ -734,6 +734,12 @@ def test_kill_9_one_worker(tmp_path: Path) -> None:
         first, second = worker_pids(server)
         with Load(("127.0.0.1", server.port), persistent=50) as load:
             wait_for(lambda: len(set(served_by(server).values())) == 2, "connections on both workers")
+            # Every persistent client connected and its worker known (a burst
+            # past the listen backlog waits on SYN retries).
+            wait_for(
+                lambda: len(load.connections) >= 50 and {c.port for c in load.connections} <= set(served_by(server)),
+                "every persistent connection held by a worker",
+            )
             time.sleep(0.5)
             before_kill = served_by(server)
             # The kernel may hand a burst of connections all to one worker:
