@@ -300,9 +300,14 @@ class _SnapshotCollector:
         self.metrics = metrics
         self.latest: Snapshot | None = None
 
+    def current(self) -> Snapshot:
+        """
+        The snapshot the page took, or one taken now.
+        """
+        return self.latest if self.latest is not None else self.metrics.snapshot()
+
     def collect(self) -> Iterator[Metric]:
-        snapshot = self.latest if self.latest is not None else self.metrics.snapshot()
-        return families(snapshot)
+        return families(self.current())
 
 
 def registry_for(metrics: ServerMetrics) -> tuple[CollectorRegistry, _SnapshotCollector]:
@@ -397,8 +402,7 @@ class _WithOwnDatagrams:
         self._own = own
 
     def collect(self) -> Iterator[Metric]:
-        snapshot = self._own.latest if self._own.latest is not None else self._own.metrics.snapshot()
-        mine = {family.name: family for family in _datagram_families(snapshot.datagrams) if family.samples}
+        mine = {family.name: family for family in _datagram_families(self._own.current().datagrams) if family.samples}
         for family in self._workers.collect():
             extra = mine.pop(family.name, None)
             if extra is not None:  # what workers answer (--udp), the main process counts as nothing
