@@ -154,6 +154,31 @@ class ServerMetricsTests(SynchronousTestCase):
         self.assertEqual(without_durations(values), expected(UNIT))
         self.assertEqual(values[f"tsecho_connection_duration_seconds_count{{listener={UNIT}}}"], 0)
 
+    def test_counted_before_drain_ends(self) -> None:
+        """
+        When the last connection's loss ends a drain, what runs then (a
+        worker's last export) finds that connection counted as closed, with
+        its lines: never missing from both the open and the closed.
+        """
+        one = connect(self.listener)
+        replies = one.send(b"ab\n")
+        seen: list[dict[str, float]] = []
+        self.factory.drain().addCallback(lambda _: seen.append(without_durations(self.scrape())))
+        one.lose()
+        self.assertEqual(
+            seen,
+            [
+                expected(
+                    UNIT,
+                    connections_accepted_total=1,
+                    closed_client_closed=1,
+                    lines_answered_total=1,
+                    received_bytes_total=3,
+                    sent_bytes_total=len(replies),
+                )
+            ],
+        )
+
     def test_known_load(self) -> None:
         """
         Lines, bytes, a too-long line, a busy refusal, an idle close and a
@@ -740,11 +765,12 @@ def test_workers_summed_and_replaced(tmp_path: Path) -> None:
                     return
             raise AssertionError(f"connections never reached {pids}")
 
-        def wanted(too_long: int = 1, killed: int = 0) -> dict[str, float]:
+        def wanted(too_long: int = 1, killed: int = 0, drained: int = 0) -> dict[str, float]:
             return {
                 **expected(
                     connections_accepted_total=totals["accepted"],
-                    closed_client_closed=totals["accepted"] - too_long - killed,
+                    closed_client_closed=totals["accepted"] - too_long - killed - drained,
+                    closed_shutdown=drained,
                     closed_line_too_long=too_long,
                     lines_too_long_total=too_long,
                     lines_answered_total=totals["lines"],
@@ -794,7 +820,21 @@ def test_workers_summed_and_replaced(tmp_path: Path) -> None:
             } == {}
             connect_until({worker_pids(server)[2]})
         wait_for_values(url, wanted(killed=1), "after a worker was replaced")
-        environ = Path(f"/proc/{worker_pids(server)[2]}/environ").read_bytes().split(b"\0")
+
+        # A connection open across a rolling restart: its worker drains it,
+        # and that worker's last export counts it.
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as held:
+            held.sendall(b"held\n")
+            totals["out"] += len(held.recv(1024))
+            totals["accepted"] += 1
+            totals["lines"] += 1
+            totals["in"] += 5
+            server.process.send_signal(signal.SIGHUP)
+            assert held.recv(1024) == b""  # closed once quiet
+        wait_for(lambda: len(worker_pids(server)) == 5, "two fresh workers")
+        wait_for(lambda: server.log().count(" stopped") >= 2, "the old workers stopped")
+        wait_for_values(url, wanted(killed=1, drained=1), "after a rolling restart")
+        environ = Path(f"/proc/{worker_pids(server)[-1]}/environ").read_bytes().split(b"\0")
         [metrics_dir] = [v.split(b"=", 1)[1] for v in environ if v.startswith(b"PROMETHEUS_MULTIPROC_DIR=")]
         assert os.path.isdir(metrics_dir)
         server.stop()

@@ -28,7 +28,8 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from tsecho import _direct
-from tsecho.protocol import ServerConfig, TimestampEcho, TimestampEchoFactory
+from tsecho.metrics import ServerMetrics
+from tsecho.protocol import Ending, ServerConfig, TimestampEcho, TimestampEchoFactory
 from tsecho.testing import EXAMPLE_STAMP, make_factory
 from tsecho.wire import BUSY
 
@@ -297,12 +298,21 @@ class ResetCountedOutTests(SynchronousTestCase):
         the next, live, connection busy.
         """
         factory = make_factory(ServerConfig(quiet=True, max_connections=1))
+        metrics = factory.metrics = ServerMetrics(factory.connections)
         transport, client = reset_then_live(self, factory)
-        self.assertEqual(len(factory.connections), 1)
-        self.assertIs(next(iter(factory.connections)).transport, transport)
+        self.assertEqual(len(factory.resetting), 1)
+        [live] = factory.connections - factory.resetting
+        self.assertIs(live.transport, transport)
         client.sendall(b"live\n")
         transport.doRead()
         self.assertEqual(client.recv(100), EXAMPLE_STAMP + b"live\n")
+        # The reset one is open, and counts so, until the reactor loses it.
+        [counts] = metrics.snapshot().streams
+        self.assertEqual((counts.accepted, counts.open), (2, 2))
+        transport.reactor.advance(0)  # type: ignore[attr-defined]
+        self.assertEqual((factory.connections, factory.resetting), ({live}, set()))
+        [counts] = metrics.snapshot().streams
+        self.assertEqual((counts.accepted, counts.open, counts.closed), (2, 1, {Ending.BUSY: 0, Ending.RESET: 1}))
 
     def test_unix_socket_never_reset(self) -> None:
         """

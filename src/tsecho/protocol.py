@@ -530,8 +530,8 @@ class TimestampEcho(_ClosingMixin, LineFramer):
         if self._counted:
             factory = self.factory
             factory.idle.discard(self)
+            _summarize(self, reason)  # counted closed before the drain can end (a worker's last export)
             factory.release(self)
-            _summarize(self, reason)
         # Break the reference cycles through the transport (which holds us as
         # its producer, or, over TLS, through its producer membrane), so that
         # a closed connection is freed at once, not by the cycle collector.
@@ -575,6 +575,9 @@ class TimestampEchoFactory(_ServerFactory):
     Build L{TimestampEcho} connections and keep count of the open ones.
 
     @ivar connections: the open, admitted connections.
+    @ivar resetting: those of C{connections} that the kernel has reset and
+        that are aborted: they count as open until they are lost (the next
+        turn), but not against the connection limit.
     @ivar idle: the idle timeouts of the open connections that are not
         closing: C{timeout}, or C{drain_quiet} once draining.
     @ivar draining: whether the server is shutting down.
@@ -591,6 +594,7 @@ class TimestampEchoFactory(_ServerFactory):
         _direct.available()  # checked (and any warning logged) once, with the first factory
         self.metrics: ConnectionMetrics = NO_METRICS
         self.connections: set[TimestampEcho] = set()
+        self.resetting: set[TimestampEcho] = set()
         self.idle: IdleTimeouts[Expiring] = IdleTimeouts(clock, config.timeout or None)
         self.draining = False
         self._drained: list[defer.Deferred[None]] = []
@@ -637,7 +641,7 @@ class TimestampEchoFactory(_ServerFactory):
         """
         if len(self.connections) >= self.config.max_connections:
             self._count_out_reset()
-            if len(self.connections) >= self.config.max_connections:
+            if len(self.connections) - len(self.resetting) >= self.config.max_connections:
                 return False
         self.connections.add(connection)
         self._newest.append(weakref.ref(connection))
@@ -651,10 +655,10 @@ class TimestampEchoFactory(_ServerFactory):
         """
         for ref in list(self._newest):
             connection = ref()
-            if connection is not None and connection in self.connections:
+            if connection is not None and connection in self.connections and connection not in self.resetting:
                 transport = connection.transport
                 if _direct.reset_by_peer(transport):
-                    self.connections.discard(connection)
+                    self.resetting.add(connection)
                     cast(ITCPTransport, transport).abortConnection()
 
     def release(self, connection: TimestampEcho) -> None:
@@ -662,6 +666,7 @@ class TimestampEchoFactory(_ServerFactory):
         Count C{connection} out; it has closed.
         """
         self.connections.discard(connection)
+        self.resetting.discard(connection)
         if not self.connections:
             if self._window is not None and self._window.active():
                 self._window.cancel()
