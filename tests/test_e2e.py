@@ -104,7 +104,8 @@ def test_back_pressure(tmp_path: Path) -> None:
 def test_sigterm_answers_owed_replies(tmp_path: Path) -> None:
     """
     On SIGTERM the server stops accepting at once, answers every line that a
-    half-closing client sent, and exits cleanly and promptly.
+    half-closing client sent, and exits cleanly and promptly.  A SIGINT
+    meanwhile (Ctrl-C) is logged and changes nothing.
     """
     lines = b"".join(b"line %d\n" % n for n in range(20000))
     with running_server(tmp_path, ("--port", "0", "--quiet")) as server:
@@ -113,6 +114,9 @@ def test_sigterm_answers_owed_replies(tmp_path: Path) -> None:
             assert sock.recv(1024).endswith(b"] first\n")
             started = time.monotonic()
             server.process.send_signal(signal.SIGTERM)
+            sock.sendall(b"second\n")
+            assert sock.recv(1024).endswith(b"] second\n")  # the first signal handled, the server drains
+            server.process.send_signal(signal.SIGINT)
             sock.sendall(lines)
             sock.shutdown(socket.SHUT_WR)
             replies = receive_all(sock)
@@ -125,6 +129,7 @@ def test_sigterm_answers_owed_replies(tmp_path: Path) -> None:
     assert status in (0, -signal.SIGTERM), server.log()
     assert elapsed < PROMPTLY
     assert "Traceback" not in server.log()
+    assert "Received SIGINT again: already shutting down" in server.log()
 
 
 def test_idle_connections_closed_promptly_on_shutdown(tmp_path: Path) -> None:

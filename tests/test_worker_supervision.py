@@ -8,6 +8,7 @@ main process's own start-up checks.  All in memory (fake processes, a clock).
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -190,6 +191,23 @@ class SupervisionTests(SynchronousTestCase):
             pool.restart()
         self.assertEqual([formatEvent(e) for e in events], ["restart already in progress"])
         self.assertEqual(len(reactor.spawned), 3)
+
+    def test_hangup_while_stopping(self) -> None:
+        """
+        SIGHUP's handler stays the pool's once it stops (the default handler
+        would end the main process at once, leaving its workers unwatched):
+        a SIGHUP then is logged and starts no worker.
+        """
+        pool, reactor = self.make_pool()
+        pool.privilegedStartService()
+        pool.startService()
+        self.serve(reactor, 0)
+        self.serve(reactor, 1)
+        pool.stopService()
+        with capturedLogs() as events:
+            os.kill(os.getpid(), signal.SIGHUP)
+        self.assertEqual([formatEvent(e) for e in events], ["restart ignored: the server is stopping"])
+        self.assertEqual(len(reactor.spawned), 2)
 
     def test_exit_during_shutdown(self) -> None:
         """

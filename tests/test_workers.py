@@ -562,6 +562,17 @@ def served_by(server: ServerProcess) -> dict[int, int]:
     return owners
 
 
+def refused(port: int) -> bool:
+    """
+    Whether a connection to C{port} is refused.
+    """
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
 def alive(pid: int) -> bool:
     """
     Whether process C{pid} exists and is not a zombie.
@@ -824,18 +835,27 @@ def test_sigterm_under_load(tmp_path: Path) -> None:
     """
     SIGTERM with two workers under load: every line answered but the one in
     flight at each close, exit status per the SPEC, no worker left behind.
+    A SIGHUP and a SIGINT meanwhile are logged and change nothing (SIGHUP's
+    default would end the main process at once).
     """
     with running_server(tmp_path, (*SERVER, *TCP)) as server:
         wait_for(lambda: server.log().count(": serving") >= 2, "two workers")
         workers = worker_pids(server)
         with Load(("127.0.0.1", server.port), persistent=20) as load:
             time.sleep(1)
+            server.process.send_signal(signal.SIGTERM)
+            wait_for(lambda: refused(server.port), "the listener closed (SIGTERM handled)")
+            server.process.send_signal(signal.SIGHUP)
+            server.process.send_signal(signal.SIGINT)  # if both wait, SIGHUP is handled first
             status = server.stop()
         assert status in (0, -signal.SIGTERM)
         assert not any(map(alive, workers))
         ended_by_server_cleanly(load)
         assert sum(c.answered for c in load.connections) > 100
-        assert "Traceback" not in server.log()
+        log = server.log()
+        assert "Traceback" not in log
+        assert "restart ignored: the server is stopping" in log
+        assert "Received SIGINT again: already shutting down" in log
 
 
 @pytest.mark.slow

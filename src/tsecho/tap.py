@@ -19,6 +19,7 @@ from twisted.python import usage
 
 from tsecho._cli import port_number, stdout_may_close, usage_error_text, version_text
 from tsecho._endpoint_errors import explain_description_error
+from tsecho._signals import stop_once
 from tsecho._startup import keep_stderr
 from tsecho.datagram import TimestampDatagram, parse_udp_address, udp_listener, unix_datagram_listener
 from tsecho.listeners import server_from_string
@@ -275,6 +276,8 @@ def makeService(options: Options) -> IService:
     from tsecho._twistd_logging import default_observer  # twistd internals: only when a server is made
 
     served.log_observer = default_observer(options.parent, reactor)
+    if options.parent is not None:  # a command: its reactor stops on SIGTERM and SIGINT
+        stop_once(reactor)
     return served
 
 

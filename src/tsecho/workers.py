@@ -185,7 +185,6 @@ class WorkerPool(GivesLogObserver, Service):
     stable_after = 10.0
     _rolling: list[Worker] | None = None  # the old workers a rolling restart has yet to replace
     _all_gone: defer.Deferred[None] | None = None  # fires when the last worker has exited, once stopping
-    _previous_hup: Any = None  # the SIGHUP handler to put back when stopping
 
     def __init__(
         self,
@@ -279,7 +278,7 @@ class WorkerPool(GivesLogObserver, Service):
         release_stderr()
         super().startService()
         self.listeners.startService()
-        self._previous_hup = signal.signal(signal.SIGHUP, self._hangup)
+        signal.signal(signal.SIGHUP, self._hangup)  # kept once stopping: SIGHUP's default is to terminate
         for slot in range(1, self.count + 1):
             self._spawn(slot)
 
@@ -429,6 +428,8 @@ class WorkerPool(GivesLogObserver, Service):
         serves, let the old one drain.
         """
         if not self.running:
+            if self._all_gone is not None:  # stopping (SIGHUP's handler stays ours)
+                log.info("restart ignored: the server is stopping")
             return
         if self._rolling is not None:
             log.info("restart already in progress")
@@ -478,9 +479,6 @@ class WorkerPool(GivesLogObserver, Service):
         """
         super().stopService()
         closed = defer.maybeDeferred(self.listeners.stopService)
-        if self._previous_hup is not None:
-            signal.signal(signal.SIGHUP, self._previous_hup)
-            self._previous_hup = None
         self._rolling = None
         for timer in self._respawns.values():
             timer.cancel()  # pending: _spawn forgets its timer as it runs
