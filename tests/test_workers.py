@@ -27,7 +27,7 @@ from twisted.internet import error
 from twisted.internet.abstract import FileDescriptor
 from twisted.internet.protocol import DatagramProtocol, ServerFactory
 from twisted.internet.testing import MemoryReactorClock
-from twisted.logger import LogLevel, capturedLogs, formatEvent, jsonFileLogObserver
+from twisted.logger import Logger, LogLevel, capturedLogs, formatEvent, jsonFileLogObserver
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -115,9 +115,11 @@ class FakeListeners(MultiService):
         return super().stopService()
 
 
-def event_line(**event: Any) -> bytes:
+def event_line(logged: str = "", **event: Any) -> bytes:
     """
-    A log event as a worker writes it on its standard output.
+    A log event as a worker writes it on its standard output: C{event}, or
+    (with no C{log_format}) the event a L{Logger} makes of C{logged} and the
+    fields in C{event}.
     """
     lines: list[str] = []
 
@@ -128,7 +130,11 @@ def event_line(**event: Any) -> bytes:
         def flush(self) -> None:
             pass
 
-    jsonFileLogObserver(Out())({"log_level": LogLevel.info, "log_namespace": "tsecho.test", "log_time": 1.0, **event})
+    observer = jsonFileLogObserver(Out())
+    if "log_format" in event:
+        observer({"log_level": LogLevel.info, "log_namespace": "tsecho.test", "log_time": 1.0, **event})
+    else:  # made by a Logger, as a worker's events are (with its log_logger and log_source)
+        Logger(namespace="tsecho.test", source=object(), observer=observer).info(logged, **event)
     return "".join(lines).encode()
 
 
@@ -277,8 +283,8 @@ class WorkerPoolTests(SynchronousTestCase):
                 return "127.0.0.1:5"
 
         with capturedLogs() as events:
-            protocol.childDataReceived(1, event_line(log_format="{duration:.3f} s", duration=0.00215911865234375))
-            protocol.childDataReceived(1, event_line(log_format="from {peer}", peer=Peer()))
+            protocol.childDataReceived(1, event_line("{duration:.3f} s", duration=0.00215911865234375))
+            protocol.childDataReceived(1, event_line("from {peer}", peer=Peer()))
         self.assertEqual(
             [formatEvent(e) for e in events],
             ["worker 2 (pid 101): 0.002 s", "worker 2 (pid 101): from 127.0.0.1:5"],
@@ -885,6 +891,7 @@ def test_log_destinations(tmp_path: Path, log_to: str) -> None:
         assert summary["tsecho_worker"] in (1, 2)
         log = "\n".join(r["message"] for r in records)
     assert _CLOSED.search(log), log
+    assert re.search(r"closed after 1 line \(client closed\): 2 bytes in, \d+ bytes out, \d+\.\d{3} s$", log, re.M), log
     assert len(re.findall(r"worker \d \(pid \d+\) stopped", log)) == 2, log
     assert log.rstrip("\n").endswith("Server Shut Down."), log
 

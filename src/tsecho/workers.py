@@ -516,10 +516,13 @@ def _format_relayed(event: dict[str, Any]) -> str:
     Format a worker's event as the worker would have.  Its numbers and strings
     survive JSON, and formatting them keeps the format spec (C{{duration:.3f}})
     that Twisted's flattened text drops; a field JSON could not carry
-    (C{{"unpersistable": true}}) is formatted from the flattened text.
+    (C{{"unpersistable": true}}) is formatted from the flattened text.  (The
+    logger's own keys, C{log_logger} and C{log_source}, never survive JSON
+    and are no fields of the text.)
     """
     flattened = event.pop("log_flattened", None)
-    if flattened is None or not any(value == {"unpersistable": True} for value in event.values()):
+    lost = (key for key, value in event.items() if value == {"unpersistable": True} and not key.startswith("log_"))
+    if flattened is None or next(lost, None) is None:
         return formatEvent(event)
     return formatEvent({**event, "log_flattened": flattened})
 
