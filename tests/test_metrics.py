@@ -27,8 +27,10 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import error
+from twisted.internet.address import IPv4Address
 from twisted.internet.endpoints import TCP4ServerEndpoint
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
 from twisted.python.usage import UsageError
@@ -45,6 +47,7 @@ from tsecho.metrics import (
     MultiprocessExport,
     ServerMetrics,
     metrics_listener,
+    metrics_site,
     multiprocess_registry,
     registry_for,
     worker_exited,
@@ -384,6 +387,53 @@ class MetricsPageTests(SynchronousTestCase):
         self.assertEqual(tsecho_values(page.render(object()).decode())[accepted], 0)
         threaded.meanwhile = lambda: None
         self.assertEqual(tsecho_values(page.render(object()).decode())[accepted], 1)
+
+
+class ScrapeRequestTests(SynchronousTestCase):
+    """
+    The metrics site refuses a request that brings a body, before reading
+    it, whatever its method and path.
+    """
+
+    def request(self, data: bytes) -> StringTransport:
+        """
+        Send C{data} to the metrics site; return what it wrote.
+        """
+        site = metrics_site(*registry_for(ServerMetrics(set())))
+        site.reactor = Clock()  # the connection's timeout
+        channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5))
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        for offset in range(0, len(data), 7):  # in slices: a body's length is known when its headers end
+            channel.dataReceived(data[offset : offset + 7])
+        return transport
+
+    def test_body_refused(self) -> None:
+        """
+        A body announced by C{Content-Length} (here 200 MB, or 5 bytes that
+        all arrive) or sent in chunks gets C{413} at once, the connection
+        closes, and nothing of it is kept; no other answer follows.
+        """
+        for headers, body in (
+            (b"Content-Length: 200000000", b"x" * 1000),
+            (b"Content-Length: 5", b"hello"),
+            (b"Transfer-Encoding: chunked", b"5\r\nhello\r\n0\r\n\r\n"),
+        ):
+            for method_path in (b"POST /metrics", b"PUT /nope", b"GET /metrics"):
+                transport = self.request(method_path + b" HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n\r\n" + body)
+                self.assertEqual(
+                    transport.value(),
+                    b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                )
+                self.assertTrue(transport.disconnecting)
+
+    def test_no_body(self) -> None:
+        """
+        A request without a body is served as usual (here: not found).
+        """
+        transport = self.request(b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 404 "), transport.value())
+        self.assertFalse(transport.disconnecting)
 
 
 class MultiprocessTests(SynchronousTestCase):

@@ -42,7 +42,7 @@ from twisted.internet.interfaces import IListeningPort, IReactorTime, IStreamSer
 from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.resource import Resource
+from twisted.web.resource import IResource, Resource
 
 from tsecho._tally import Ending
 from tsecho.datagram import DatagramListener
@@ -345,18 +345,52 @@ def metrics_site(registry: CollectorRegistry, collector: _SnapshotCollector) -> 
     """
     A C{twisted.web} site serving C{registry} at C{/metrics}.
     """
-    from twisted.web.server import Site
+    from twisted.web.pages import notFound
+    from twisted.web.server import Request, Site
+
+    class ScrapeRequest(Request):
+        """
+        A scrape has no body.  Twisted keeps a request's body until all of
+        it has come (past 100 kB in a temporary file), before any resource
+        sees the request; this refuses a request that announces a body, as
+        soon as its headers end: C{413}, and the connection closes.
+        """
+
+        too_large = False
+
+        def gotLength(self, length: int | None) -> None:
+            super().gotLength(0)  # an empty buffer in memory
+            if length != 0:  # a Content-Length, or chunks (None)
+                self.too_large = True
+                transport = self.channel.transport
+                assert transport is not None  # the headers came over it
+                transport.write(b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                transport.loseConnection()
+
+        def handleContentChunk(self, data: bytes) -> None:
+            """
+            Drop what arrives of a refused body before the connection closes.
+            """
+
+        def process(self) -> None:
+            if not self.too_large:  # else answered already
+                super().process()
 
     class MetricsSite(Site):
         noisy = False
         displayTracebacks = False
+        requestFactory = ScrapeRequest
 
         def log(self, request: Any) -> None:
             """
             No access log line per scrape.
             """
 
-    root = Resource()
+    class Root(Resource):
+        def getChild(self, path: bytes, request: Any) -> IResource:
+            return notFound()  # Twisted's default page is deprecated
+
+    root = Root()
     root.putChild(b"metrics", MetricsPage(registry, collector))
     return MetricsSite(root)
 
