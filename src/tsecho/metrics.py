@@ -353,7 +353,10 @@ def metrics_site(registry: CollectorRegistry, collector: _SnapshotCollector) -> 
         A scrape has no body.  Twisted keeps a request's body until all of
         it has come (past 100 kB in a temporary file), before any resource
         sees the request; this refuses a request that announces a body, as
-        soon as its headers end: C{413}, and the connection closes.
+        soon as its headers end: C{413}, and the connection closes.  It
+        overrides what C{HTTPChannel} calls on its request (public names,
+        documented as not for users): C{ScrapeRequestTests} checks on every
+        Twisted tested that a body is still refused this way.
         """
 
         too_large = False
