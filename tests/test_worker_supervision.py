@@ -192,6 +192,74 @@ class SupervisionTests(SynchronousTestCase):
         self.assertEqual([formatEvent(e) for e in events], ["restart already in progress"])
         self.assertEqual(len(reactor.spawned), 3)
 
+    def test_hangup_while_starting(self) -> None:
+        """
+        From the moment the listeners open, a SIGHUP cannot end the main
+        process (its default action): it is ignored until the workers start,
+        then it restarts them.
+        """
+        pool, _ = self.make_pool()
+        pool.privilegedStartService()
+        self.assertEqual(signal.getsignal(signal.SIGHUP), signal.SIG_IGN)
+        pool.startService()
+        self.assertEqual(signal.getsignal(signal.SIGHUP), pool._hangup)
+
+    def test_start_bound(self) -> None:
+        """
+        A worker still not serving L{WorkerPool.start_bound} seconds after
+        it started (hung in its start-up) is killed, logged, and replaced as
+        one that died; a worker that serves in time is left alone.
+        """
+        pool, reactor = self.make_pool()
+        pool.privilegedStartService()
+        pool.startService()
+        self.serve(reactor, 0)
+        reactor.advance(pool.start_bound - 1)
+        self.assertEqual([s["process"].signals for s in reactor.spawned], [[], []])
+        with capturedLogs() as events:
+            reactor.advance(1)
+        self.assertEqual([s["process"].signals for s in reactor.spawned], [[], ["KILL"]])
+        self.assertEqual(
+            [formatEvent(e) for e in events], ["worker 2 (pid 101) is not serving 30 s after it started: killing it"]
+        )
+        with capturedLogs() as events:
+            self.end(reactor, 1, signal=9)
+        self.assertEqual(
+            [formatEvent(e) for e in events],
+            [
+                "worker 2 (pid 101) exited unexpectedly (killed by SIGKILL: not serving 30 s after it started);"
+                " starting another in 0.5 s"
+            ],
+        )
+        reactor.advance(pool.min_delay)
+        self.assertEqual(slots(reactor), [1, 2, 2])
+
+    def test_start_bound_in_rolling_restart(self) -> None:
+        """
+        A fresh worker of a rolling restart that never serves is killed at
+        the start bound, and the restart is abandoned, said why, so that the
+        next SIGHUP can restart again; the old workers serve throughout.
+        """
+        pool, reactor = self.restarting()
+        with capturedLogs() as events:
+            reactor.advance(pool.start_bound)
+            self.end(reactor, 2, signal=9)
+        self.assertEqual(
+            [formatEvent(e) for e in events],
+            [
+                "worker 1 (pid 102) is not serving 30 s after it started: killing it",
+                "restart abandoned: the new worker 1 (pid 102) did not start (killed by SIGKILL: not serving 30 s"
+                " after it started); the old workers keep serving",
+            ],
+        )
+        self.assertEqual([s["process"].signals for s in reactor.spawned[:2]], [[], []])
+        with capturedLogs() as events:
+            pool.restart()
+        self.assertEqual(
+            [formatEvent(e) for e in events], ["restarting 2 workers one by one", "worker 1 started (pid 103)"]
+        )
+        self.assertEqual(slots(reactor), [1, 2, 1, 1])
+
     def test_hangup_while_stopping(self) -> None:
         """
         SIGHUP's handler stays the pool's once it stops (the default handler

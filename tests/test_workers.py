@@ -298,6 +298,7 @@ class WorkerPoolTests(SynchronousTestCase):
         """
         pool, reactor = self.make_pool()
         self.start(pool)
+        self.serve(reactor, 0)
         delays = []
         for attempt in range(8):
             with capturedLogs() as events:

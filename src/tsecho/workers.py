@@ -99,6 +99,8 @@ class Worker:
 
     @ivar slot: its place, 1 to N; a replacement takes the slot over.
     @ivar replaces: during a rolling restart, the worker it will relieve.
+    @ivar kill_timer: kills it if it is still starting after the pool's
+        start bound, or still draining after its stop bound.
     """
 
     slot: int
@@ -173,12 +175,15 @@ class WorkerPool(GivesLogObserver, Service):
     Run the listeners of L{TimestampEchoService} in the main process and
     serve them from C{count} supervised worker processes.
 
+    @ivar start_bound: seconds a worker may take to start serving before it
+        is killed (and, in a rolling restart, the restart abandoned).
     @ivar stop_bound: seconds a worker may take to drain before it is killed.
     @ivar min_delay: seconds before replacing a worker that died.
     @ivar max_delay: the longest such delay, reached by doubling while
         replacements die within L{stable_after} seconds.
     """
 
+    start_bound = 30.0
     stop_bound = 20.0
     min_delay = 0.5
     max_delay = 30.0
@@ -229,9 +234,11 @@ class WorkerPool(GivesLogObserver, Service):
     def privilegedStartService(self) -> None:
         """
         Open every listener (one-line errors, as a lone server), then stop
-        reading from them: the workers will.
+        reading from them: the workers will.  A SIGHUP is ignored until
+        they start.
         """
         super().privilegedStartService()
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # not fatal while the workers start (its default is)
         try:
             self.listeners.privilegedStartService()
         except BaseException:
@@ -312,7 +319,17 @@ class WorkerPool(GivesLogObserver, Service):
             return worker
         worker.pid = worker.process.pid
         log.info("worker {slot} started (pid {pid})", slot=slot, pid=worker.pid)
+        worker.kill_timer = self.reactor.callLater(self.start_bound, self._not_serving, worker)
         return worker
+
+    def _not_serving(self, worker: Worker) -> None:
+        worker.kill_timer = None
+        worker.last_error = f"not serving {self.start_bound:g} s after it started"
+        log.error(
+            "worker {slot} (pid {pid}) is {why}: killing it", slot=worker.slot, pid=worker.pid, why=worker.last_error
+        )
+        with contextlib.suppress(error.ProcessExitedAlready):
+            worker.process.signalProcess("KILL")
 
     def _worker_env(self) -> dict[str, str]:
         """
@@ -351,6 +368,9 @@ class WorkerPool(GivesLogObserver, Service):
         if worker.state is not State.STARTING:
             return
         worker.state = State.SERVING
+        if worker.kill_timer is not None:  # the start bound's (gone if it has just been killed)
+            worker.kill_timer.cancel()
+            worker.kill_timer = None
         old = worker.replaces
         worker.replaces = None
         if old is not None and self._rolling is not None:
@@ -434,8 +454,8 @@ class WorkerPool(GivesLogObserver, Service):
         if self._rolling is not None:
             log.info("restart already in progress")
             return
-        log.info("restarting {count} workers one by one", count=len(self.workers))
         self._rolling = [w for w in self.workers if w.state in (State.STARTING, State.SERVING)]
+        log.info("restarting {count} workers one by one", count=len(self._rolling))
         self._roll_next()
 
     def _roll_next(self) -> None:
@@ -452,6 +472,8 @@ class WorkerPool(GivesLogObserver, Service):
     def _drain(self, worker: Worker) -> None:
         if worker.state in (State.DRAINING, State.GONE):
             return
+        if worker.state is State.STARTING and worker.kill_timer is not None:
+            worker.kill_timer.cancel()  # the start bound gives way to the stop bound
         worker.state = State.DRAINING
         try:
             worker.process.signalProcess("TERM")
