@@ -416,6 +416,7 @@ class ScrapeRequestTests(SynchronousTestCase):
         """
         for headers, body in (
             (b"Content-Length: 200000000", b"x" * 1000),
+            (b"Content-Length: 200000000\r\nExpect: 100-continue", b""),
             (b"Content-Length: 5", b"hello"),
             (b"Transfer-Encoding: chunked", b"5\r\nhello\r\n0\r\n\r\n"),
         ):

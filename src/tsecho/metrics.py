@@ -365,6 +365,7 @@ def metrics_site(registry: CollectorRegistry, collector: _SnapshotCollector) -> 
             super().gotLength(0)  # an empty buffer in memory
             if length != 0:  # a Content-Length, or chunks (None)
                 self.too_large = True
+                self.requestHeaders.removeHeader(b"expect")  # no "100 Continue" after the refusal
                 transport = self.channel.transport
                 assert transport is not None  # the headers came over it
                 transport.write(b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
