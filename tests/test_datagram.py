@@ -268,6 +268,23 @@ class ListenerTests(SynchronousTestCase):
             "Ports below 1024 need root (or CAP_NET_BIND_SERVICE): choose a port from 1024 up.",
         )
 
+    def test_port_out_of_range(self) -> None:
+        """
+        A port past 65535 (C{--metrics tcp:99999}: Twisted passes it to
+        C{bind()}, which raises L{OverflowError}) is a start-up error naming
+        the listener too.
+        """
+
+        def listen() -> FakePort:
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 99999))
+            raise AssertionError("bind() took it")
+
+        listener = DatagramListener("--metrics tcp:99999", listen)
+        with pytest.raises(DatagramListenError) as raised:
+            listener.privilegedStartService()
+        self.assertEqual(str(raised.value), "cannot listen on --metrics tcp:99999: bind(): port must be 0-65535.")
+
     def test_missing_directory(self) -> None:
         """
         A UNIX datagram socket in a directory that does not exist: start-up names

@@ -181,7 +181,7 @@ class DatagramListener(Service):
             if self._prepare is not None:
                 self._prepare()
             self.port = self._listen()
-        except (error.CannotListenError, OSError) as e:
+        except (error.CannotListenError, OSError, OverflowError) as e:  # OverflowError: bind() to a port past 65535
             reason = explain_listen_failure(Failure(e))
             raise DatagramListenError(f"cannot listen on {self.description}: {reason}") from None
         self._log.info(
