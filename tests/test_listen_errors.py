@@ -7,16 +7,47 @@ from __future__ import annotations
 
 import errno
 import os
+import socket
 
+import attrs
 from twisted.internet import endpoints
+from twisted.internet.address import IPv4Address, UNIXAddress
 from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IListeningPort
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
 from tsecho._endpoint_errors import SERVER_PARAMETERS, explain_description_error
 from tsecho._listen_errors import explain_listen_failure
 from tsecho.listeners import server_from_string
+
+
+@implementer(IListeningPort)
+@attrs.define
+class FakePort:
+    """
+    A listening port on an address.
+    """
+
+    address: IPv4Address | UNIXAddress
+
+    def startListening(self) -> None:
+        """
+        Nothing to do.
+        """
+
+    def stopListening(self) -> None:
+        """
+        Nothing to do.
+        """
+
+    def getHost(self) -> IPv4Address | UNIXAddress:
+        """
+        The address given.
+        """
+        return self.address
 
 
 def _explain(error: BaseException) -> str:
@@ -37,6 +68,55 @@ class ListenFailureTests(SynchronousTestCase):
             _explain(error),
             "Couldn't listen on 127.0.0.1:80: [Errno 98] Address already in use. "
             "Another program listens there: stop it, or choose another port.",
+        )
+
+    def test_tcp_busy_by_this_tsecho(self) -> None:
+        """
+        A port held by one of this tsecho's own listeners (on it, or on all
+        interfaces, or this one on all interfaces) names that listener
+        instead of blaming another program; one on another address or port
+        does not.
+        """
+        busy = OSError(errno.EADDRINUSE, "Address already in use")
+        own = [
+            ("tcp:7000", FakePort(IPv4Address("TCP", "0.0.0.0", 7000))),
+            ("tcp:7001:interface=127.0.0.1", FakePort(IPv4Address("TCP", "127.0.0.1", 7001))),
+            ("unix:/tmp/x.sock", FakePort(UNIXAddress(b"/tmp/x.sock"))),
+        ]
+        for interface, port, mine in (
+            ("127.0.0.1", 7000, "tcp:7000"),
+            ("", 7001, "tcp:7001:interface=127.0.0.1"),
+            ("127.0.0.1", 7001, "tcp:7001:interface=127.0.0.1"),
+        ):
+            error = CannotListenError(interface, port, busy)
+            self.assertEqual(
+                explain_listen_failure(Failure(error), own),
+                f"{error} This tsecho already listens there, on {mine}: give each listener a port of its own.",
+            )
+        for interface, port in (("10.0.0.1", 7001), ("", 7002)):
+            error = CannotListenError(interface, port, busy)
+            self.assertTrue(
+                explain_listen_failure(Failure(error), own).endswith(
+                    "Another program listens there: stop it, or choose another port."
+                )
+            )
+
+    def test_not_an_address(self) -> None:
+        """
+        An interface that is not an IP address, or not one of this machine:
+        named, with what to give instead.
+        """
+        unknown = socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        self.assertEqual(
+            _explain(CannotListenError("999.1.1.1", 0, unknown)),
+            "999.1.1.1 is not an IP address (nor a name this machine can look up): give an address of this machine, "
+            "such as 127.0.0.1 or ::1, or listen on all interfaces",
+        )
+        elsewhere = OSError(errno.EADDRNOTAVAIL, "Cannot assign requested address")
+        self.assertEqual(
+            _explain(CannotListenError("10.9.9.9", 0, elsewhere)),
+            "10.9.9.9 is not an address of this machine: give one it has (ip address lists them), "
+            "such as 127.0.0.1, or listen on all interfaces",
         )
 
     def test_tcp_privileged(self) -> None:

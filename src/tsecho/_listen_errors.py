@@ -11,7 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Iterable
 
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
@@ -27,13 +27,13 @@ def _missing_directory(path: str) -> str:
     return f"the directory {directory} does not exist: create it, or choose a path in an existing directory"
 
 
-def explain_listen_failure(failure: Failure, own: Mapping[IListeningPort, str] | None = None) -> str:
+def explain_listen_failure(failure: Failure, own: Iterable[tuple[str, IListeningPort]] = ()) -> str:
     """
     One line saying why listening failed and what to do about it.
 
     @param failure: what C{endpoint.listen} failed with.
-    @param own: the ports this tsecho already listens on, each with its
-        description: a port in use by one of them is not blamed on another
+    @param own: the ports this tsecho already listens on, as (description, port)
+        pairs: a port in use by one of them is not blamed on another
         program.
     """
     error = failure.value
@@ -44,10 +44,10 @@ def explain_listen_failure(failure: Failure, own: Mapping[IListeningPort, str] |
         return failure.getErrorMessage()
     if isinstance(error.port, (bytes, str)):  # a UNIX socket path
         return _unix(_text(error.port), error.socketError)
-    return _address(error, own or {})
+    return _address(error, own)
 
 
-def _address(error: CannotListenError, own: Mapping[IListeningPort, str]) -> str:
+def _address(error: CannotListenError, own: Iterable[tuple[str, IListeningPort]]) -> str:
     """
     Why listening on an IP address and port failed.
     """
@@ -73,12 +73,12 @@ def _address(error: CannotListenError, own: Mapping[IListeningPort, str]) -> str
     return str(error)
 
 
-def _own_listener(error: CannotListenError, own: Mapping[IListeningPort, str]) -> str | None:
+def _own_listener(error: CannotListenError, own: Iterable[tuple[str, IListeningPort]]) -> str | None:
     """
     The description of one of C{own} that holds the port C{error} names.
     """
     anywhere = ("", "0.0.0.0", "::")
-    for port, description in own.items():
+    for description, port in own:
         host = port.getHost()
         address = getattr(host, "host", None)
         overlap = address in anywhere or error.interface in anywhere or address == error.interface

@@ -67,7 +67,7 @@ class TimestampEchoService(GivesLogObserver, MultiService):
         self.shutdown_grace = shutdown_grace
         self.ports: list[IListeningPort] = []
         #: Each of L{ports} with the description it was opened for.
-        self.listening: dict[IListeningPort, str] = {}
+        self.listening: list[tuple[str, IListeningPort]] = []
         #: The factory that the listener of a description hands its
         #: connections to: L{factory} itself, unless metrics count them by
         #: listener (L{tsecho.metrics.ServerMetrics.listener_factory}).
@@ -127,13 +127,13 @@ class TimestampEchoService(GivesLogObserver, MultiService):
 
     def _listening(self, port: IListeningPort, description: str) -> None:
         self.ports.append(port)
-        self.listening[port] = description
+        self.listening.append((description, port))
         log.info(
             "listening on {description} ({address})", description=description, address=describe_address(port.getHost())
         )
 
     def _stop_listening(self) -> defer.Deferred[Any]:
-        ports, self.ports, self.listening = self.ports, [], {}
+        ports, self.ports, self.listening = self.ports, [], []
         return defer.gatherResults([defer.maybeDeferred(port.stopListening) for port in ports])
 
     def stopService(self) -> defer.Deferred[None]:
