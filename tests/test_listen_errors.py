@@ -291,6 +291,23 @@ class ParameterErrorTests(SynchronousTestCase):
                     pass
 
 
+class ClientCADirectoryTests(SynchronousTestCase):
+    """
+    A client's C{ssl:} C{caCertsDir} that cannot be listed.
+    """
+
+    def test_unlistable(self) -> None:
+        """
+        The directory is named with the reason, not as C{UnlistableError}.
+        """
+        missing = os.path.abspath(self.mktemp())
+        self.assertEqual(
+            _refused(f"ssl:localhost:1:caCertsDir={missing}", client=True),
+            f"{missing} cannot be listed (No such file or directory): "
+            "give caCertsDir a directory of CA certificates (PEM)",
+        )
+
+
 class TLSFileErrorTests(SynchronousTestCase):
     """
     An C{ssl:} listener's files: the one that is missing or not PEM is named.

@@ -18,6 +18,8 @@ import os
 import re
 from collections.abc import Mapping
 
+from twisted.python.filepath import UnlistableError
+
 _NOT_A_NUMBER = re.compile(r"invalid literal for int\(\) with base 10: '(?P<value>.*)'")
 _UNKNOWN_TYPE = re.compile(r"Unknown endpoint type: '(?P<name>.*)'")
 _MISSING = re.compile(r"missing \d+ required (?:positional |keyword-only )?arguments?: (?P<names>.*)")
@@ -147,6 +149,10 @@ def explain_description_error(description: str, error: Exception, client: bool =
             f"no socket {which} was passed by systemd: start tsecho from its .socket unit "
             "(see contrib/systemd), or set LISTEN_PID, LISTEN_FDS and LISTEN_FDNAMES"
         )
+    unlistable = error.originalException if isinstance(error, UnlistableError) else None  # caCertsDir
+    if isinstance(unlistable, OSError):
+        path = os.fsdecode(unlistable.filename)
+        return f"{path} cannot be listed ({unlistable.strerror}): give caCertsDir a directory of CA certificates (PEM)"
     if not client and _endpoint_type(description) == "ssl":
         tls = _tls_files(_parameters(description), error)
         if tls is not None:
