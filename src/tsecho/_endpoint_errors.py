@@ -133,31 +133,47 @@ def explain_description_error(description: str, error: Exception, client: bool =
     @param client: whether C{description} is a client endpoint's (whose
         parameters differ from a server's of the same type).
     """
+    explained = None
     if isinstance(error, TypeError):
-        typed = _type_error(description, error, client)
-        if typed is not None:
-            return typed
-    not_a_number = _NOT_A_NUMBER.search(str(error)) if isinstance(error, ValueError) else None
+        explained = _type_error(description, error, client)
+    elif isinstance(error, ValueError):
+        explained = _value_error(error)
+    if explained is None:
+        explained = _systemd(description, error) or _files(description, error, client)
+    return explained or " ".join((str(error) or type(error).__name__).split())
+
+
+def _value_error(error: ValueError) -> str | None:
+    not_a_number = _NOT_A_NUMBER.search(str(error))
     if not_a_number is not None:
         return f"{not_a_number['value']} is not a number"
-    unknown = _UNKNOWN_TYPE.fullmatch(str(error)) if isinstance(error, ValueError) else None
+    unknown = _UNKNOWN_TYPE.fullmatch(str(error))
     if unknown is not None:
         return f"{unknown['name']} is not an endpoint type Twisted knows: start with one such as tcp: or unix:"
-    if description.startswith("systemd:") and isinstance(error, (IndexError, KeyError)):
-        which = f"named {error.args[0]}" if isinstance(error, KeyError) else "at that index"
-        return (
-            f"no socket {which} was passed by systemd: start tsecho from its .socket unit "
-            "(see contrib/systemd), or set LISTEN_PID, LISTEN_FDS and LISTEN_FDNAMES"
-        )
+    return None
+
+
+def _systemd(description: str, error: Exception) -> str | None:
+    if not (description.startswith("systemd:") and isinstance(error, (IndexError, KeyError))):
+        return None
+    which = f"named {error.args[0]}" if isinstance(error, KeyError) else "at that index"
+    return (
+        f"no socket {which} was passed by systemd: start tsecho from its .socket unit "
+        "(see contrib/systemd), or set LISTEN_PID, LISTEN_FDS and LISTEN_FDNAMES"
+    )
+
+
+def _files(description: str, error: Exception, client: bool) -> str | None:
+    """
+    A file or directory the description names that could not be used.
+    """
     unlistable = error.originalException if isinstance(error, UnlistableError) else None  # caCertsDir
     if isinstance(unlistable, OSError):
         path = os.fsdecode(unlistable.filename)
         return f"{path} cannot be listed ({unlistable.strerror}): give caCertsDir a directory of CA certificates (PEM)"
     if not client and _endpoint_type(description) == "ssl":
-        tls = _tls_files(_parameters(description), error)
-        if tls is not None:
-            return tls
-    return " ".join((str(error) or type(error).__name__).split())
+        return _tls_files(_parameters(description), error)
+    return None
 
 
 def _tls_files(given: dict[str, str], error: Exception) -> str | None:
