@@ -25,7 +25,7 @@ _UNKNOWN_TYPE = re.compile(r"Unknown endpoint type: '(?P<name>.*)'")
 _MISSING = re.compile(r"missing \d+ required (?:positional |keyword-only )?arguments?: (?P<names>.*)")
 _UNEXPECTED = re.compile(r"got an unexpected keyword argument '(?P<name>\w+)'")
 _TWICE = re.compile(r"got multiple values for (?:keyword )?argument '(?P<name>\w+)'")
-_TOO_MANY = re.compile(r"takes .* positional arguments? but \d+ (?:were|was) given")
+_TOO_MANY = re.compile(r"takes .*\d+ (?:were |was )?given")
 _NO_CHAIN = re.compile(r"Specified chain file '(?P<path>.*)' doesn't contain any valid certificates")
 
 ENDPOINT_DOCS = "https://docs.twisted.org/en/stable/core/howto/endpoints.html"
