@@ -214,6 +214,25 @@ class StartupErrorTests(SynchronousTestCase):
         self.assertEqual(service.ports, [])
         self.assertEqual(never.factories, [])
 
+    def test_port_held_by_own_listener(self) -> None:
+        """
+        A port one of the service's own listeners already holds is named as
+        that listener's, for a stream listener and for a child (C{--metrics})
+        alike, not blamed on another program.
+        """
+        from tsecho.metrics import metrics_listener
+
+        first, _ = port_endpoint(7000)
+        service, _ = build([("tcp:7000", first), ("tcp:7000:interface=127.0.0.1", failing_endpoint(7000))])
+        message = str(self.assertRaises(StartupError, service.privilegedStartService))
+        self.assertIn("This tsecho already listens there, on tcp:7000: give each listener a port of its own.", message)
+        first, _ = port_endpoint(7000)
+        service, _ = build([("tcp:7000", first)])
+        metrics_listener("tcp:7000", failing_endpoint(7000), object()).setServiceParent(service)
+        message = str(self.assertRaises(StartupError, service.privilegedStartService))
+        self.assertTrue(message.startswith("tsecho: cannot listen on --metrics tcp:7000: "), message)
+        self.assertIn("This tsecho already listens there, on tcp:7000: give each listener a port of its own.", message)
+
     def test_child_fails(self) -> None:
         """
         A child service that cannot start gives a one-line L{StartupError}

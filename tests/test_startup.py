@@ -231,8 +231,18 @@ def test_unix_listener_messages(tmp_path: Path, prepare: object, listen: str, me
             "start tsecho from its .socket unit (see contrib/systemd), "
             "or set LISTEN_PID, LISTEN_FDS and LISTEN_FDNAMES",
         ),
+        (
+            ["--listen", "tcp6:0:interface=::1"],
+            "twistd tsecho: --listen tcp6:0:interface=::1: interface=::1: a ':' inside a value must be escaped as "
+            "'\\:': write interface=\\:\\:1",
+        ),
+        (
+            ["--port", "21567", "--listen", "tcp:21567"],
+            "twistd tsecho: --listen tcp:21567 is also given by --port 21567: "
+            "each listener needs a port (or socket path) of its own",
+        ),
     ],
-    ids=["port", "tcp without port", "systemd without sockets"],
+    ids=["port", "tcp without port", "systemd without sockets", "unescaped colons", "same listener twice"],
 )
 def test_option_messages(tmp_path: Path, options: list[str], message: str) -> None:
     """

@@ -295,6 +295,97 @@ class BadValueTests(SynchronousTestCase):
         self.assertRaises(usage.UsageError, Options(reactor=MemoryReactorClock()).parseOptions, ["--port"])
 
 
+class RepeatedListenerTests(SynchronousTestCase):
+    """
+    Two listeners given the same description, or a repeated C{--port} or
+    C{--udp}, are refused when the options are parsed, in one line, instead
+    of failing at start-up as if another program held the port (or of the
+    last one silently winning).
+    """
+
+    def refused(self, *args: str) -> str:
+        """
+        The usage error C{args} give, with the C{twistd tsecho: } prefix a
+        command gets.
+        """
+        options = Options(reactor=MemoryReactorClock())
+        options.parent = usage.Options()  # as the twistd subcommand
+        return str(self.assertRaises(SystemExit, options.parseOptions, list(args)))
+
+    def test_same_description(self) -> None:
+        """
+        The same description twice, C{--port P} and C{tcp:P}, or C{--metrics}
+        on a stream listener's description (the default port's included).
+        """
+        own = ": each listener needs a port (or socket path) of its own (see twistd tsecho --help)"
+        for args, message in (
+            (("--listen", "tcp:7000", "--listen", "tcp:7000"), "--listen tcp:7000 is given twice"),
+            (
+                ("--listen", "unix:/tmp/a.sock", "--listen", "unix:/tmp/a.sock"),
+                "--listen unix:/tmp/a.sock is given twice",
+            ),
+            (("--port", "7000", "--listen", "tcp:7000"), "--listen tcp:7000 is also given by --port 7000"),
+            (("--listen", "tcp:7000", "-p", "7000"), "--listen tcp:7000 is also given by --port 7000"),
+            (
+                ("--listen", "tcp:7000", "--metrics", "tcp:7000"),
+                "--metrics tcp:7000 is also given by --listen tcp:7000",
+            ),
+            (("--port", "7000", "--metrics", "tcp:7000"), "--metrics tcp:7000 is also given by --port 7000"),
+            (("--metrics", "tcp:21567"), "--metrics tcp:21567 is also given by the default port 21567"),
+        ):
+            self.assertEqual(self.refused(*args), f"twistd tsecho: {message}{own}", args)
+
+    def test_different_or_any_port(self) -> None:
+        """
+        Port 0 (any free port) may be given many times; C{tcp:P} with an
+        interface is another description than C{--port P} (a clash there is
+        found when listening); without C{--listen}, C{--port} replaces the
+        default port.
+        """
+        for args in (
+            ("--port", "0", "--listen", "tcp:0", "--listen", "tcp:0", "--metrics", "tcp:0"),
+            ("--listen", "tcp6:0", "--listen", "ssl:port=0", "--listen", "haproxy:tcp:0"),
+            ("--port", "7000", "--listen", "tcp:7000:interface=127.0.0.1"),
+            ("--port", "7000", "--metrics", "tcp:21567"),
+            ("--listen", "tcp:7000", "--metrics", "tcp:21567"),
+        ):
+            options, _ = parse(*args)  # no usage error
+            self.assertEqual(
+                options["listen"], [value for option, value in zip(args, args[1:]) if option == "--listen"]
+            )
+
+    def test_repeated_port_or_udp(self) -> None:
+        """
+        C{--port} (or C{-p}) and C{--udp} each name one listener: given twice,
+        both values are named.
+        """
+        self.assertEqual(
+            self.refused("-p", "7000", "--port", "7001"),
+            "twistd tsecho: --port is given twice (7000 and 7001): give it once, and --listen tcp:PORT for each "
+            "other port (see twistd tsecho --help)",
+        )
+        self.assertEqual(
+            self.refused("--udp", "7000", "--udp", "127.0.0.1:7001"),
+            "twistd tsecho: --udp is given twice (7000 and 127.0.0.1:7001): tsecho answers datagrams on one UDP "
+            "address (see twistd tsecho --help)",
+        )
+
+    def test_port_value(self) -> None:
+        """
+        C{--port} still takes 0 to 65535 and says so in its help, with its default.
+        """
+        self.assertEqual(parse("--port", "65535")[0]["port"], 65535)
+        self.assertEqual(
+            self.refused("--port", "65536"),
+            "twistd tsecho: '65536' is not a port number (0 to 65535) (see twistd tsecho --help)",
+        )
+        self.assertIn(
+            "TCP port on all interfaces; may be combined with --listen [default: 21567 when no --listen]. "
+            "Must be a port number, 0 to 65535.",
+            " ".join(str(Options()).split()),
+        )
+
+
 class UDPAddressTests(SynchronousTestCase):
     """
     C{--udp} takes C{PORT} (every IPv4 interface), C{ADDRESS:PORT} or

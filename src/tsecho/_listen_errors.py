@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import errno
 import os
+import socket
+from collections.abc import Iterable
 
 from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IListeningPort
 from twisted.python.failure import Failure
 
 
@@ -24,11 +27,14 @@ def _missing_directory(path: str) -> str:
     return f"the directory {directory} does not exist: create it, or choose a path in an existing directory"
 
 
-def explain_listen_failure(failure: Failure) -> str:
+def explain_listen_failure(failure: Failure, own: Iterable[tuple[str, IListeningPort]] = ()) -> str:
     """
     One line saying why listening failed and what to do about it.
 
     @param failure: what C{endpoint.listen} failed with.
+    @param own: the ports this tsecho already listens on, as (description, port)
+        pairs: a port in use by one of them is not blamed on another
+        program.
     """
     error = failure.value
     if isinstance(error, FileNotFoundError) and error.filename2 is not None:
@@ -38,12 +44,47 @@ def explain_listen_failure(failure: Failure) -> str:
         return failure.getErrorMessage()
     if isinstance(error.port, (bytes, str)):  # a UNIX socket path
         return _unix(_text(error.port), error.socketError)
+    return _address(error, own)
+
+
+def _address(error: CannotListenError, own: Iterable[tuple[str, IListeningPort]]) -> str:
+    """
+    Why listening on an IP address and port failed.
+    """
     code = getattr(error.socketError, "errno", None)
+    everywhere = "or listen on all interfaces"
+    if isinstance(error.socketError, socket.gaierror):
+        return (
+            f"{error.interface} is not an IP address (nor a name this machine can look up): "
+            f"give an address of this machine, such as 127.0.0.1 or ::1, {everywhere}"
+        )
+    if code == errno.EADDRNOTAVAIL:
+        return (
+            f"{error.interface} is not an address of this machine: "
+            f"give one it has (ip address lists them), such as 127.0.0.1, {everywhere}"
+        )
     if code == errno.EADDRINUSE:
+        mine = _own_listener(error, own)
+        if mine is not None:
+            return f"{error} This tsecho already listens there, on {mine}: give each listener a port of its own."
         return f"{error} Another program listens there: stop it, or choose another port."
     if code == errno.EACCES:
         return f"{error} Ports below 1024 need root (or CAP_NET_BIND_SERVICE): choose a port from 1024 up."
     return str(error)
+
+
+def _own_listener(error: CannotListenError, own: Iterable[tuple[str, IListeningPort]]) -> str | None:
+    """
+    The description of one of C{own} that holds the port C{error} names.
+    """
+    anywhere = ("", "0.0.0.0", "::")
+    for description, port in own:
+        host = port.getHost()
+        address = getattr(host, "host", None)
+        overlap = address in anywhere or error.interface in anywhere or address == error.interface
+        if overlap and getattr(host, "port", None) == error.port:
+            return description
+    return None
 
 
 def _unix(path: str, cause: object) -> str:

@@ -182,7 +182,7 @@ class DatagramListener(Service):
                 self._prepare()
             self.port = self._listen()
         except (error.CannotListenError, OSError, OverflowError) as e:  # OverflowError: bind() to a port past 65535
-            reason = explain_listen_failure(Failure(e))
+            reason = explain_listen_failure(Failure(e), getattr(self.parent, "listening", ()))
             raise DatagramListenError(f"cannot listen on {self.description}: {reason}") from None
         self._log.info(
             "listening on {description} ({address})",

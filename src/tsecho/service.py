@@ -66,6 +66,8 @@ class TimestampEchoService(GivesLogObserver, MultiService):
         self.clock = clock
         self.shutdown_grace = shutdown_grace
         self.ports: list[IListeningPort] = []
+        #: Each of L{ports} with the description it was opened for.
+        self.listening: list[tuple[str, IListeningPort]] = []
         #: The factory that the listener of a description hands its
         #: connections to: L{factory} itself, unless metrics count them by
         #: listener (L{tsecho.metrics.ServerMetrics.listener_factory}).
@@ -85,8 +87,9 @@ class TimestampEchoService(GivesLogObserver, MultiService):
         for description, endpoint in self.endpoints:
             failure = self._listen(description, endpoint)
             if failure is not None:
+                reason = explain_listen_failure(failure, self.listening)
                 self._stop_listening()
-                raise fail(f"tsecho: cannot listen on {description}: {explain_listen_failure(failure)}")
+                raise fail(f"tsecho: cannot listen on {description}: {reason}")
         try:
             super().privilegedStartService()
         except Exception as e:
@@ -124,12 +127,13 @@ class TimestampEchoService(GivesLogObserver, MultiService):
 
     def _listening(self, port: IListeningPort, description: str) -> None:
         self.ports.append(port)
+        self.listening.append((description, port))
         log.info(
             "listening on {description} ({address})", description=description, address=describe_address(port.getHost())
         )
 
     def _stop_listening(self) -> defer.Deferred[Any]:
-        ports, self.ports = self.ports, []
+        ports, self.ports, self.listening = self.ports, [], []
         return defer.gatherResults([defer.maybeDeferred(port.stopListening) for port in ports])
 
     def stopService(self) -> defer.Deferred[None]:

@@ -8,6 +8,7 @@ nothing below is imported until someone runs C{twistd tsecho}.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -78,6 +79,19 @@ def _one_line_usage_errors(options: usage.Options) -> Iterator[None]:
         raise SystemExit(f"twistd tsecho: {usage_error_text(e)} (see twistd tsecho --help)") from None
 
 
+_ANY_PORT = re.compile(r"(?:haproxy:)?(?:tcp6?|ssl):(?:port=)?0(?::|$)")
+
+
+def _port_option(port: int | None, listen: bool) -> str:
+    """
+    How the TCP port of C{--port} was asked for: C{--port P}, the default
+    port (no C{--listen}), or C{""} for none.
+    """
+    if port is not None:
+        return f"--port {port}"
+    return "" if listen else f"the default port {DEFAULT_PORT}"
+
+
 class Options(usage.Options):
     """
     The command line of C{twistd tsecho}; see SPEC.md's options table.
@@ -96,13 +110,6 @@ class Options(usage.Options):
         ["quiet", "q", "No per-connection log lines."],
     ]
     optParameters: list[list[Any]] = [
-        [
-            "port",
-            "p",
-            None,
-            f"TCP port on all interfaces; may be combined with --listen [default: {DEFAULT_PORT} when no --listen]",
-            port_number,
-        ],
         ["unix-datagram", None, None, "Also answer datagrams on a UNIX datagram socket at this path [default: off]"],
         ["time-format", None, "ctime", "'ctime', 'iso' (RFC 3339) or a strftime pattern", validate_time_format],
         ["max-line", None, _DEFAULTS.max_line, "Longest request line, in bytes", _positive_int],
@@ -137,7 +144,9 @@ class Options(usage.Options):
         super().__init__()
         self["listen"] = []
         self["udp"] = None
+        self["port"] = None
         self.reactor = reactor
+        self._given: dict[str, str] = {}  # --port and --udp as typed, to name both when one is repeated
 
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
         """
@@ -165,16 +174,61 @@ class Options(usage.Options):
     # --help would keep the docstring's line breaks and indentation as runs of spaces.
     opt_listen.__doc__ = " ".join((opt_listen.__doc__ or "").split())
 
+    def opt_port(self, port: str) -> None:
+        self._once("port", port, "give it once, and --listen tcp:PORT for each other port")
+        try:
+            self["port"] = port_number(port)
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
+
+    opt_port.__doc__ = (
+        f"TCP port on all interfaces; may be combined with --listen [default: {DEFAULT_PORT} when no --listen]. "
+        f"{port_number.coerceDoc}"  # type: ignore[attr-defined]
+    )
+    opt_p = opt_port
+
     def opt_udp(self, address: str) -> None:
         """
         Also answer UDP datagrams on PORT (every IPv4 interface), ADDRESS:PORT or [IPV6-ADDRESS]:PORT [default: off]
         """
+        self._once("udp", address, "tsecho answers datagrams on one UDP address")
         try:
             self["udp"] = parse_udp_address(address)
         except ValueError as e:
             raise usage.UsageError(f"--udp {address!r}: {e}") from None
 
+    def _once(self, option: str, value: str, advice: str) -> None:
+        """
+        Refuse C{--OPTION value} if the option was given before (the last
+        one would silently win).
+        """
+        if option in self._given:
+            raise usage.UsageError(f"--{option} is given twice ({self._given[option]} and {value}): {advice}")
+        self._given[option] = value
+
+    def _refuse_clashes(self) -> None:
+        """
+        Refuse two listeners given the same description (C{--port P} is
+        C{tcp:P}): the second would fail at start-up, seemingly because of
+        another program.  Descriptions of port 0 (any free port) may repeat.
+        """
+        given = [(f"--listen {d}", d) for d in self["listen"]]
+        port = DEFAULT_PORT if self["port"] is None else self["port"]
+        given.insert(0, (_port_option(self["port"], bool(given)), f"tcp:{port}"))
+        if self["metrics"] is not None:
+            given.append((f"--metrics {self['metrics']}", self["metrics"]))
+        seen: dict[str, str] = {}
+        for option, description in given:
+            if not option or _ANY_PORT.match(description):
+                continue
+            if description in seen:
+                earlier = seen[description]
+                clash = "is given twice" if earlier == option else f"is also given by {earlier}"
+                raise usage.UsageError(f"{option} {clash}: each listener needs a port (or socket path) of its own")
+            seen[description] = option
+
     def postOptions(self) -> None:
+        self._refuse_clashes()
         if self["max-connections"] < self["workers"]:
             raise usage.UsageError(
                 f"--max-connections {self['max-connections']} is less than --workers {self['workers']}: "

@@ -182,7 +182,7 @@ def open_asker(reactor: Any, options: ClientOptions) -> Asker:
         except ClientError:
             raise  # a file it names cannot be used: that error's own line
         except Exception as e:  # Twisted raises ValueError, KeyError, TypeError... for bad strings
-            raise BadEndpointError(description, explain_description_error(description, e)) from None
+            raise BadEndpointError(description, explain_description_error(description, e, client=True)) from None
     else:
         endpoint = endpoints.HostnameEndpoint(reactor, str(options["host"]), int(options["port"]))
     factory = Factory.forProtocol(EchoClient)
