@@ -380,7 +380,7 @@ class RepeatedListenerTests(SynchronousTestCase):
             "twistd tsecho: '65536' is not a port number (0 to 65535) (see twistd tsecho --help)",
         )
         self.assertIn(
-            "TCP port on all interfaces; may be combined with --listen [default: 21567 when no --listen]. "
+            "TCP port on all IPv4 interfaces; may be combined with --listen [default: 21567 when no --listen]. "
             "Must be a port number, 0 to 65535.",
             " ".join(str(Options()).split()),
         )

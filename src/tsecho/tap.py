@@ -101,7 +101,7 @@ class Options(usage.Options):
     longdesc = (
         "A timestamp echo server: every line a client sends comes back as "
         "'[TIMESTAMP] LINE'. With neither --port nor --listen it serves TCP "
-        f"port {DEFAULT_PORT} on all interfaces."
+        f"port {DEFAULT_PORT} on all IPv4 interfaces."
     )
 
     optFlags = [
@@ -182,7 +182,7 @@ class Options(usage.Options):
             raise usage.UsageError(str(e)) from None
 
     opt_port.__doc__ = (
-        f"TCP port on all interfaces; may be combined with --listen [default: {DEFAULT_PORT} when no --listen]. "
+        f"TCP port on all IPv4 interfaces; may be combined with --listen [default: {DEFAULT_PORT} when no --listen]. "
         f"{port_number.coerceDoc}"  # type: ignore[attr-defined]
     )
     opt_p = opt_port
