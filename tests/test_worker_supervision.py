@@ -80,16 +80,19 @@ class SupervisionTests(SynchronousTestCase):
     def serve(self, reactor: ProcessReactor, index: int) -> None:
         reactor.spawned[index]["protocol"].childDataReceived(1, event_line(log_format="serving", **{READY: True}))
 
+    def serving(self) -> tuple[WorkerPool, ProcessReactor]:
+        """
+        A started pool whose two workers serve.
+        """
+        pool, reactor = self.serving()
+        return pool, reactor
+
     def restarting(self) -> tuple[WorkerPool, ProcessReactor]:
         """
         A pool of two serving workers that has just begun a rolling restart:
         the first slot's new worker is starting.
         """
-        pool, reactor = self.make_pool()
-        pool.privilegedStartService()
-        pool.startService()
-        self.serve(reactor, 0)
-        self.serve(reactor, 1)
+        pool, reactor = self.serving()
         pool.restart()
         return pool, reactor
 
@@ -266,11 +269,7 @@ class SupervisionTests(SynchronousTestCase):
         would end the main process at once, leaving its workers unwatched):
         a SIGHUP then is logged and starts no worker.
         """
-        pool, reactor = self.make_pool()
-        pool.privilegedStartService()
-        pool.startService()
-        self.serve(reactor, 0)
-        self.serve(reactor, 1)
+        pool, reactor = self.serving()
         pool.stopService()
         with capturedLogs() as events:
             os.kill(os.getpid(), signal.SIGHUP)
