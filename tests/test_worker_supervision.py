@@ -84,7 +84,11 @@ class SupervisionTests(SynchronousTestCase):
         """
         A started pool whose two workers serve.
         """
-        pool, reactor = self.serving()
+        pool, reactor = self.make_pool()
+        pool.privilegedStartService()
+        pool.startService()
+        self.serve(reactor, 0)
+        self.serve(reactor, 1)
         return pool, reactor
 
     def restarting(self) -> tuple[WorkerPool, ProcessReactor]:
