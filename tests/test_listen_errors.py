@@ -11,7 +11,7 @@ import socket
 
 import attrs
 from twisted.internet import endpoints
-from twisted.internet.address import IPv4Address, UNIXAddress
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.testing import MemoryReactorClock
@@ -81,19 +81,26 @@ class ListenFailureTests(SynchronousTestCase):
         own = [
             ("tcp:7000", FakePort(IPv4Address("TCP", "0.0.0.0", 7000))),
             ("tcp:7001:interface=127.0.0.1", FakePort(IPv4Address("TCP", "127.0.0.1", 7001))),
+            ("tcp6:7003:interface=\\:\\:1", FakePort(IPv6Address("TCP", "::1", 7003))),
+            ("tcp6:7004", FakePort(IPv6Address("TCP", "::", 7004))),
             ("unix:/tmp/x.sock", FakePort(UNIXAddress(b"/tmp/x.sock"))),
         ]
         for interface, port, mine in (
             ("127.0.0.1", 7000, "tcp:7000"),
             ("", 7001, "tcp:7001:interface=127.0.0.1"),
             ("127.0.0.1", 7001, "tcp:7001:interface=127.0.0.1"),
+            ("::1", 7003, "tcp6:7003:interface=\\:\\:1"),
+            ("::", 7003, "tcp6:7003:interface=\\:\\:1"),
+            ("", 7004, "tcp6:7004"),  # :: is dual-stack: it holds IPv4 too
+            ("127.0.0.1", 7004, "tcp6:7004"),
         ):
             error = CannotListenError(interface, port, busy)
             self.assertEqual(
                 explain_listen_failure(Failure(error), own),
                 f"{error} This tsecho already listens there, on {mine}: give each listener a port of its own.",
             )
-        for interface, port in (("10.0.0.1", 7001), ("", 7002)):
+        # Another address, another port, the other family, or a name.
+        for interface, port in (("10.0.0.1", 7001), ("", 7002), ("::1", 7000), ("", 7003), ("localhost", 7000)):
             error = CannotListenError(interface, port, busy)
             self.assertTrue(
                 explain_listen_failure(Failure(error), own).endswith(
@@ -237,15 +244,18 @@ class ParameterErrorTests(SynchronousTestCase):
         """
         self.assertEqual(
             _refused("tcp6:0:interface=::1"),
-            "interface=::1: a ':' inside a value must be escaped as '\\:': write interface=\\:\\:1",
+            "interface=::1: a ':' inside a value must be escaped as '\\:' (quoted, in a shell): "
+            "'tcp6:0:interface=\\:\\:1'",
         )
         self.assertEqual(
             _refused("tcp6:0:interface=fe80::1:2:3:backlog=4"),
-            "interface=fe80::1:2:3: a ':' inside a value must be escaped as '\\:': write interface=fe80\\:\\:1\\:2\\:3",
+            "interface=fe80::1:2:3: a ':' inside a value must be escaped as '\\:' (quoted, in a shell): "
+            "'tcp6:0:interface=fe80\\:\\:1\\:2\\:3:backlog=4'",
         )
         self.assertEqual(
             _refused("ssl:0:privateKey=C:key.pem"),
-            "privateKey=C:key.pem: a ':' inside a value must be escaped as '\\:': write privateKey=C\\:key.pem",
+            "privateKey=C:key.pem: a ':' inside a value must be escaped as '\\:' (quoted, in a shell): "
+            "'ssl:0:privateKey=C\\:key.pem'",
         )
 
     def test_given_twice(self) -> None:

@@ -5,6 +5,7 @@ and the graceful stop.
 
 from __future__ import annotations
 
+import errno
 from typing import Any
 
 import attrs
@@ -18,6 +19,7 @@ from twisted.logger import LogLevel, capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
+from tsecho.datagram import DatagramListener
 from tsecho.protocol import ServerConfig, TimestampEchoFactory
 from tsecho.service import StartupError, TimestampEchoService
 from tsecho.testing import EXAMPLE_STAMP, ClosingStringTransport, connect, make_factory
@@ -232,6 +234,22 @@ class StartupErrorTests(SynchronousTestCase):
         message = str(self.assertRaises(StartupError, service.privilegedStartService))
         self.assertTrue(message.startswith("tsecho: cannot listen on --metrics tcp:7000: "), message)
         self.assertIn("This tsecho already listens there, on tcp:7000: give each listener a port of its own.", message)
+
+    def test_udp_port_held_by_another_program(self) -> None:
+        """
+        A UDP port in use is another program's, even when one of the
+        service's TCP listeners has the same number (TCP and UDP ports are
+        apart, and the README serves both on 21567).
+        """
+
+        def busy() -> FakePort:
+            raise CannotListenError("", 7000, OSError(errno.EADDRINUSE, "Address already in use"))
+
+        first, _ = port_endpoint(7000)
+        service, _ = build([("tcp:7000", first)])
+        DatagramListener("udp:7000", busy).setServiceParent(service)
+        message = str(self.assertRaises(StartupError, service.privilegedStartService))
+        self.assertTrue(message.endswith("Another program listens there: stop it, or choose another port."), message)
 
     def test_child_fails(self) -> None:
         """

@@ -234,7 +234,7 @@ def test_unix_listener_messages(tmp_path: Path, prepare: object, listen: str, me
         (
             ["--listen", "tcp6:0:interface=::1"],
             "twistd tsecho: --listen tcp6:0:interface=::1: interface=::1: a ':' inside a value must be escaped as "
-            "'\\:': write interface=\\:\\:1",
+            "'\\:' (quoted, in a shell): 'tcp6:0:interface=\\:\\:1'",
         ),
         (
             ["--port", "21567", "--listen", "tcp:21567"],

@@ -345,6 +345,8 @@ class RepeatedListenerTests(SynchronousTestCase):
         for args in (
             ("--port", "0", "--listen", "tcp:0", "--listen", "tcp:0", "--metrics", "tcp:0"),
             ("--listen", "tcp6:0", "--listen", "ssl:port=0", "--listen", "haproxy:tcp:0"),
+            ("--listen", "tcp:interface=127.0.0.1:port=0", "--listen", "tcp:interface=127.0.0.1:port=0"),
+            ("--listen", "tcp:00", "--listen", "tcp:00"),
             ("--port", "7000", "--listen", "tcp:7000:interface=127.0.0.1"),
             ("--port", "7000", "--metrics", "tcp:21567"),
             ("--listen", "tcp:7000", "--metrics", "tcp:21567"),

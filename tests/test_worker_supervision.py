@@ -250,11 +250,13 @@ class SupervisionTests(SynchronousTestCase):
         pool, reactor = self.restarting()
         with capturedLogs() as events:
             reactor.advance(pool.start_bound)
+            self.serve(reactor, 2)  # its "serving", on its way as it was killed, counts for nothing
             self.end(reactor, 2, signal=9)
         self.assertEqual(
             [formatEvent(e) for e in events],
             [
                 "worker 1 (pid 102) is not serving 30 s after it started: killing it",
+                "worker 1 (pid 102): serving",
                 "restart abandoned: the new worker 1 (pid 102) did not start (killed by SIGKILL: not serving 30 s"
                 " after it started); the old workers keep serving",
             ],

@@ -80,6 +80,20 @@ def _parameters(description: str) -> dict[str, str]:
     return {key: _unescape(part[len(key) + 1 :]) for key, part in named if key is not None}
 
 
+def any_port(description: str) -> bool:
+    """
+    Whether C{description} (C{tcp:}, C{tcp6:} or C{ssl:}, also behind
+    C{haproxy:}) asks for port 0, any free port: such listeners may repeat.
+    """
+    parts = _parts(description)
+    parts = parts[1:] if parts[0] == "haproxy" else parts
+    if parts[0] not in ("tcp", "tcp6", "ssl"):
+        return False
+    positional = [part for part in parts[1:] if _key(part) is None]
+    port = _parameters(description).get("port", positional[0] if positional else "")
+    return port.isdigit() and int(port) == 0
+
+
 def _endpoint_type(description: str) -> str:
     parts = _parts(description)
     return parts[1] if parts[0] == "haproxy" and len(parts) > 1 else parts[0]
@@ -98,8 +112,8 @@ def _unescaped_colons(description: str) -> str | None:
             end += 1
         if key is not None and end > start + 1:
             value = ":".join(parts[start:end])[len(key) + 1 :]
-            escaped = "\\:".join(parts[start:end])
-            return f"{key}={value}: a ':' inside a value must be escaped as '\\:': write {escaped}"
+            fixed = ":".join([*parts[:start], "\\:".join(parts[start:end]), *parts[end:]])
+            return f"{key}={value}: a ':' inside a value must be escaped as '\\:' (quoted, in a shell): '{fixed}'"
     return None
 
 

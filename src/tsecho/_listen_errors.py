@@ -9,6 +9,7 @@ C{Cannot acquire lock}); these name the file or address and what to do.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import os
 import socket
 from collections.abc import Iterable
@@ -75,16 +76,36 @@ def _address(error: CannotListenError, own: Iterable[tuple[str, IListeningPort]]
 
 def _own_listener(error: CannotListenError, own: Iterable[tuple[str, IListeningPort]]) -> str | None:
     """
-    The description of one of C{own} that holds the port C{error} names.
+    The description of one of C{own} (TCP listeners) that holds the address
+    C{error} names: the same port, and addresses that overlap.
     """
-    anywhere = ("", "0.0.0.0", "::")
     for description, port in own:
         host = port.getHost()
-        address = getattr(host, "host", None)
-        overlap = address in anywhere or error.interface in anywhere or address == error.interface
-        if overlap and getattr(host, "port", None) == error.port:
+        if getattr(host, "port", None) == error.port and _overlap(getattr(host, "host", None), error.interface):
             return description
     return None
+
+
+def _overlap(one: object, other: object) -> bool:
+    """
+    Whether binding both addresses (of TCP sockets, on one port) clashes:
+    the same address, or a family's wildcard and an address of that family;
+    C{::} (dual-stack) covers IPv4 too.
+    """
+    one, other = (address or "0.0.0.0" for address in (one, other))  # "": every IPv4 interface
+    first, second = _family(one), _family(other)
+    if first is None or second is None:
+        return False  # a name, not an address: do not guess
+    if "::" in (one, other):
+        return True
+    return first == second and (one == other or "0.0.0.0" in (one, other))
+
+
+def _family(address: object) -> int | None:
+    try:
+        return ipaddress.ip_address(str(address)).version
+    except ValueError:
+        return None
 
 
 def _unix(path: str, cause: object) -> str:

@@ -153,14 +153,19 @@ class DatagramListener(Service):
         prepare: Callable[[], None] | None = None,
         cleanup: Callable[[], None] | None = None,
         logger: Logger = log,
+        *,
+        tcp: bool = False,
     ) -> None:
         """
         @param listen: opens the port.
         @param prepare: runs before L{listen}, e.g. to clear a stale socket file.
         @param cleanup: runs once the port has closed.
         @param logger: logs C{listening on ...} (under its namespace).
+        @param tcp: whether the port is a TCP one (C{--metrics}), which the
+            stream listeners' ports may clash with.
         """
         self.description = description
+        self._tcp = tcp
         self._listen = listen
         self._prepare = prepare
         self._cleanup = cleanup
@@ -182,7 +187,8 @@ class DatagramListener(Service):
                 self._prepare()
             self.port = self._listen()
         except (error.CannotListenError, OSError, OverflowError) as e:  # OverflowError: bind() to a port past 65535
-            reason = explain_listen_failure(Failure(e), getattr(self.parent, "listening", ()))
+            own = getattr(self.parent, "listening", ()) if self._tcp else ()
+            reason = explain_listen_failure(Failure(e), own)
             raise DatagramListenError(f"cannot listen on {self.description}: {reason}") from None
         self._log.info(
             "listening on {description} ({address})",

@@ -570,4 +570,4 @@ def metrics_listener(description: str, endpoint: IStreamServerEndpoint, site: An
         port: IListeningPort = result[0]
         return port
 
-    return DatagramListener(f"--metrics {description}", listen, logger=Logger(namespace=__name__))
+    return DatagramListener(f"--metrics {description}", listen, logger=Logger(namespace=__name__), tcp=True)

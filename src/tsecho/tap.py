@@ -8,7 +8,6 @@ nothing below is imported until someone runs C{twistd tsecho}.
 from __future__ import annotations
 
 import os
-import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -19,7 +18,7 @@ from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.python import usage
 
 from tsecho._cli import port_number, stdout_may_close, usage_error_text, version_text
-from tsecho._endpoint_errors import explain_description_error
+from tsecho._endpoint_errors import any_port, explain_description_error
 from tsecho._signals import stop_once
 from tsecho._startup import keep_stderr
 from tsecho.datagram import TimestampDatagram, parse_udp_address, udp_listener, unix_datagram_listener
@@ -77,9 +76,6 @@ def _one_line_usage_errors(options: usage.Options) -> Iterator[None]:
         if options.parent is None:
             raise
         raise SystemExit(f"twistd tsecho: {usage_error_text(e)} (see twistd tsecho --help)") from None
-
-
-_ANY_PORT = re.compile(r"(?:haproxy:)?(?:tcp6?|ssl):(?:port=)?0(?::|$)")
 
 
 def _port_option(port: int | None, listen: bool) -> str:
@@ -219,7 +215,7 @@ class Options(usage.Options):
             given.append((f"--metrics {self['metrics']}", self["metrics"]))
         seen: dict[str, str] = {}
         for option, description in given:
-            if not option or _ANY_PORT.match(description):
+            if not option or any_port(description):
                 continue
             if description in seen:
                 earlier = seen[description]

@@ -83,10 +83,12 @@ def describe_exit(reason: Failure) -> str:
 class State(enum.Enum):
     """
     A worker's life: starting until it reports that it serves, then
-    serving, then draining once asked to stop, and finally gone.
+    serving, then draining once asked to stop, and finally gone; or, if it
+    is not serving in time, killed as a failed start.
     """
 
     STARTING = "starting"
+    FAILED_START = "failed start"
     SERVING = "serving"
     DRAINING = "draining"
     GONE = "gone"
@@ -324,6 +326,7 @@ class WorkerPool(GivesLogObserver, Service):
 
     def _not_serving(self, worker: Worker) -> None:
         worker.kill_timer = None
+        worker.state = State.FAILED_START  # a "serving" already on its way counts for nothing
         worker.last_error = f"not serving {self.start_bound:g} s after it started"
         log.error(
             "worker {slot} (pid {pid}) is {why}: killing it", slot=worker.slot, pid=worker.pid, why=worker.last_error
@@ -426,12 +429,13 @@ class WorkerPool(GivesLogObserver, Service):
             log.error("worker {slot} (pid {pid}) exited unexpectedly ({status})", **fields)
             self._roll_next()
             return
-        young = self.reactor.seconds() - worker.started < self.stable_after or was is State.STARTING
+        starting = was in (State.STARTING, State.FAILED_START)
+        young = self.reactor.seconds() - worker.started < self.stable_after or starting
         delay = min(self.max_delay, self._delays.get(worker.slot, self.min_delay / 2) * 2) if young else self.min_delay
         self._delays[worker.slot] = delay
         log.error(
             "worker {slot} (pid {pid}) exited unexpectedly ({status}{why}); starting another in {delay} s",
-            why=f": {worker.last_error}" if worker.last_error and was is State.STARTING else "",
+            why=f": {worker.last_error}" if worker.last_error and starting else "",
             delay=round(delay, 2),
             **fields,
         )
