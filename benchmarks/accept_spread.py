@@ -1,9 +1,9 @@
 """
-How evenly do two worker processes share new connections: one listening
-socket shared by both (what C{twistd tsecho --workers N} does), with
-Twisted's accept loop as it is (up to 100 connections per wake-up) or
-with the workers taking turns (L{tsecho._accept}: a few per wake-up), or
-one C{SO_REUSEPORT} socket each?
+How evenly do two worker processes share new connections, and at what CPU
+cost: one listening socket shared by both, with Twisted's accept loop as
+it is (up to 100 connections per wake-up), or a few per wake-up, or by the
+connections each holds (L{tsecho._accept}: what C{twistd tsecho --workers
+N} does); or one C{SO_REUSEPORT} socket each; against one process alone?
 
 C{python benchmarks/accept_spread.py [SECONDS] [ROUNDS] [LOAD]} starts two
 processes running tsecho's factory on Twisted's reactor, for each load of
@@ -49,28 +49,30 @@ LOADS = {
     "connections one after another (1 client)": ["--scenario", "cpr", "--conns", "1"],
     "connect-per-request, 8 clients": ["--scenario", "cpr", "--conns", "8"],
 }
-# How the two processes share the port -> connections each accepts per wake-up
-# (None: as many as Twisted's accept loop takes).
+# How the processes share the port -> connections each accepts per wake-up
+# (None: as many as Twisted's accept loop takes; BALANCED: tsecho._accept).
+BALANCED = -1
 MODES: dict[str, int | None] = {
     "shared socket, Twisted's accept loop": None,
-    "shared socket, 1 per wake-up": 1,
-    "shared socket, 2 per wake-up (--workers)": 2,
+    "shared socket, 2 per wake-up": 2,
+    "shared socket, least connections (--workers)": BALANCED,
     "SO_REUSEPORT": None,
+    "one process": None,
 }
 
 
-def serve(listening: socket.socket, report: int, turns: int | None) -> None:
+def serve(listening: socket.socket, report: int, turns: int | None, board: Any, row: int) -> None:
     """
     In a child process: serve C{listening} with tsecho's factory until
     SIGTERM, then write to C{report} how many connections it accepted and
     the CPU time it used meanwhile.
-    With C{turns}, accept that many per wake-up
-    (L{tsecho._accept.take_turns}; a worker accepts
-    L{tsecho._accept.ACCEPTS_PER_WAKEUP}).
+    With C{turns}, accept that many per wake-up (Twisted's C{numberAccepts},
+    reset before each); with L{BALANCED}, balance as a worker does, in
+    C{row} of C{board}.
     """
     from twisted.internet import reactor
 
-    from tsecho._accept import take_turns
+    from tsecho._accept import Balancer
     from tsecho.protocol import ServerConfig, TimestampEchoFactory
     from tsecho.timestamps import Timestamper
 
@@ -85,8 +87,20 @@ def serve(listening: socket.socket, report: int, turns: int | None) -> None:
     factory.buildProtocol = counting  # type: ignore[method-assign]
     listening.setblocking(False)
     port = reactor.adoptStreamPort(listening.fileno(), socket.AF_INET, factory)  # type: ignore[attr-defined]
-    if turns:
-        take_turns(port, turns)
+    if turns == BALANCED:
+        balancer = Balancer(board, row, reactor)
+        balancer.holding = lambda: len(factory.connections)
+        factory.on_release = balancer.released
+        balancer.add(port)
+        balancer.publish()
+    elif turns:
+        read = port.doRead
+
+        def doRead() -> Any:
+            port.numberAccepts = turns
+            return read()
+
+        port.doRead = doRead
     started = time.process_time()
     reactor.addSystemEventTrigger(
         "before", "shutdown", lambda: os.write(report, b"%d %f\n" % (accepted[0], time.process_time() - started))
@@ -110,14 +124,17 @@ def measure(mode: str, load: list[str], duration: float) -> tuple[list[int], flo
     with C{load}; return each one's connection count, the reply rate, and
     the CPU time both used per connection.
     """
+    from tsecho._accept import Board
+
     reuseport = mode == "SO_REUSEPORT"
+    board = Board.create(2)
     sockets = [listener(0, reuseport)]
     port = sockets[0].getsockname()[1]
     if reuseport:
         sockets.append(listener(port, True))
     read, write = os.pipe()
     children = []
-    for index in range(2):
+    for index in range(1 if mode == "one process" else 2):
         mine = sockets[index] if reuseport else sockets[0]
         pid = os.fork()
         if pid == 0:
@@ -125,12 +142,13 @@ def measure(mode: str, load: list[str], duration: float) -> tuple[list[int], flo
                 for other in sockets:
                     if other is not mine:
                         other.close()  # a reuseport socket nobody serves would take its share
-                serve(mine, write, MODES[mode])
+                serve(mine, write, MODES[mode], board, index)
             finally:
                 os._exit(0)
         children.append(pid)
     for sock in sockets:
         sock.close()
+    board.close()
     time.sleep(1.5)
     argv = [str(LOADGEN), "--port", str(port), *load, "--duration", str(duration), "--warmup", "0.5"]
     # The idle load waits for a line before closing its connections: it has one.
@@ -166,7 +184,7 @@ def main() -> int:
                 total = sum(accepted) or 1
                 busiest = max(accepted)
                 shown = f"{rate:,.0f}/s" if rate else "—"
-                split = f"{busiest:,} / {min(accepted):,} | {busiest / (total / 2):.2f}"
+                split = f"{busiest:,} / {min(accepted):,} | {busiest / (total / len(accepted)):.2f}"
                 print(f"| {name} | {mode} | {split} | {shown} | {cpu * 1e6:,.0f} µs |", flush=True)
     return 0
 

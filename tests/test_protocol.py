@@ -508,6 +508,19 @@ class MaxConnectionsTests(SynchronousTestCase):
         self.assert_released("lost", lambda e: e.lose(Failure(ConnectionLost("gone"))))
         self.assert_released("write side lost", lambda e: e.protocol.writeConnectionLost())
 
+    def test_on_release(self) -> None:
+        """
+        The factory's C{on_release} is called once each time a connection
+        is counted out, after the count went down.
+        """
+        factory = make_factory(ServerConfig())
+        counts: list[int] = []
+        factory.on_release = lambda: counts.append(len(factory.connections))
+        first = connect(factory, transport_type=ClosingStringTransport)
+        connect(factory, transport_type=ClosingStringTransport)
+        first.lose()
+        self.assertEqual(counts, [1])
+
     def test_busy_not_released(self) -> None:
         """
         A refused connection closing does not count down admitted ones.

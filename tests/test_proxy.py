@@ -372,6 +372,29 @@ class WrapperTests(SynchronousTestCase):
         self.assertEqual(inner_factory.connections, set())
         self.assertEqual(factory.protocols, {})
 
+    def test_pending_headers_counted(self) -> None:
+        """
+        The factory counts the connections whose header is still to come
+        (a worker counts them as held, L{tsecho.worker.count_connections}):
+        one that sends it moves to the server's count; one that closes
+        before it is counted out, and C{on_release} is told.
+        """
+        released: list[int] = []
+        first, _, factory = self.connect()
+        factory.on_release = lambda: released.append(factory.pending)
+        second = factory.buildProtocol(BALANCER)
+        assert isinstance(second, ProxyProtocolWrapper)
+        transport = ClosingStringTransport(peerAddress=BALANCER)
+        transport.protocol = second
+        second.makeConnection(transport)
+        self.assertEqual(factory.pending, 2)
+        first.dataReceived(V1)
+        self.assertEqual(factory.pending, 1)
+        second.connectionLost(connectionDone)
+        self.assertEqual((factory.pending, released), (0, [0]))
+        first.connectionLost(connectionDone)
+        self.assertEqual((factory.pending, released), (0, [0]))
+
 
 class ServerFromStringTests(SynchronousTestCase):
     """

@@ -7,6 +7,7 @@ main process's own start-up checks.  All in memory (fake processes, a clock).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -15,11 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet import error
-from twisted.logger import capturedLogs, formatEvent
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from test_workers import FakeListeners, FakeProcess, ProcessReactor, event_line
+from tsecho._accept import Board
 from tsecho._startup import StartupError
 from tsecho.worker import READY
 from tsecho.workers import State, WorkerPool, _check_command, _parse_event, describe_exit
@@ -75,6 +77,7 @@ class SupervisionTests(SynchronousTestCase):
             metrics_dir=metrics_dir,
         )
         self.addCleanup(signal.signal, signal.SIGHUP, signal.getsignal(signal.SIGHUP))
+        self.addCleanup(lambda: pool.board and pool.board.close())
         return pool, reactor
 
     def serve(self, reactor: ProcessReactor, index: int) -> None:
@@ -117,7 +120,8 @@ class SupervisionTests(SynchronousTestCase):
         pool, reactor = self.make_pool()
         pool.startService()
         self.assertEqual(len(reactor.spawned), 2)
-        self.assertEqual(reactor.spawned[0]["childFDs"], {0: "w", 1: "r", 2: "r", 3: 7, 4: 8})
+        assert pool.board is not None
+        self.assertEqual(reactor.spawned[0]["childFDs"], {0: "w", 1: "r", 2: "r", 3: 7, 4: 8, 5: pool.board.fileno()})
 
     def test_listeners_not_open_at_once(self) -> None:
         """
@@ -298,6 +302,90 @@ class SupervisionTests(SynchronousTestCase):
         )
         reactor.advance(100)
         self.assertEqual(len(reactor.spawned), 2)
+
+    def rows(self, reactor: ProcessReactor) -> list[int | None]:
+        """
+        The board row each spawned worker was given, in the order spawned.
+        """
+        return [json.loads(spawned["args"][1]).get("row") for spawned in reactor.spawned]
+
+    def test_board_rows(self) -> None:
+        """
+        Every worker gets a row of the board that no live worker holds: a
+        fresh worker in a rolling restart one beside its old one's, a
+        replacement a row freed by a worker that exited, which the main
+        process empties if the worker still held it (killed, it could not).
+        """
+        pool, reactor = self.restarting()
+        self.assertEqual(self.rows(reactor), [0, 1, 2])
+        pool, reactor = self.serving()
+        assert pool.board is not None
+        pool.board.write(0, 100, 7, 9)  # worker 1 (pid 100) says it holds 7
+        pool.board.write(1, 999, 3, 4)  # worker 2's row holds another pid
+        self.end(reactor, 0, signal=9)
+        self.end(reactor, 1, signal=9)
+        self.assertEqual(pool.board.read(0), (0, 0, 0))
+        self.assertEqual(pool.board.read(1), (999, 3, 4))
+        reactor.advance(pool.min_delay)
+        self.assertEqual(self.rows(reactor), [0, 1, 0, 1])
+
+    def test_board_row_left(self) -> None:
+        """
+        The row of a worker that has left it (it drains: minus its pid) is
+        given to the next worker; when the drained worker exits, the row,
+        now the new worker's, is left alone; a row its exited worker left
+        is emptied.
+        """
+        pool, reactor = self.restarting()
+        assert pool.board is not None
+        pool.board.write(0, -100, 0, 0)  # worker 1 (pid 100) drains
+        self.serve(reactor, 2)  # the fresh worker for slot 1 serves: slot 2's starts
+        self.assertEqual(self.rows(reactor), [0, 1, 2, 0])
+        pool.board.write(0, 103, 1, 1)
+        self.end(reactor, 0, exitCode=0)
+        self.assertEqual(pool.board.read(0), (103, 1, 1))
+        pool.board.write(1, -101, 0, 0)
+        self.end(reactor, 1, exitCode=0)
+        self.assertEqual(pool.board.read(1), (0, 0, 0))
+
+    def test_no_board(self) -> None:
+        """
+        If the board cannot be made, one warning says what is lost and the
+        workers start without rows.
+        """
+
+        def cannot(rows: int) -> Board:
+            raise OSError(errno.EMFILE, "Too many open files")
+
+        self.patch(Board, "create", cannot)
+        with capturedLogs() as events:
+            pool, reactor = self.serving()
+        self.assertIsNone(pool.board)
+        self.assertEqual(self.rows(reactor), [None, None])
+        warnings = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
+        self.assertEqual(len(warnings), 1)
+        self.assertIn("workers cannot share a board (Too many open files)", warnings[0])
+
+    def test_board_full(self) -> None:
+        """
+        A worker started when every row is held gets none (it accepts
+        without counting its peers) and no board; the board is closed when
+        the pool has stopped.
+        """
+        pool, reactor = self.serving()
+        assert pool.board is not None
+        board = pool.board
+        for _ in range(board.rows):  # restarts that find their old workers still draining
+            pool._spawn(1)
+        self.assertEqual(self.rows(reactor), [0, 1, 2, 3, 4, 5, None, None])
+        self.assertNotIn(5, reactor.spawned[-1]["childFDs"])
+        self.assertEqual(reactor.spawned[-3]["childFDs"][5], board.fileno())
+        stopped = pool.stopService()
+        for index in range(len(reactor.spawned)):
+            self.end(reactor, index, exitCode=0)
+        self.successResultOf(stopped)
+        self.assertIsNone(pool.board)
+        self.assertRaises(ValueError, board.read, 0)
 
     def test_stop_with_a_worker_gone_already(self) -> None:
         """

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import inspect
 import ipaddress
+from collections.abc import Callable
 from typing import Any, cast
 
 from twisted.internet.defer import Deferred
@@ -154,6 +155,7 @@ class ProxyProtocolWrapper(ProtocolWrapper):
         directlyProvides(self, providedBy(transport))
         Protocol.makeConnection(self, transport)
         self.factory.registerProtocol(self)
+        self.factory.pending += 1
         self._header_timer = self.factory.clock.callLater(self.factory.header_timeout, self._header_timed_out)
 
     def dataReceived(self, data: bytes) -> None:
@@ -177,6 +179,7 @@ class ProxyProtocolWrapper(ProtocolWrapper):
         self._info = info
         self._cancel_header_timer()
         self._inner_connected = True
+        self.factory.pending -= 1
         self.wrappedProtocol.makeConnection(cast(ITransport, self))
         if remaining:
             self.wrappedProtocol.dataReceived(remaining)
@@ -262,6 +265,8 @@ class ProxyProtocolWrapper(ProtocolWrapper):
             super().connectionLost(reason)
         else:
             self.factory.unregisterProtocol(self)
+            self.factory.pending -= 1
+            self.factory.on_release()
 
 
 class ProxyWrappingFactory(WrappingFactory):
@@ -271,6 +276,9 @@ class ProxyWrappingFactory(WrappingFactory):
     @ivar clock: times the header; the wrapped factory's C{clock} if it has
         one, else the global reactor.
     @ivar header_timeout: seconds allowed for the PROXY header.
+    @ivar pending: the connections whose header has not arrived yet.
+    @ivar on_release: called when one of those closes (under C{--workers},
+        the worker's L{tsecho._accept.Balancer}).
     """
 
     protocol = ProxyProtocolWrapper
@@ -285,6 +293,8 @@ class ProxyWrappingFactory(WrappingFactory):
 
             clock = reactor
         self.clock: IReactorTime = clock
+        self.pending = 0
+        self.on_release: Callable[[], object] = lambda: None
 
 
 @implementer(IStreamServerEndpoint)

@@ -564,6 +564,12 @@ def _summarize(connection: TimestampEcho, reason: Failure) -> None:
         )
 
 
+def _nothing() -> None:
+    """
+    Do nothing: what a lone server's factory does once a connection is counted out.
+    """
+
+
 if TYPE_CHECKING:  # Twisted's factories are generic only from 24.x on
     _ServerFactory = ServerFactory[TimestampEcho]
 else:
@@ -582,6 +588,8 @@ class TimestampEchoFactory(_ServerFactory):
         closing: C{timeout}, or C{drain_quiet} once draining.
     @ivar draining: whether the server is shutting down.
     @ivar metrics: told of every connection that ends (nothing, by default).
+    @ivar on_release: called once a connection is counted out (under
+        C{--workers}, the worker's L{tsecho._accept.Balancer}).
     """
 
     protocol = TimestampEcho
@@ -593,6 +601,7 @@ class TimestampEchoFactory(_ServerFactory):
         self.clock = clock
         _direct.available()  # checked (and any warning logged) once, with the first factory
         self.metrics: ConnectionMetrics = NO_METRICS
+        self.on_release: Callable[[], object] = _nothing
         self.connections: set[TimestampEcho] = set()
         self.resetting: set[TimestampEcho] = set()
         self.idle: IdleTimeouts[Expiring] = IdleTimeouts(clock, config.timeout or None)
@@ -667,6 +676,7 @@ class TimestampEchoFactory(_ServerFactory):
         """
         self.connections.discard(connection)
         self.resetting.discard(connection)
+        self.on_release()
         if not self.connections:
             if self._window is not None and self._window.active():
                 self._window.cancel()

@@ -36,7 +36,7 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from tsecho._accept import take_turns
+from tsecho._accept import Balancer, Board
 
 READY = "tsecho_ready"
 """
@@ -105,20 +105,24 @@ class AdoptingReactor:
     instead of binding; everything else is the wrapped reactor's.
     """
 
-    def __init__(self, reactor: Any, fd: int, owns_fd: bool = False) -> None:
+    def __init__(self, reactor: Any, fd: int, owns_fd: bool = False, balancer: Balancer | None = None) -> None:
         """
         @param owns_fd: close C{fd} once it is adopted (a worker's inherited
             descriptor); tests adopt sockets they keep.
+        @param balancer: shares the adopted stream port's connections with
+            the other workers.
         """
         self._reactor = reactor
         self._fd = fd
         self._owns_fd = owns_fd
+        self._balancer = balancer
 
     def _adopt(self, factory: IProtocolFactory) -> IListeningPort:
         family = socket_family(self._fd)
         with nonblocking_sockets():
             port = self._reactor.adoptStreamPort(self._fd, family, factory)
-        take_turns(port)
+        if self._balancer is not None:
+            self._balancer.add(port)
         self._release_inherited()
         return SharedPathPort(port) if family == socket.AF_UNIX else port
 
@@ -178,11 +182,14 @@ def adoptable(description: str) -> str:
     return head + "tcp:0" if systemd and head in ("", "haproxy:") else description
 
 
-def worker_options(reactor: Any, stream_fds: Sequence[int], udp_fd: int | None) -> Any:
+def worker_options(
+    reactor: Any, stream_fds: Sequence[int], udp_fd: int | None, balancer: Balancer | None = None
+) -> Any:
     """
     L{tsecho.tap.Options} whose listeners adopt the inherited sockets:
-    stream endpoints, in the order given, adopt C{stream_fds}; C{--udp}
-    adopts C{udp_fd}; C{--unix-datagram} is left to the main process.
+    stream endpoints, in the order given, adopt C{stream_fds} (sharing
+    connections through C{balancer}); C{--udp} adopts C{udp_fd};
+    C{--unix-datagram} is left to the main process.
     """
     from tsecho.listeners import server_from_string
     from tsecho.tap import Options
@@ -193,7 +200,8 @@ def worker_options(reactor: Any, stream_fds: Sequence[int], udp_fd: int | None) 
         def _endpoint(self, description: str, option: str = "--listen") -> IStreamServerEndpoint:
             if not fds:
                 raise usage.UsageError(f"{option} {description}: no inherited socket for it")
-            return server_from_string(AdoptingReactor(reactor, fds.pop(0), owns_fd=True), adoptable(description))
+            adopting = AdoptingReactor(reactor, fds.pop(0), owns_fd=True, balancer=balancer)
+            return server_from_string(adopting, adoptable(description))
 
         def postOptions(self) -> None:
             # The main process serves the page; this worker adds its counts
@@ -226,7 +234,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from tsecho.tap import makeService
 
-    options = worker_options(reactor, spec["stream"], spec.get("udp"))
+    balancer = balancer_from(spec, reactor)
+    options = worker_options(reactor, spec["stream"], spec.get("udp"), balancer)
     try:
         options.parseOptions(arguments)
         service = None if spec.get("check") else makeService(options)  # makeService builds the listeners
@@ -236,14 +245,58 @@ def main(argv: Sequence[str] | None = None) -> int:
     if service is None:
         return 0
     globalLogBeginner.beginLoggingTo([jsonFileLogObserver(sys.stdout)], redirectStandardIO=False)
-    service.privilegedStartService()
+    service.privilegedStartService()  # adopts the listening sockets
+    if balancer is not None:
+        reactor.addSystemEventTrigger("before", "shutdown", balancer.stop)  # before the listeners close
+        count_connections(balancer, service.factory)  # type: ignore[attr-defined]
     service.startService()
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
     stop = stop_on_signal(reactor)
     reactor.addReader(ParentWatch(0, stop))
+    if balancer is not None:
+        balancer.publish()  # its peers count it in from now on
     log.info("serving", **{READY: True})
     reactor.run(installSignalHandlers=False)  # type: ignore[call-arg]
     return 0
+
+
+def balancer_from(spec: dict[str, Any], reactor: Any) -> Balancer | None:
+    """
+    This worker's side of the board its SPEC names (C{board}: the
+    descriptor, which is closed once the board is mapped; C{rows}; and its
+    C{row}), if any.
+    """
+    if spec.get("row") is None or spec.get("check"):
+        return None
+    board = Board(spec["board"], spec["rows"])
+    os.close(spec["board"])
+    return Balancer(board, spec["row"], reactor)
+
+
+def count_connections(balancer: Balancer, factory: Any) -> None:
+    """
+    Tell C{balancer} how many connections this worker holds: those
+    C{factory} (the worker's L{tsecho.protocol.TimestampEchoFactory})
+    admitted, and those still sending their PROXY header on a C{haproxy:}
+    listener; and its share of C{--max-connections}.
+    """
+    from tsecho._proxy import ProxyWrappingFactory
+
+    proxies = []
+    for port in balancer.ports:
+        wrapper = port.factory
+        while wrapper is not None:  # haproxy: under ssl: is wrapped in TLS
+            if isinstance(wrapper, ProxyWrappingFactory):
+                proxies.append(wrapper)
+                wrapper.on_release = balancer.released
+            wrapper = getattr(wrapper, "wrappedFactory", None)
+    connections = factory.connections
+    if proxies:
+        balancer.holding = lambda: len(connections) + sum(proxy.pending for proxy in proxies)
+    else:
+        balancer.holding = connections.__len__
+    factory.on_release = balancer.released
+    balancer.limit = factory.config.max_connections
 
 
 def stop_on_signal(reactor: Any) -> Callable[[], bool]:

@@ -46,6 +46,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger, eventFromJSON, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 
+from tsecho._accept import Board
 from tsecho._startup import fail, release_stderr
 from tsecho.datagram import DatagramListener
 from tsecho.service import GivesLogObserver, TimestampEchoService
@@ -100,6 +101,7 @@ class Worker:
     One worker process.
 
     @ivar slot: its place, 1 to N; a replacement takes the slot over.
+    @ivar row: its row of the pool's L{Board}, or C{None} if none was free.
     @ivar replaces: during a rolling restart, the worker it will relieve.
     @ivar kill_timer: kills it if it is still starting after the pool's
         start bound, or still draining after its stop bound.
@@ -113,6 +115,7 @@ class Worker:
     replaces: Worker | None = None
     kill_timer: Any = None
     last_error: str = ""
+    row: int | None = None
 
 
 @attrs.define
@@ -227,6 +230,9 @@ class WorkerPool(GivesLogObserver, Service):
         self.check = check or _check_command
         self.workers: list[Worker] = []
         self.sockets = SharedSockets()
+        # Where workers say how many connections each holds: a row for each
+        # serving worker, and for as many more starting or draining.
+        self.board: Board | None = None
         self._delays: dict[int, float] = {}
         self._respawns: dict[int, Any] = {}
         self.metrics_dir = metrics_dir
@@ -285,21 +291,31 @@ class WorkerPool(GivesLogObserver, Service):
             self._remove_metrics_dir()
             raise fail(f"tsecho: a worker process cannot start: {problem}")
         release_stderr()
+        try:
+            self.board = Board.create(2 * self.count + 2)
+        except OSError as e:
+            log.warn(
+                "workers cannot share a board ({error}): each accepts new connections without counting the"
+                " others', and a burst may land mostly on one",
+                error=os.strerror(e.errno) if e.errno else str(e),
+            )
         super().startService()
         self.listeners.startService()
         signal.signal(signal.SIGHUP, self._hangup)  # kept once stopping: SIGHUP's default is to terminate
         for slot in range(1, self.count + 1):
             self._spawn(slot)
 
-    def _command_line(self, slot: int, check: bool = False) -> list[str]:
+    def _command_line(self, slot: int, check: bool = False, row: int | None = None) -> list[str]:
         """
-        Start the worker for C{slot}: its SPEC (where its sockets are), then
-        the options this process was given, for one process, with the slot's
-        share of C{--max-connections}.
+        Start the worker for C{slot}: its SPEC (where its sockets are, and
+        its C{row} of the board), then the options this process was given,
+        for one process, with the slot's share of C{--max-connections}.
         """
         spec = {"slot": slot, **self.sockets.spec(), "reactor": reactor_name(self.reactor)}
         if check:
             spec["check"] = True
+        if row is not None and self.board is not None:
+            spec.update(board=self._board_fd(), rows=self.board.rows, row=row)
         limit = f"--max-connections={self.shares[slot - 1]}"
         return [*self.command, json.dumps(spec), *self.arguments, "--workers=1", limit]
 
@@ -308,8 +324,11 @@ class WorkerPool(GivesLogObserver, Service):
         # Standard input: a pipe never written to, whose end tells the worker
         # that this process is gone.
         child_fds: dict[int, int | str] = {0: "w", 1: "r", 2: "r", **self.sockets.child_fds()}
-        args = self._command_line(slot)
-        worker = Worker(slot, self.reactor.seconds(), replaces=replaces)
+        row = self._free_row()
+        if row is not None and self.board is not None:
+            child_fds[self._board_fd()] = self.board.fileno()
+        args = self._command_line(slot, row=row)
+        worker = Worker(slot, self.reactor.seconds(), replaces=replaces, row=row)
         self.workers.append(worker)
         try:
             worker.process = self.reactor.spawnProcess(
@@ -323,6 +342,24 @@ class WorkerPool(GivesLogObserver, Service):
         log.info("worker {slot} started (pid {pid})", slot=slot, pid=worker.pid)
         worker.kill_timer = self.reactor.callLater(self.start_bound, self._not_serving, worker)
         return worker
+
+    def _free_row(self) -> int | None:
+        """
+        The first row of the board that no live worker holds, or that its
+        worker has left for good (it drains); C{None} if every row is held:
+        that worker accepts without counting its peers.
+        """
+        board = self.board
+        if board is None:
+            return None
+        held = {w.row for w in self.workers if w.row is not None and not board.left(w.row, w.pid or 0)}
+        return next((row for row in range(board.rows) if row not in held), None)
+
+    def _board_fd(self) -> int:
+        """
+        The worker's descriptor for the board: the one after its sockets'.
+        """
+        return FIRST_CHILD_FD + len(self.sockets.child_fds())
 
     def _not_serving(self, worker: Worker) -> None:
         worker.kill_timer = None
@@ -371,9 +408,8 @@ class WorkerPool(GivesLogObserver, Service):
         if worker.state is not State.STARTING:
             return
         worker.state = State.SERVING
-        if worker.kill_timer is not None:  # the start bound's (gone if it has just been killed)
-            worker.kill_timer.cancel()
-            worker.kill_timer = None
+        worker.kill_timer.cancel()  # the start bound's (a worker killed at it is FAILED_START)
+        worker.kill_timer = None
         old = worker.replaces
         worker.replaces = None
         if old is not None and self._rolling is not None:
@@ -396,6 +432,8 @@ class WorkerPool(GivesLogObserver, Service):
 
             worker_exited(worker.pid, self.metrics_dir)  # its gauges go; its counters stay in the sums
         self.workers.remove(worker)  # each worker ends once: Twisted reports a process's end once
+        if self.board is not None and worker.row is not None and worker.pid is not None:
+            self.board.clear(worker.row, worker.pid)  # killed, it could not: its peers must not wait for it
         if worker.kill_timer is not None and worker.kill_timer.active():
             worker.kill_timer.cancel()
         status = describe_exit(reason)
@@ -476,7 +514,7 @@ class WorkerPool(GivesLogObserver, Service):
     def _drain(self, worker: Worker) -> None:
         if worker.state in (State.DRAINING, State.GONE):
             return
-        if worker.state is State.STARTING and worker.kill_timer is not None:
+        if worker.state is State.STARTING:
             worker.kill_timer.cancel()  # the start bound gives way to the stop bound
         worker.state = State.DRAINING
         try:
@@ -517,6 +555,9 @@ class WorkerPool(GivesLogObserver, Service):
 
         def closed_too(_: object) -> defer.Deferred[None]:
             self._remove_metrics_dir()
+            if self.board is not None:
+                self.board.close()
+                self.board = None
             return closed
 
         return self._all_gone.addCallback(closed_too)
@@ -547,8 +588,8 @@ def _format_relayed(event: dict[str, Any]) -> str:
     and are no fields of the text.)
     """
     flattened = event.pop("log_flattened", None)
-    lost = (key for key, value in event.items() if value == {"unpersistable": True} and not key.startswith("log_"))
-    if flattened is None or next(lost, None) is None:
+    lost = any(value == {"unpersistable": True} and not key.startswith("log_") for key, value in event.items())
+    if flattened is None or not lost:
         return formatEvent(event)
     return formatEvent({**event, "log_flattened": flattened})
 
