@@ -140,8 +140,8 @@ class BalancerTests(SynchronousTestCase):
         self.balancer = Balancer(self.board, 0, self.clock, pid=4242)
         self.balancer.holding = lambda: len(self.factory.built) - self.closed
 
-    def peer(self, holding: int, reads: int = 1, row: int = 1) -> None:
-        self.board.write(row, 4343 + row, holding, reads)
+    def peer(self, holding: int, reads: int = 1, row: int = 1, share: int = 0) -> None:
+        self.board.write(row, 4343 + row, holding, reads, share)
 
     def reading(self, port: Any) -> bool:
         return port in port.reactor.getReaders()
@@ -290,14 +290,19 @@ class BalancerTests(SynchronousTestCase):
         """
         A worker whose C{--max-connections} share is full accepts none
         while its peer's is not (the peer would refuse none), however close
-        their counts; when both are full, it accepts (and answers busy).
+        their counts, and shares may differ by one; when both are full, it
+        accepts (and answers busy).  It publishes its share.
         """
         self.balancer.limit = 5
         self.closed = -5
-        self.peer(4)
+        self.peer(4, share=5)
         self.assertEqual(self.balancer.room(), 0)
-        self.peer(5)
+        self.peer(5, share=6)
+        self.assertEqual(self.balancer.room(), 0)
+        self.peer(5, share=5)
         self.assertEqual(self.balancer.room(), MARGIN)
+        self.balancer.publish()
+        self.assertEqual(self.board.everyone()[:4], [4242, 5, 0, 5])
         self.closed = -4
         self.peer(0)
         self.assertEqual(self.balancer.room(), MARGIN - 4)
@@ -386,7 +391,7 @@ class BoardTests(SynchronousTestCase):
         self.addCleanup(theirs.close)
         theirs.write(2, 77, 5, 6)
         self.assertEqual(board.read(2), (77, 5, 6))
-        self.assertEqual(board.everyone(), [0, 0, 0, 0, 0, 0, 77, 5, 6])
+        self.assertEqual(board.everyone(), [0, 0, 0, 0, 0, 0, 0, 0, 77, 5, 6, 0])
         board.clear(2, 78)
         self.assertEqual(theirs.read(2), (77, 5, 6))
         board.clear(2, 77)
@@ -410,7 +415,7 @@ class BoardTests(SynchronousTestCase):
         empty = 0
         while os.waitpid(writer, os.WNOHANG) == (0, 0):
             for _ in range(1000):
-                empty += board.everyone()[3] == 0
+                empty += board.everyone()[4] == 0
         self.assertEqual(empty, 0)
 
     def test_balancer_from(self) -> None:

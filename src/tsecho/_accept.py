@@ -70,7 +70,7 @@ BATCH = 100
 The most connections one C{doRead} accepts (Twisted's own first batch).
 """
 
-_CELLS = 3  # per row: pid (0: nobody), connections held, reads of the listening sockets
+_CELLS = 4  # per row: pid (0: nobody), connections held, reads of the listening sockets, share
 _CELL = struct.calcsize("q")
 
 log = Logger(namespace="tsecho.worker")
@@ -84,10 +84,10 @@ class Board:
     and hands each worker its descriptor and a row; it clears the row of a
     worker that has exited (L{clear}).
 
-    A row is three 64-bit cells: the pid of the worker that holds it (0:
+    A row is four 64-bit cells: the pid of the worker that holds it (0:
     nobody; minus its pid once it has left for good, so the row may be
-    given to another worker), the connections it holds, and its reads of
-    the listening sockets.  Each cell is written in one store (not with
+    given to another worker), the connections it holds, its reads of the
+    listening sockets, and its share of C{--max-connections} (0: none).  Each cell is written in one store (not with
     C{struct.pack_into}, which zeroes the whole row before it writes: a
     worker reading meanwhile found nobody there).
     """
@@ -133,7 +133,7 @@ class Board:
         assert self._fd is not None, "only the board's creator hands it out"
         return self._fd
 
-    def write(self, row: int, pid: int, holding: int, reads: int) -> None:
+    def write(self, row: int, pid: int, holding: int, reads: int, share: int = 0) -> None:
         """
         Write C{row}: a worker's row appears, or leaves, whole (its pid is
         written last, or, to leave, first).
@@ -143,18 +143,19 @@ class Board:
             cells[first] = pid
         cells[first + 1] = holding
         cells[first + 2] = reads
+        cells[first + 3] = share
         cells[first] = pid
 
     def read(self, row: int) -> tuple[int, int, int]:
         """
         C{row}'s pid, connections held and reads.
         """
-        pid, holding, reads = self._cells[_CELLS * row : _CELLS * row + _CELLS].tolist()
+        pid, holding, reads = self._cells[_CELLS * row : _CELLS * row + 3].tolist()
         return pid, holding, reads
 
     def everyone(self) -> list[int]:
         """
-        Every row's pid, connections held and reads, one after the other.
+        Every row's pid, connections held, reads and share, one after the other.
         """
         return self._cells.tolist()
 
@@ -170,7 +171,7 @@ class Board:
         (an exited worker's).
         """
         if abs(self._cells[_CELLS * row]) == pid:
-            self.write(row, 0, 0, 0)
+            self.write(row, 0, 0, 0, 0)
 
     def close(self) -> None:
         """
@@ -194,7 +195,7 @@ class Sharing(enum.Enum):
     STOPPED = "stopped"
 
 
-_Peer = tuple[int, int, int, int]  # row, pid, connections held, reads
+_Peer = tuple[int, int, int, int, int]  # row, pid, connections held, reads, share (0: none)
 
 
 class Balancer:
@@ -269,7 +270,7 @@ class Balancer:
         Write this worker's row: its pid, the connections it holds, its reads.
         """
         if self.state is not Sharing.STOPPED:
-            self.board.write(self.row, self.pid, self.holding(), self.reads)
+            self.board.write(self.row, self.pid, self.holding(), self.reads, self.limit)
 
     def room(self) -> int:
         """
@@ -285,7 +286,7 @@ class Balancer:
         if peer is None:
             return BATCH
         theirs, mine = peer[2], self.holding()
-        if mine >= self.limit > theirs:  # full here, room there
+        if mine >= self.limit and theirs < (peer[4] or sys.maxsize):  # full here, room there
             return 0
         return theirs + max(MARGIN, (mine + theirs) // 10) - mine
 
@@ -299,13 +300,13 @@ class Balancer:
         for row, pid in enumerate(cells[::_CELLS]):
             if pid <= 0 or row == self.row:
                 continue
-            holding, reads = cells[_CELLS * row + 1], cells[_CELLS * row + 2]
+            holding, reads, share = cells[_CELLS * row + 1 : _CELLS * row + 4]
             if self._ignored and (row, pid) in self._ignored:
                 if self._ignored[row, pid] == reads:
                     continue
                 del self._ignored[row, pid]
             if least is None or holding < least[2]:
-                least = (row, pid, holding, reads)
+                least = (row, pid, holding, reads, share)
         return least
 
     def released(self) -> None:
@@ -384,4 +385,4 @@ class Balancer:
             self._poll = None
         if self.state is not Sharing.STOPPED:
             self.state = Sharing.STOPPED
-            self.board.write(self.row, -self.pid, 0, 0)
+            self.board.write(self.row, -self.pid, 0, 0, 0)
